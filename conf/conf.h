@@ -1,0 +1,194 @@
+/*
+ * conf: the one typed configuration every Equilibrium process uses.
+ *
+ * Who: equilibriumd loads and validates the INI file (conf_load_file) and
+ * hands the validated text to its workers on EQ_FD_CONFIG (proto/eq_fds.h);
+ * workers parse that text with conf_load_buffer and never re-read the file.
+ * eqctl may load it read-only to find the segment name.
+ *
+ * Invariants: every default from DESIGN.md ("Config") lives in conf_defaults()
+ * and nowhere else; a struct conf that conf_load_* returned 0 for is fully
+ * valid (ranges checked, cross-field rules checked) so consumers never
+ * re-validate.  Unknown sections/keys, bad numbers and out-of-range values
+ * are errors reported as "FILE:LINE: message".
+ *
+ * Secrets (redis.password, postgres conninfo, alert URLs, routing key) live
+ * only in this process-local struct; never log them and never copy them into
+ * the shared-memory segment.
+ */
+#ifndef EQ_CONF_H
+#define EQ_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+
+#define CONF_MAX_TOKENS      64
+#define CONF_ZONE_ID_MAX     64      /* same bound as the HTTP zone_id */
+#define CONF_STR_MAX         256
+#define CONF_CONNINFO_MAX    1024
+#define CONF_MAX_ERRORS      64
+#define CONF_LINE_MAX        4096    /* longer lines are rejected by name */
+
+enum conf_fsync {
+	CONF_FSYNC_ALWAYS,
+	CONF_FSYNC_BATCH,
+	CONF_FSYNC_NEVER,
+};
+
+enum conf_emergency_pricing {
+	CONF_EMERGENCY_DEFAULT,              /* default prices only */
+	CONF_EMERGENCY_STALE,                /* stale entry, then default */
+};
+
+struct conf_zone {                           /* [zone:ID] per-zone default */
+	char id[CONF_ZONE_ID_MAX + 1];
+	double base_fare;
+	double surge_multiplier;
+};
+
+struct conf_kv {                             /* [kafka] rdkafka.<name>=<value> */
+	char name[128];
+	char value[CONF_STR_MAX];
+};
+
+struct conf {
+	char path[PATH_MAX];                 /* file as given, for messages */
+
+	struct {
+		char name[CONF_STR_MAX];     /* "/equilibrium" */
+		uint32_t zones_capacity;     /* 65536 */
+		uint64_t ring_bytes;         /* 16777216 */
+		char group[64];              /* "" = owner only (0600) */
+	} shm;
+
+	struct {
+		char listen[CONF_STR_MAX];   /* "127.0.0.1:8080" ("[::1]:8080" too) */
+		uint32_t max_header_bytes;   /* 8192 */
+		uint32_t max_body_bytes;     /* 1048576 */
+		uint32_t header_timeout_ms;  /* 5000 */
+		uint32_t idle_timeout_ms;    /* 60000 */
+		uint32_t max_connections;    /* 10000, per worker */
+	} http;
+
+	struct {
+		unsigned n_tokens;           /* 0 = auth off (logged loudly) */
+		uint8_t token_sha256[CONF_MAX_TOKENS][32];
+	} auth;
+
+	struct {
+		unsigned workers;            /* 2 */
+		double default_base_fare;    /* 12.50 */
+		double default_multiplier;   /* 1.0 */
+		double default_confidence;   /* 0.1 */
+	} pricing;
+
+	struct conf_zone *zones;             /* [zone:ID] sections, malloc'd */
+	size_t n_zones;
+
+	struct {
+		char host[CONF_STR_MAX];     /* "127.0.0.1" */
+		uint16_t port;               /* 6379 */
+		char password[CONF_STR_MAX]; /* "" = no AUTH */
+		uint32_t db;                 /* 0 */
+		uint32_t timeout_ms;         /* 100 */
+	} redis;
+
+	struct {
+		char primary[CONF_CONNINFO_MAX]; /* "" = not used */
+		char backup[CONF_CONNINFO_MAX];  /* "" = not used */
+		uint32_t timeout_ms;         /* 500 */
+	} postgres;
+
+	struct {
+		char brokers[CONF_STR_MAX];  /* "127.0.0.1:9092" */
+		char topic_quotes[128];      /* "pricing.quotes" */
+		char topic_events[128];      /* "pricing.events" */
+		char topic_system[128];      /* "system.events" */
+		struct conf_kv *rdkafka;     /* rdkafka.* pass-through, malloc'd */
+		size_t n_rdkafka;
+	} kafka;
+
+	struct {
+		char dir[PATH_MAX];          /* "/var/lib/equilibrium/spool" */
+		uint64_t max_bytes;          /* 1073741824 */
+		enum conf_fsync fsync;       /* batch */
+		uint32_t fsync_ms;           /* 100 */
+	} spool;
+
+	struct {
+		uint32_t interval_ms;        /* 1000 */
+		uint32_t fast_interval_ms;   /* 250 */
+		uint32_t rise;               /* 2 */
+		uint32_t fall;               /* 3 */
+		uint32_t redis_latency_ms;   /* 100 */
+		uint32_t postgres_latency_ms;/* 500 */
+		uint32_t kafka_lag_ms;       /* 30000 */
+		uint32_t api_latency_ms;     /* 1000 */
+		uint32_t redis_timeout_ms;   /* 250 */
+		uint32_t postgres_timeout_ms;/* 1000 */
+		uint32_t kafka_timeout_ms;   /* 2000 */
+		uint32_t api_timeout_ms;     /* 2000 */
+		uint32_t recovery_base_ms;   /* 1000 */
+		uint32_t recovery_max_ms;    /* 5000 */
+	} probe;
+
+	struct {
+		uint32_t degraded_stale_ttl_ms;          /* 30000 */
+		enum conf_emergency_pricing emergency_pricing; /* default */
+		double degraded_quote_sample;            /* 0.1, in [0, 1] */
+	} modes;
+
+	struct {
+		char webhook_url[CONF_STR_MAX];
+		char slack_webhook_url[CONF_STR_MAX];
+		char pagerduty_url[CONF_STR_MAX];
+		char pagerduty_routing_key[128];
+		char email_to[CONF_STR_MAX];
+		char sendmail[CONF_STR_MAX]; /* "/usr/sbin/sendmail" */
+		uint32_t min_interval_ms;    /* 60000 */
+	} alerts;
+
+	struct {
+		uint32_t restart_base_ms;    /* 100 */
+		uint32_t restart_max_ms;     /* 10000 */
+		uint32_t restart_reset_ms;   /* 10000 */
+		uint32_t heartbeat_timeout_ms; /* 5000 */
+		uint32_t drain_ms;           /* 5000 */
+		char libexec_dir[PATH_MAX];  /* "" = installed or build-tree location */
+	} supervisor;
+};
+
+/* Error list filled by the loaders: each entry "FILE:LINE: message". */
+struct conf_errors {
+	unsigned count;                      /* errors found (may exceed stored) */
+	char msg[CONF_MAX_ERRORS][512];
+};
+
+/* Fills *c with every default.  Never fails. */
+void conf_defaults(struct conf *c);
+
+/* Parses the INI file at path into *c (defaults first, then the file).
+ * Returns 0 if valid; -EINVAL with errs filled if not; -errno if the file
+ * cannot be read (errs holds "FILE: strerror").  On failure *c is freed
+ * and left with defaults. */
+int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs);
+
+/* Same, from text already in memory (the supervisor's validated copy).
+ * name is used in messages and stored in c->path. */
+int conf_load_buffer(const char *name, const char *text, size_t len,
+                     struct conf *c, struct conf_errors *errs);
+
+/* Frees the malloc'd parts (zones, rdkafka) and resets them to empty. */
+void conf_free(struct conf *c);
+
+/* The per-zone default for zone_id, or NULL (then use pricing.default_*). */
+const struct conf_zone *conf_zone_find(const struct conf *c, const char *zone_id, size_t len);
+
+/* Lists the keys whose change needs a restart ([shm], http.listen,
+ * spool.dir) that differ between old and new, comma-separated into buf.
+ * Returns the number of such keys. */
+int conf_restart_keys_changed(const struct conf *old_c, const struct conf *new_c,
+                              char *buf, size_t len);
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * shm: the API every process uses to reach the shared-memory segment.
+ * Nothing outside shm/ touches the layout in shm_types.h directly except
+ * through these functions (eqctl included), so the protocols below hold.
+ *
+ * Who calls what:
+ *   equilibriumd  shm_create / shm_attach(SHM_RDWR), shm_supervisor_lock,
+ *                 worker slot identity, shm_prices_release_pid on reap,
+ *                 override changes (signals).
+ *   eq-prober     components (sole writer), auto mode, history.
+ *   eq-pricing    price lookups/stores, reads mode and component state,
+ *                 its own counters, heartbeat/ready.
+ *   eq-forwarder  event counters and gauges, heartbeat/ready (ring: shm_ring.h).
+ *   eqctl         shm_attach(SHM_RDONLY) and the read functions; "eqctl mode"
+ *                 attaches SHM_RDWR and sets the override.
+ *
+ * Conventions: fallible functions return 0 or -errno.  Attach/create take an
+ * err buffer and fill it with a one-line reason that names the fix.  Reads
+ * never block on a writer: a record that stays mid-write past a bounded
+ * number of retries is reported as -EAGAIN (busy/not ready), never torn.
+ */
+#ifndef EQ_SHM_H
+#define EQ_SHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shm/shm_types.h"
+
+struct shm;                                  /* process-local handle */
+
+struct shm_params {
+	const char *name;                    /* "/equilibrium" */
+	uint32_t zones_capacity;             /* stale-price capacity (>= 1) */
+	uint64_t ring_bytes;                 /* event ring region (>= 64 KiB) */
+	const char *group;                   /* NULL/"" = 0600; else 0640 + that group */
+};
+
+#define SHM_RDONLY  0x0
+#define SHM_RDWR    0x1
+
+/* Bytes the segment will have for these parameters. */
+uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes);
+
+/* Creates a new segment (O_CREAT|O_EXCL, mode 0600 or 0640 with group),
+ * reserves its memory with posix_fallocate (a full /dev/shm fails here with
+ * -ENOSPC, not later with SIGBUS), initialises every section and stores the
+ * ready marker last.  -EEXIST if a segment of that name exists. */
+int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t errlen);
+
+/* Maps an existing segment and validates it: ready marker, magic, layout
+ * major version, size, and owner uid (must be ours, or root reading).
+ * -ENOENT none, -EACCES no permission, -EPROTO bad magic/version/incomplete,
+ * -EPERM other owner, -EINVAL size mismatch.  err names the fix. */
+int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t errlen);
+
+/* Removes the name (the explicit --reset-shm).  0, or -errno (-ENOENT ok). */
+int shm_unlink_name(const char *name);
+
+/* Unmaps and frees the handle; *s becomes NULL. */
+void shm_detach(struct shm **s);
+
+/* Exclusive, non-blocking flock on the segment held for the supervisor's
+ * lifetime (released by the kernel when it dies).  -EWOULDBLOCK if another
+ * supervisor holds it.  Records our pid, start time and a new generation. */
+int shm_supervisor_lock(struct shm *s);
+
+/* Raw access for the few modules that own a region's inner format. */
+const struct shm_header *shm_header(const struct shm *s);
+void *shm_section(const struct shm *s, enum shm_section_id id, uint64_t *bytes);
+bool shm_writable(const struct shm *s);
+
+/* ---- names (from shm_tbl.h) ---- */
+const char *shm_mode_name(unsigned m);
+const char *shm_override_name(unsigned o);
+const char *shm_component_name(unsigned c);
+const char *shm_cstate_name(unsigned st);
+const char *shm_role_name(unsigned r);
+const char *shm_wstate_name(unsigned w);
+const char *shm_source_name(unsigned src);
+const char *shm_endpoint_name(unsigned ep);
+const char *shm_event_counter_name(unsigned c);
+const char *shm_history_kind_name(unsigned k);
+int shm_http_code_value(unsigned idx);       /* EQ_HTTP_404 -> 404 */
+unsigned shm_http_code_index(int code);      /* 404 -> EQ_HTTP_404; unknown -> EQ_HTTP_500 */
+uint64_t shm_latency_bucket_us(unsigned i);  /* upper bound of bucket i */
+/* Parses a name back; returns the value or -EINVAL. */
+int shm_mode_parse(const char *s);
+int shm_component_parse(const char *s);
+
+/* ---- mode table ---- */
+struct shm_mode_view {
+	uint8_t auto_mode;                   /* enum eq_mode */
+	uint8_t override;                    /* enum eq_override */
+	uint8_t effective;                   /* max(auto, override) */
+	uint64_t since_ms;                   /* effective mode since (wall) */
+	uint16_t seq;                        /* changes on every update */
+	uint64_t ms_total[EQ_MODE__COUNT];   /* time in each mode, incl. the current span */
+};
+
+/* Lock-free snapshot (one atomic load plus totals). */
+void shm_mode_get(const struct shm *s, struct shm_mode_view *out);
+
+/* The effective mode: one acquire load, for per-request use. */
+enum eq_mode shm_mode_effective(const struct shm *s);
+
+/* Sets the automatic mode (eq-prober).  cause is free text ("redis failed:
+ * connection refused").  Returns 1 if it changed (and appends history), 0 if
+ * it already had that value. */
+int shm_mode_set_auto(struct shm *s, enum eq_mode m, int component, const char *cause);
+
+/* Sets the override (supervisor on signals, eqctl mode).  pid = who asked
+ * (signal sender, eqctl).  Returns 1 if changed (history appended), 0 if not. */
+int shm_mode_set_override(struct shm *s, enum eq_override o, pid_t pid, const char *cause);
+
+/* Raises (+1) or lowers (-1) the override one step, clamped.  Returns 1 if
+ * changed, 0 if already at the end; *now gets the resulting override. */
+int shm_mode_step_override(struct shm *s, int delta, pid_t pid, const char *cause,
+                           enum eq_override *now);
+
+/* ---- history ring ---- */
+struct shm_history_rec {
+	uint64_t index;                      /* absolute append number */
+	uint64_t time_ms;
+	uint8_t kind, from, to, mode_from, mode_to, component;
+	int32_t pid;
+	char cause[SHM_CAUSE_TEXT];
+};
+
+/* Appends one record (any writer, lock-free).  Returns its index. */
+uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r);
+
+/* Copies up to max complete records, oldest first, into out; records a dead
+ * or concurrent writer left incomplete are skipped.  Returns the count. */
+size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t max);
+
+/* ---- components ---- */
+struct shm_component_view {
+	uint32_t configured;
+	uint32_t state;                      /* enum eq_cstate */
+	uint32_t latency_us;
+	uint32_t consecutive_failures;
+	uint32_t consecutive_successes;
+	uint32_t backoff_ms;
+	uint64_t since_ms, last_ok_ms, last_fail_ms, last_probe_ms, next_probe_ms;
+	char last_error[SHM_ERROR_TEXT];
+};
+
+/* State only: one acquire load (the pricing fast path). */
+enum eq_cstate shm_component_state(const struct shm *s, enum eq_component c);
+
+/* Consistent snapshot; -EAGAIN if the record stayed mid-write. */
+int shm_component_read(const struct shm *s, enum eq_component c, struct shm_component_view *out);
+
+/* Writes the whole record (eq-prober only: single writer). */
+void shm_component_write(struct shm *s, enum eq_component c, const struct shm_component_view *in);
+
+/* ---- worker table ---- */
+struct shm_worker_view {
+	uint32_t role, state, index, ready;
+	int32_t pid, last_status;
+	uint64_t start_ticks, started_ms, restarts, heartbeat_mono_ms, ready_mono_ms, generation;
+};
+
+void shm_worker_read(const struct shm *s, unsigned slot, struct shm_worker_view *out);
+/* Supervisor: identity and lifecycle of a slot. */
+void shm_worker_set_identity(struct shm *s, unsigned slot, enum eq_role role, unsigned index);
+void shm_worker_set_process(struct shm *s, unsigned slot, pid_t pid, uint64_t start_ticks, uint64_t started_ms);
+void shm_worker_set_state(struct shm *s, unsigned slot, enum eq_wstate st);
+void shm_worker_set_exit(struct shm *s, unsigned slot, int wait_status);  /* pid=0, ready=0, restarts++ is separate */
+void shm_worker_count_restart(struct shm *s, unsigned slot);
+/* Worker: liveness and readiness of its own slot. */
+void shm_worker_heartbeat(struct shm *s, unsigned slot);
+void shm_worker_set_ready(struct shm *s, unsigned slot, bool ready);
+
+/* ---- counters ---- */
+struct shm_counters *shm_counters(const struct shm *s);
+/* Per-request accounting by the worker in `slot`. */
+void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int http_code,
+                       enum eq_mode mode, uint64_t duration_us);
+void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
+void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
+
+/* ---- stale-price table ---- */
+struct shm_price {
+	char zone_id[SHM_ZONE_ID_MAX + 1];   /* NUL-terminated copy */
+	size_t zone_len;
+	double base_fare, surge_multiplier;
+	int32_t supply_count, demand_count;
+	uint8_t source;                      /* EQ_SOURCE_REDIS / EQ_SOURCE_DATABASE */
+	uint64_t updated_ms;                 /* source's updated_at, 0 = none */
+	uint64_t read_ms;                    /* when read live */
+};
+
+/* Looks zone up.  0 and *out, -ENOENT if absent, -EAGAIN if the slot that
+ * may hold it stayed mid-write (treat as absent).  Never blocks. */
+int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct shm_price *out);
+
+/* Inserts or refreshes the entry for p->zone_id (any process, concurrent
+ * writers allowed).  0, -EBUSY if every candidate slot is held by a live
+ * writer (the refresh is skipped, nothing is torn), -EINVAL bad zone. */
+int shm_prices_store(struct shm *s, const struct shm_price *p);
+
+struct shm_prices_stats {
+	uint64_t slots, capacity, used, replaced, busy, reclaimed;
+};
+void shm_prices_stats(const struct shm *s, struct shm_prices_stats *out);
+
+/* Calls fn for each complete entry (eqctl prices).  Stops if fn returns
+ * non-zero.  Entries mid-write are skipped. Returns entries visited. */
+size_t shm_prices_foreach(const struct shm *s, int (*fn)(const struct shm_price *p, void *arg), void *arg);
+
+/* Supervisor, after reaping pid: entries pid left mid-write are released as
+ * free slots (their contents were never visible).  Returns how many. */
+size_t shm_prices_release_pid(struct shm *s, pid_t pid);
+
+/* ---- integrity check (eqctl check, tests) ---- */
+struct shm_check_report {
+	unsigned problems;                   /* 0 = clean */
+	uint64_t prices_locked_dead;         /* held by a dead writer */
+	uint64_t prices_locked_live;         /* held by a live writer right now */
+	uint64_t prices_bad;                 /* invalid contents (len, source, hash mismatch) */
+	uint64_t prices_duplicates;          /* one zone in two slots */
+	uint64_t history_incomplete;         /* records left mid-write */
+	uint64_t components_incomplete;
+	char first[256];                     /* first problem, one line */
+};
+/* Scans everything; fills r.  Returns 0 if clean, 1 if problems found. */
+int shm_check(const struct shm *s, struct shm_check_report *r);
+
+/* Whether pid is alive (kill(pid, 0) != ESRCH). */
+bool shm_pid_alive(pid_t pid);
+
+#endif

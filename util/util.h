@@ -1,0 +1,71 @@
+/*
+ * util: small helpers every Equilibrium process links (logging, clocks,
+ * hashing, string bounds).  No state crosses processes here; the only
+ * process-wide state is the log identity set once by util_log_init().
+ *
+ * Logging: one line per event on stderr, prefixed with a syslog priority
+ * ("<3>" ... "<7>") so journald keeps the level (sd-daemon(3)).  Never log
+ * secrets: tokens, passwords and full connection strings stay out.
+ */
+#ifndef EQ_UTIL_H
+#define EQ_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <syslog.h>
+
+/* Log identity and threshold.  ident is copied (bounded); level is a syslog
+ * LOG_* value, messages above it are dropped.  Defaults: "equilibrium",
+ * LOG_INFO.  EQ_LOG_LEVEL=debug|info|notice|warning|err in the environment
+ * overrides the threshold (read once here). */
+void util_log_init(const char *ident, int level);
+
+/* Writes "<prio>ident[pid]: message\n" with a single write(2) so lines from
+ * several processes sharing stderr never interleave. */
+void util_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void util_logv(int prio, const char *fmt, va_list ap);
+
+#define log_err(...)     util_log(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)    util_log(LOG_WARNING, __VA_ARGS__)
+#define log_notice(...)  util_log(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...)    util_log(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   util_log(LOG_DEBUG, __VA_ARGS__)
+
+/* Clocks.  *_ms are milliseconds: util_now_ms() is wall-clock (unix ms,
+ * comparable to Redis' updated_at and shown to users); util_mono_ms() is
+ * CLOCK_MONOTONIC, identical across processes of one boot, used for
+ * heartbeats, timeouts and ages that must not jump with the wall clock. */
+uint64_t util_now_ms(void);
+uint64_t util_mono_ms(void);
+uint64_t util_mono_us(void);
+
+/* Formats unix ms as "2026-11-27T03:00:00.123Z" into buf (>= 25 bytes). */
+void util_fmt_iso8601(uint64_t unix_ms, char *buf, size_t len);
+
+/* 64-bit keyed hash for table keys (zone ids).  Not cryptographic; the seed
+ * makes collisions hard to aim from outside. */
+uint64_t util_hash64(const void *data, size_t len, uint64_t seed);
+
+/* Copies at most dstlen-1 bytes and always NUL-terminates (dstlen > 0).
+ * Returns strlen(src); a result >= dstlen means it was truncated. */
+size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
+
+/* Parses a base-10 integer/double that must fill the whole string.
+ * Returns 0, or -EINVAL (not a number) / -ERANGE (out of [min, max]). */
+int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+int util_parse_double(const char *s, double min, double max, double *out);
+
+/* Start time of a process in clock ticks since boot (/proc/PID/stat field
+ * 22).  Together with the pid it names a process uniquely across pid reuse.
+ * Returns 0 and *out, or -errno (-ESRCH when the process is gone). */
+int util_proc_start_ticks(int pid, uint64_t *out);
+
+/* Fills buf with len bytes from getrandom(2).  Returns 0 or -errno. */
+int util_random(void *buf, size_t len);
+
+#define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define UTIL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define UTIL_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif
