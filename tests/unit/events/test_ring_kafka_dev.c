@@ -44,7 +44,8 @@ static int kd_run_once(const char *const *args, char *out, size_t outlen)
 	int p[2];
 	ck_assert_int_eq(pipe(p), 0);
 	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	if (pid == -1)
+		ck_abort_msg("fork: %s", strerror(errno));
 	if (pid == 0) {
 		const char *argv[16] = { kd_bin() };
 		for (int i = 0; args[i] && i < 14; i++)
@@ -79,7 +80,8 @@ static void kd_start(struct kdev *k, const char *partitions)
 	ck_assert_int_eq(pipe2(in, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
 	k->pid = fork();
-	ck_assert_int_ge(k->pid, 0);
+	if (k->pid == -1)
+		ck_abort_msg("fork: %s", strerror(errno));
 	if (k->pid == 0) {
 		dup2(in[0], 0);
 		dup2(out[1], 1);
