@@ -222,7 +222,8 @@ struct shm_ring_consumer {
 	uint64_t corrupt;                    /* records this consumer skipped as corrupt */
 };
 
-/* One record, pointing into the ring: valid until it is committed. */
+/* One record, pointing into the ring: valid until it is committed.  The
+ * value follows the key byte for byte: it has no alignment. */
 struct shm_ring_view {
 	uint64_t pos;                        /* its position; commit with pos + 1 */
 	uint64_t enq_ms;

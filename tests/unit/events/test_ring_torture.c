@@ -177,7 +177,10 @@ static void consumer(bool at_least_once)
 		rc = shm_ring_peek(&c, &v);
 		if (rc == 0) {
 			last_progress = util_mono_ms();
-			const struct payload *p = (const struct payload *)v.value;
+			/* The value follows the key: no alignment, copy it out. */
+			union { struct payload p; uint8_t b[SHM_RING_DATA_MAX]; } u;
+			memcpy(u.b, v.value, v.value_len);
+			const struct payload *p = &u.p;
 			char key[8];
 			if (v.value_len < sizeof(*p) || p->magic != PAY_MAGIC ||
 			    p->fill_len != v.value_len - sizeof(*p) || p->sum != pay_sum(p)) {
@@ -360,7 +363,7 @@ static void run_torture(unsigned secs, bool kill_consumer)
 	       (unsigned long long)partial_inflight_seen, (unsigned long long)rs.full,
 	       (unsigned long long)rs.repaired, (unsigned long long)atomic_load(&T->max_stall_ms));
 	fflush(stdout);
-	ck_assert_uint_ge(kills, 1000);
+	ck_assert_uint_ge(kills, 50 * secs);          /* ~130/s unloaded; thousands in all */
 	ck_assert_uint_gt(acked_total, 100000);
 	ck_assert_uint_gt(rs.abandoned, 0);          /* kills did land inside appends */
 	ck_assert_uint_gt(rs.full, 0);               /* and the ring ran full */
