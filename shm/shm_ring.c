@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -501,4 +502,84 @@ void shm_ring_stats(const struct shm_ring *r, struct shm_ring_stats *out)
 			return;
 		p += w_n(w) ? w_n(w) : 1;        /* CLAIMED or ABANDONED: look past it */
 	}
+}
+
+/* ---- integrity check ---- */
+
+static void ring__problem(struct shm_ring_check_report *rep, const char *what, uint64_t pos,
+                          uint64_t w)
+{
+	if (rep->problems++ == 0)
+		snprintf(rep->first, sizeof(rep->first), "event ring: %s at position %llu (word %#llx)",
+		         what, (unsigned long long)pos, (unsigned long long)w);
+}
+
+int shm_ring_check(const struct shm_ring *r, struct shm_ring_check_report *rep)
+{
+	const uint64_t ns = r->nslots;
+	for (int attempt = 0; attempt < 5; attempt++) {
+		memset(rep, 0, sizeof(*rep));
+		uint64_t cons = atomic_load_explicit(&r->cons, memory_order_acquire);
+		uint64_t tail = ring__tail(cons);
+		uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		unsigned left = ring__left(cons);
+		if (head < tail || head - tail > ns) {
+			ring__problem(rep, "head and tail are more than a ring apart", head, tail);
+		} else {
+			uint64_t p = tail;
+			while (p < head && rep->problems < 16) {
+				unsigned n = left;
+				bool committed = left > 0;   /* the tail is inside a committed run */
+				left = 0;
+				if (committed) {
+					rep->runs_committed++;
+				} else {
+					uint64_t w = atomic_load_explicit(&ring__slot(r, p)->word,
+					                                  memory_order_acquire);
+					n = w_n(w);
+					if (w_pos(w) != (p & W_POS_MASK) || w_state(w) == SHM_RING_S_FREE ||
+					    n == 0 || n > SHM_RING_MAX_BATCH) {
+						rep->bad_words++;
+						ring__problem(rep, "impossible slot word", p, w);
+						p++;
+						continue;
+					}
+					switch (w_state(w)) {
+					case SHM_RING_S_CLAIMED:
+						if (ring__pid_dead(w_pid(w)))
+							rep->runs_claimed_dead++;
+						else
+							rep->runs_claimed_live++;
+						break;
+					case SHM_RING_S_ABANDONED:
+						rep->runs_abandoned++;
+						break;
+					default:
+						committed = true;
+						rep->runs_committed++;
+						break;
+					}
+				}
+				if (committed) {
+					for (uint64_t q = p; q < p + n && q < head; q++) {
+						const struct shm_ring_slot *s = ring__slot(r, q);
+						uint64_t enq = atomic_load_explicit(&s->enq_ms, memory_order_relaxed);
+						rep->records_committed++;
+						if (s->topic > SHM_RING_TOPIC_MAX || s->key_len > SHM_RING_KEY_MAX ||
+						    (size_t)s->key_len + s->value_len > SHM_RING_DATA_MAX ||
+						    s->check != ring__check(s, q, enq)) {
+							rep->bad_records++;
+							ring__problem(rep, "committed record fails its checksum", q, 0);
+						}
+					}
+				}
+				p += n;
+			}
+		}
+		/* Slots in [tail, head) are reused only after the tail passes
+		 * them: an unchanged tail means nothing was read torn. */
+		if (ring__tail(atomic_load_explicit(&r->cons, memory_order_acquire)) == tail)
+			return rep->problems ? 1 : 0;
+	}
+	return -EAGAIN;
 }

@@ -285,4 +285,20 @@ struct shm_ring_stats {
 };
 void shm_ring_stats(const struct shm_ring *r, struct shm_ring_stats *out);
 
+/* ---- integrity check (eqctl check, tests; read-only mappings too) ---- */
+struct shm_ring_check_report {
+	unsigned problems;                   /* 0 = clean */
+	uint64_t runs_committed, records_committed;
+	uint64_t runs_claimed_live;          /* being written right now */
+	uint64_t runs_claimed_dead;          /* producer gone; the consumer or reaper will skip them */
+	uint64_t runs_abandoned;
+	uint64_t bad_words;                  /* leader words that break the protocol (problem) */
+	uint64_t bad_records;                /* committed records failing their checksum (problem) */
+	char first[256];                     /* first problem, one line */
+};
+/* Walks the runs between the tail and head and checks every word and every
+ * committed record.  Returns 0 clean, 1 problems found (report filled),
+ * -EAGAIN when the consumer kept moving the tail during the walk. */
+int shm_ring_check(const struct shm_ring *r, struct shm_ring_check_report *rep);
+
 #endif

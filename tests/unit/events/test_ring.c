@@ -606,6 +606,42 @@ START_TEST(test_stats_oldest_and_used)
 }
 END_TEST
 
+START_TEST(test_check_reports_damage_only)
+{
+	struct shm_ring *r = ring_new(16);
+	struct shm_ring_check_report rep;
+	struct shm_ring_consumer c;
+	struct shm_ring_view v;
+	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_check(r, &rep), 0);
+	pid_t child = sleeper();
+	ck_assert_int_eq(append_seq(r, 0, 3), 0);
+	fake_claim(r, dead_pid(), 2);
+	ck_assert_int_eq(append_seq(r, 3, 1), 0);
+	fake_claim(r, child, 1);
+	atomic_store(&r->head, 7);                            /* it moved head, as producers do */
+	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+	ck_assert_int_eq(shm_ring_commit(&c, 1), 0);          /* tail inside the first run */
+	/* Dead and live claims are normal states, not damage. */
+	ck_assert_int_eq(shm_ring_check(r, &rep), 0);
+	ck_assert_uint_eq(rep.runs_committed, 2);
+	ck_assert_uint_eq(rep.records_committed, 3);
+	ck_assert_uint_eq(rep.runs_claimed_dead, 1);
+	ck_assert_uint_eq(rep.runs_claimed_live, 1);
+	/* A flipped data bit and a scribbled word are. */
+	slot_at(r, 2)->data[0] ^= 1;
+	ck_assert_int_eq(shm_ring_check(r, &rep), 1);
+	ck_assert_uint_eq(rep.bad_records, 1);
+	ck_assert_ptr_nonnull(strstr(rep.first, "checksum"));
+	slot_at(r, 2)->data[0] ^= 1;
+	atomic_store(&slot_at(r, 5)->word, word_make(SHM_RING_S_FREE, 0, 0, 5));
+	ck_assert_int_eq(shm_ring_check(r, &rep), 1);
+	ck_assert_uint_eq(rep.bad_words, 1);
+	ck_assert_ptr_nonnull(strstr(rep.first, "position 5"));
+	reap(child);
+}
+END_TEST
+
 /* ---- several producer processes, no kills ---- */
 
 START_TEST(test_concurrent_producers_exactly_once_in_order)
@@ -708,6 +744,7 @@ static Suite *ring_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("figures");
 	tcase_add_test(tc, test_stats_oldest_and_used);
+	tcase_add_test(tc, test_check_reports_damage_only);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("concurrent");
 	tcase_set_timeout(tc, 90);

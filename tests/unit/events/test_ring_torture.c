@@ -290,7 +290,7 @@ static void run_torture(unsigned secs, bool kill_consumer)
 	for (uint32_t s = 0; s < NPROD; s++)
 		prod[s] = spawn_producer(s);
 	uint64_t rng = 0x1234567ULL ^ (uint64_t)getpid();
-	unsigned kills = 0, released_now = 0, consumer_kills = 0;
+	unsigned kills = 0, released_now = 0, consumer_kills = 0, checks_clean = 0;
 	uint64_t deadline = util_mono_ms() + secs * 1000u;
 	while (util_mono_ms() < deadline) {
 		usleep((useconds_t)(xs(&rng) % 600));
@@ -313,6 +313,12 @@ static void run_torture(unsigned secs, bool kill_consumer)
 			released_now++;
 		prod[s] = spawn_producer(s);
 		ck_assert_msg(atomic_load(&T->errors) == 0, "%s", T->first_error);
+		/* The integrity check, run live amid all this, never reports
+		 * damage that is not there. */
+		struct shm_ring_check_report rep;
+		int crc = shm_ring_check(R, &rep);
+		ck_assert_msg(crc == 0 || crc == -EAGAIN, "shm_ring_check: %s", rep.first);
+		checks_clean += crc == 0;
 		ck_assert_msg(atomic_load(&T->max_stall_ms) <= STALL_LIMIT_MS,
 		              "consumer stalled %llu ms behind a claim: wedged?",
 		              (unsigned long long)atomic_load(&T->max_stall_ms));
@@ -349,6 +355,9 @@ static void run_torture(unsigned secs, bool kill_consumer)
 		acked_total += acked;
 		dups += atomic_load(&T->inc[i].dups);
 	}
+	struct shm_ring_check_report rep;
+	ck_assert_int_eq(shm_ring_check(R, &rep), 0);
+	ck_assert_uint_gt(checks_clean, kills / 2);
 	struct shm_ring_stats rs;
 	shm_ring_stats(R, &rs);
 	printf("torture%s: %u s, %u producer kills (%u released by the reaper at once), "
