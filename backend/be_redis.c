@@ -62,7 +62,7 @@ struct be_redis_cmd {
 	enum cmd_kind kind;
 	bool in_hiredis;             /* hiredis holds us as privdata */
 	bool done;                   /* callback delivered; waiting for hiredis only */
-	uint64_t deadline;           /* uv_now() ms, BE_NO_DEADLINE for handshake */
+	uint64_t deadline;           /* util_mono_ms(), BE_NO_DEADLINE for handshake */
 	uint64_t start_us;           /* util_mono_us() at submission */
 	char *fmt;                   /* formatted command not yet handed to hiredis */
 	size_t fmt_len;
@@ -208,9 +208,13 @@ static void cmd_defer(struct be_redis *c, struct be_redis_cmd *cmd, enum be_err 
 
 static void on_deadline(uv_timer_t *t);
 
+/* Deadlines are CLOCK_MONOTONIC ms from submission, not the loop's cached
+ * time (which lags when a caller submits after a long stretch of work).
+ * A uv timer counts from that cached time, so it fires at or before the
+ * deadline, and the handler re-arms for whatever is left. */
 static void deadline_arm(struct be_redis *c, uint64_t deadline)
 {
-	uint64_t now = uv_now(c->loop);
+	uint64_t now = util_mono_ms();
 
 	if (c->destroyed || deadline == BE_NO_DEADLINE)
 		return;
@@ -237,7 +241,7 @@ static void pending_insert(struct be_redis *c, struct be_redis_cmd *cmd)
 static void on_deadline(uv_timer_t *t)
 {
 	struct be_redis *c = t->data;
-	uint64_t now = uv_now(c->loop);
+	uint64_t now = util_mono_ms();
 	char msg[BE_ERRMSG_MAX];
 
 	c->armed_deadline = 0;
@@ -846,7 +850,7 @@ static int redis_submit(struct be_redis *c, enum cmd_kind kind, int argc, const 
 		return -ENOMEM;
 	}
 	cmd->fmt_len = (size_t)len;
-	cmd->deadline = uv_now(c->loop) + c->timeout_ms;
+	cmd->deadline = util_mono_ms() + c->timeout_ms;
 	/* Sent at once when connected (pipelined behind earlier ones), else
 	 * kept formatted until the handshake completes. */
 	if (c->phase == PH_CONNECTED && cmd_send(c, cmd) < 0) {
