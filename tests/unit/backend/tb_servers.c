@@ -68,6 +68,43 @@ static redisContext *redis_connect(int port)
 	return rc;
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Servers started by this process, killed and removed at exit even when a
+ * failed assertion ends the test early (Check's fork mode exits). */
+static struct tb_redis *live_redis[8];
+
+static void redis_atexit(void)
+{
+	for (size_t i = 0; i < sizeof(live_redis) / sizeof(live_redis[0]); i++)
+		if (live_redis[i])
+			tb_redis_kill(live_redis[i]);
+}
+
+static void redis_track(struct tb_redis *r, bool on)
+{
+	static bool registered;
+
+	if (!registered) {
+		atexit(redis_atexit);
+		registered = true;
+	}
+	for (size_t i = 0; i < sizeof(live_redis) / sizeof(live_redis[0]); i++) {
+		if (on && !live_redis[i]) {
+			live_redis[i] = r;
+			return;
+		}
+		if (!on && live_redis[i] == r)
+			live_redis[i] = NULL;
+	}
+}
+
 int tb_redis_start(struct tb_redis *r, int port)
 {
 	char portbuf[16];
@@ -78,6 +115,7 @@ int tb_redis_start(struct tb_redis *r, int port)
 		if (!mkdtemp(r->dir))
 			return -1;
 	}
+	redis_track(r, true);
 	r->port = port > 0 ? port : tb_free_port();
 	snprintf(portbuf, sizeof(portbuf), "%d", r->port);
 	r->pid = fork();
@@ -123,6 +161,10 @@ void tb_redis_kill(struct tb_redis *r)
 		waitpid(r->pid, NULL, 0);
 	}
 	r->pid = 0;
+	if (r->dir[0])
+		nftw(r->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	r->dir[0] = '\0';
+	redis_track(r, false);
 }
 
 int tb_redis_cmd(const struct tb_redis *r, const char *fmt, ...)
@@ -413,14 +455,6 @@ int tb_pg_setup(struct tb_pg *pg)
 	return rc;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 void tb_pg_teardown(struct tb_pg *pg)
 {
 	if (pg->dir[0] == '\0')
@@ -428,6 +462,36 @@ void tb_pg_teardown(struct tb_pg *pg)
 	if (tb_pg_postmaster(pg) > 0)
 		tb_pg_stop(pg);
 	nftw(pg->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char pg_pidfile_for_signal[400];
+
+/* Async-signal-safe: read postmaster.pid, SIGQUIT it (immediate shutdown). */
+static void pg_on_signal(int sig)
+{
+	char buf[32] = "";
+	int fd = open(pg_pidfile_for_signal, O_RDONLY), pid = 0;
+
+	if (fd >= 0) {
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+			pid = pid * 10 + (buf[i] - '0');
+		close(fd);
+	}
+	if (pid > 0) {
+		kill(pid, SIGCONT);
+		kill(pid, SIGQUIT);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void tb_pg_stop_on_signal(const struct tb_pg *pg)
+{
+	snprintf(pg_pidfile_for_signal, sizeof(pg_pidfile_for_signal), "%s/postmaster.pid", pg->data);
+	signal(SIGTERM, pg_on_signal);
+	signal(SIGINT, pg_on_signal);
+	signal(SIGHUP, pg_on_signal);
 }
 
 /* ---- loop helpers ------------------------------------------------------- */

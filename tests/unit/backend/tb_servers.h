@@ -67,6 +67,9 @@ int tb_pg_ensure_up(struct tb_pg *pg);
 pid_t tb_pg_postmaster(const struct tb_pg *pg);
 /* Sends sig to the postmaster and every child of it. */
 void tb_pg_signal_all(const struct tb_pg *pg, int sig);
+/* If this process gets SIGTERM/SIGINT/SIGHUP (a test runner's timeout),
+ * shut the cluster down (SIGQUIT to the postmaster) before dying. */
+void tb_pg_stop_on_signal(const struct tb_pg *pg);
 /* Runs sql on a blocking connection.  Returns 0 or -1. */
 int tb_pg_sql(const struct tb_pg *pg, const char *sql);
 

@@ -558,6 +558,7 @@ int main(void)
 		tb_pg_teardown(&PG);
 		return 1;
 	}
+	tb_pg_stop_on_signal(&PG);
 	tcase_set_timeout(tc, 30);
 	tcase_add_checked_fixture(tc, pg_up, NULL);
 	tcase_add_test(tc, test_pg_zone_hit);
