@@ -16,6 +16,12 @@
  * - A submit function returns 0 when it accepted the request; then exactly
  *   one callback follows, never from inside the submit call itself.  A
  *   negative return means no callback will ever fire for that request.
+ * - While a client has no connection it does not make requests wait for
+ *   one, except right after a healthy connection dropped (the reconnect is
+ *   immediate): then requests are held until the new connection is up or
+ *   their own deadline passes.  Otherwise they fail on the next loop
+ *   iteration with BE_ERR_IO ("not connected").  Requests submitted while
+ *   a connection is being set up are held the same way.
  * - Circuit breaker: `threshold` consecutive failures (a connect that failed
  *   or timed out, a request timeout, a connection lost) open the circuit;
  *   while it is open, requests fail at once with BE_ERR_CIRCUIT (no wait,

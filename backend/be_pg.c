@@ -1121,6 +1121,82 @@ int be_pg_query(struct be_pg *c, const char *sql, be_pg_cb cb, void *arg)
 	return pg_submit(c, OP_QUERY, sql, cb, arg);
 }
 
+/* ---- primary, then backup ----------------------------------------------- */
+
+#define PG_CHAIN_MAX 4
+
+struct pg_chain {
+	struct be_pg *clients[PG_CHAIN_MAX];
+	size_t n;
+	size_t next;                 /* index of the next client to try */
+	int cur;                     /* index of the client asked now */
+	be_pg_chain_cb cb;
+	void *arg;
+	char zone_id[BE_PG_ZONE_ID_MAX + 1];
+};
+
+static void chain_on_result(struct be_pg *c, const struct be_pg_result *r, void *arg);
+
+/* Submits to the next client worth asking.  Returns 0 when one accepted,
+ * else the last -errno (-ENOTCONN when none was left). */
+static int chain_next(struct pg_chain *ch)
+{
+	int rc = -ENOTCONN;
+
+	while (ch->next < ch->n) {
+		size_t i = ch->next++;
+		struct be_pg *c = ch->clients[i];
+		bool last = true;
+		if (!c)
+			continue;
+		for (size_t j = ch->next; j < ch->n; j++)
+			last = last && ch->clients[j] == NULL;
+		if (be_pg_state(c) == BE_STATE_OPEN && !last)
+			continue;
+		ch->cur = (int)i;
+		rc = be_pg_zone(c, ch->zone_id, chain_on_result, ch);
+		if (rc == 0)
+			return 0;
+	}
+	return rc;
+}
+
+static void chain_on_result(struct be_pg *c, const struct be_pg_result *r, void *arg)
+{
+	struct pg_chain *ch = arg;
+
+	(void)c;
+	if (r->err == BE_OK || r->err == BE_ERR_CANCELLED || chain_next(ch) < 0) {
+		ch->cb(r, r->err == BE_OK ? ch->cur : -1, ch->arg);
+		free(ch);
+	}
+	/* else: the next client owns ch now */
+}
+
+int be_pg_zone_chain(struct be_pg *const *clients, size_t n, const char *zone_id,
+                     be_pg_chain_cb cb, void *arg)
+{
+	struct pg_chain *ch;
+	int rc;
+
+	if (!clients || n == 0 || n > PG_CHAIN_MAX || !cb || !zone_id || !zone_id[0] ||
+	    strlen(zone_id) > BE_PG_ZONE_ID_MAX)
+		return -EINVAL;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return -ENOMEM;
+	memcpy(ch->clients, clients, n * sizeof(*clients));
+	ch->n = n;
+	ch->cb = cb;
+	ch->arg = arg;
+	ch->cur = -1;
+	util_strlcpy(ch->zone_id, zone_id, sizeof(ch->zone_id));
+	rc = chain_next(ch);
+	if (rc < 0)
+		free(ch);
+	return rc;
+}
+
 /* ---- status ------------------------------------------------------------- */
 
 enum be_state be_pg_state(const struct be_pg *c)

@@ -115,6 +115,20 @@ int be_pg_zone(struct be_pg *c, const char *zone_id, be_pg_cb cb, void *arg);
  * table read.  Returns 0 (one callback follows) or -EINVAL / -ENOMEM. */
 int be_pg_query(struct be_pg *c, const char *sql, be_pg_cb cb, void *arg);
 
+/* The database tier of a lookup: ask clients[0] (the primary), and on a
+ * failure (not on a miss: a standby knows no more zones than its primary)
+ * the next one (the backup), in order.  NULL entries are skipped, and so is
+ * a client whose circuit is open unless it is the last one left (it then
+ * fails at once with BE_ERR_CIRCUIT).  cb gets the first answer (BE_OK,
+ * found or not) with index = the client that gave it, or the last failure
+ * with index = -1; BE_ERR_CANCELLED (a client destroyed) ends the chain.
+ * Worst case it costs the sum of the tried clients' timeouts.
+ * Returns 0 (one callback follows, never from inside this call) or
+ * -EINVAL / -ENOMEM / -ENOTCONN (no client to ask). */
+typedef void (*be_pg_chain_cb)(const struct be_pg_result *res, int index, void *arg);
+int be_pg_zone_chain(struct be_pg *const *clients, size_t n, const char *zone_id,
+                     be_pg_chain_cb cb, void *arg);
+
 /* State and a status snapshot (be.h). */
 enum be_state be_pg_state(const struct be_pg *c);
 void be_pg_status(const struct be_pg *c, struct be_status *out);

@@ -91,13 +91,14 @@ int be_redis_create(uv_loop_t *loop, const struct be_redis_opts *opts, struct be
  * NULL or *c == NULL: no-op. */
 void be_redis_destroy(struct be_redis **c);
 
-/* HGETALL key.  On BE_OK, res->n_pairs pairs; read them with
+/* HGETALL key (copied).  On BE_OK, res->n_pairs pairs; read them with
  * be_redis_result_pair or be_redis_result_field.  A reply that is not an
  * array of an even number of strings is BE_ERR_PROTOCOL.  Returns 0, or
  * -EINVAL (NULL key/cb) / -ENOMEM (no callback then). */
 int be_redis_hgetall(struct be_redis *c, const char *key, be_redis_cb cb, void *arg);
 
 /* Any command that answers with one reply (PING, GET, SET ... PX ...).
+ * argv is copied (formatted) before the call returns.
  * SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE and MONITOR change the
  * reply model and are refused with -EINVAL.  argvlen may be NULL (strlen).
  * Returns 0 (one callback follows) or -EINVAL / -ENOMEM. */

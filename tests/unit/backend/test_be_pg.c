@@ -474,6 +474,97 @@ START_TEST(test_pg_server_restart)
 }
 END_TEST
 
+/* ---- primary, then backup ----------------------------------------------- */
+
+struct chain_call {
+	bool done;
+	int ncb, index;
+	enum be_err err;
+	bool found;
+	uint64_t t_done;
+};
+
+static void on_chain(const struct be_pg_result *r, int index, void *arg)
+{
+	struct chain_call *k = arg;
+	k->ncb++;
+	k->done = true;
+	k->index = index;
+	k->err = r->err;
+	k->found = r->found;
+	k->t_done = tb_now_ms();
+}
+
+START_TEST(test_pg_chain_primary_then_backup)
+{
+	struct ctx x;
+	char dead[256];
+	struct be_pg_opts live = opts_for(PG.conninfo, 1000), down;
+	struct be_pg *good = NULL, *bad = NULL, *list[2];
+	struct chain_call k[6];
+	char err[256];
+	uint64_t t0;
+
+	memset(k, 0, sizeof(k));
+	ck_assert_int_eq(tb_pg_sql(&PG, "INSERT INTO current_zone_status VALUES ('z1', 1, 1, 0, 0) "
+	                 "ON CONFLICT DO NOTHING"), 0);
+	snprintf(dead, sizeof(dead), "hostaddr=127.0.0.1 port=%d user=x", tb_free_port());
+	down = opts_for(dead, 1000);
+	down.retry.breaker_threshold = 2;
+	ctx_init(&x);
+	ck_assert_int_eq(be_pg_create(&x.loop, &live, &good, err, sizeof(err)), 0);
+	ck_assert_int_eq(be_pg_create(&x.loop, &down, &bad, err, sizeof(err)), 0);
+
+	/* Primary down (refused): the backup answers. */
+	list[0] = bad;
+	list[1] = good;
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "z1", on_chain, &k[0]), 0);
+	ck_assert(!k[0].done);
+	ck_assert(tb_run_until(&x.loop, &k[0].done, 3000));
+	ck_assert_int_eq(k[0].err, BE_OK);
+	ck_assert_int_eq(k[0].index, 1);
+	ck_assert(k[0].found);
+
+	/* Primary up: it answers; a miss is an answer (the dead backup is
+	 * never asked, or this would be a failure). */
+	list[0] = good;
+	list[1] = bad;
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "z1", on_chain, &k[1]), 0);
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "nope", on_chain, &k[2]), 0);
+	ck_assert(tb_run_until(&x.loop, &k[2].done, 3000));
+	ck_assert(k[1].done && k[1].err == BE_OK && k[1].index == 0 && k[1].found);
+	ck_assert(k[2].err == BE_OK && k[2].index == 0 && !k[2].found);
+
+	/* Both down: the last failure, index -1. */
+	list[0] = bad;
+	list[1] = NULL;
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "z1", on_chain, &k[3]), 0);
+	ck_assert(tb_run_until(&x.loop, &k[3].done, 3000));
+	ck_assert_int_ne(k[3].err, BE_OK);
+	ck_assert_int_eq(k[3].index, -1);
+
+	/* Primary's circuit open: skipped without a wait. */
+	tb_run_for(&x.loop, 200);
+	ck_assert_int_eq(be_pg_state(bad), BE_STATE_OPEN);
+	list[0] = bad;
+	list[1] = good;
+	t0 = tb_now_ms();
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "z1", on_chain, &k[4]), 0);
+	ck_assert(tb_run_until(&x.loop, &k[4].done, 3000));
+	ck_assert(k[4].err == BE_OK && k[4].index == 1);
+	ck_assert(k[4].t_done - t0 < 100);
+
+	list[0] = list[1] = NULL;
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "z1", on_chain, &k[5]), -ENOTCONN);
+	ck_assert_int_eq(be_pg_zone_chain(list, 2, "", on_chain, &k[5]), -EINVAL);
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(k[i].ncb, 1);
+	be_pg_destroy(&good);
+	be_pg_destroy(&bad);
+	ck_assert_int_eq(tb_loop_finish(&x.loop), 0);
+}
+END_TEST
+
 /* ---- freeing the client from inside its callbacks ----------------------- */
 
 static void destroy_case(int scenario)
@@ -571,6 +662,7 @@ int main(void)
 	tcase_add_test(tc, test_pg_hung_server_circuit);
 	tcase_add_test(tc, test_pg_backend_terminated);
 	tcase_add_test(tc, test_pg_server_restart);
+	tcase_add_test(tc, test_pg_chain_primary_then_backup);
 	tcase_add_test(tc, test_pg_destroy_while_connecting);
 	tcase_add_test(tc, test_pg_destroy_in_answer_callback);
 	tcase_add_test(tc, test_pg_destroy_in_timeout_callback);
