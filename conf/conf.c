@@ -132,7 +132,8 @@ static int conf__err_cmp(const void *a, const void *b)
 
 static void conf__errors_out(struct conf__parse *p, struct conf_errors *errs)
 {
-	qsort(p->errs, p->n_errs, sizeof(*p->errs), conf__err_cmp);
+	if (p->n_errs > 0)
+		qsort(p->errs, p->n_errs, sizeof(*p->errs), conf__err_cmp);
 	if (errs == NULL)
 		return;
 	errs->count = p->err_count;
