@@ -34,7 +34,7 @@
 
 uint64_t shm__prices_slots(uint32_t zones_capacity)
 {
-	uint64_t n = (uint64_t)zones_capacity + zones_capacity / 4;
+	uint64_t n = (uint64_t)zones_capacity + zones_capacity / 2;
 	return n < SHM_PRICE_WINDOW ? SHM_PRICE_WINDOW : n;
 }
 
@@ -307,10 +307,11 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 		enum { T_MATCH, T_FREE, T_DEAD, T_EVICT } kind;
 		if (match >= 0) {
 			t = match, tw = match_w, kind = T_MATCH;
+		} else if (dead >= 0) {
+			/* A dead writer's slot first: it frees a stuck slot. */
+			t = dead, tw = dead_w, kind = T_DEAD;
 		} else if (free_slot >= 0) {
 			t = free_slot, tw = free_w, kind = T_FREE;
-		} else if (dead >= 0) {
-			t = dead, tw = dead_w, kind = T_DEAD;
 		} else if (oldest >= 0) {
 			t = oldest, tw = oldest_w, kind = T_EVICT;
 		} else {
