@@ -141,12 +141,24 @@ int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct 
 	return busy ? -EAGAIN : -ENOENT;
 }
 
+/* Debug/test only: spins inside every price write, between the first and
+ * second half of the fields, to widen the window in which a crash or a
+ * concurrent reader meets a half-written entry.  0 in production. */
+static unsigned debug_write_spins;
+
+void shm_debug_slow_writes(unsigned spins)
+{
+	debug_write_spins = spins;
+}
+
 /* Writes the entry while we hold its lock (lock word = held). */
 static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_price *p, size_t len)
 {
 	e->hash = h;
 	e->base_fare = p->base_fare;
 	e->surge_multiplier = p->surge_multiplier;
+	for (unsigned i = 0; i < debug_write_spins; i++)
+		__asm__ __volatile__("" ::: "memory");
 	e->supply_count = p->supply_count;
 	e->demand_count = p->demand_count;
 	e->updated_ms = p->updated_ms;
