@@ -205,6 +205,18 @@ int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs);
 int conf_load_buffer(const char *name, const char *text, size_t len,
                      struct conf *c, struct conf_errors *errs);
 
+/* Reads the whole file at path into a malloc'd buffer (*text, *len; not
+ * NUL-terminated; the caller frees it), with conf_load_file's errors.  For
+ * the supervisor: validate exactly these bytes with conf_load_buffer, then
+ * hand the same bytes to the workers, so what they get is what was checked. */
+int conf_read_file(const char *path, char **text, size_t *len, struct conf_errors *errs);
+
+/* conf_load_buffer on the whole content of fd (a worker's EQ_FD_CONFIG
+ * memfd).  A seekable fd is read with pread from offset 0, so its file
+ * offset, shared by every dup of it, is neither needed nor moved; a pipe is
+ * read to EOF.  name is used in messages.  Returns as conf_load_file. */
+int conf_load_fd(const char *name, int fd, struct conf *c, struct conf_errors *errs);
+
 /* Prints every stored error on its own line to f, then "... and N more"
  * if more were found than stored. */
 void conf_errors_print(const struct conf_errors *errs, FILE *f);
