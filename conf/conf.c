@@ -761,6 +761,23 @@ void conf_free(struct conf *c)
 	c->kafka.n_rdkafka = 0;
 }
 
+static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
+{
+	if (errs == NULL)
+		return;
+	errs->count = 1;
+	int n = snprintf(errs->msg[0], sizeof(errs->msg[0]), "%s: ", path);
+	if (n < 0 || (size_t)n >= sizeof(errs->msg[0]))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(errs->msg[0] + n, sizeof(errs->msg[0]) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
 int conf_load_buffer(const char *name, const char *text, size_t len,
                      struct conf *c, struct conf_errors *errs)
 {
@@ -771,8 +788,10 @@ int conf_load_buffer(const char *name, const char *text, size_t len,
 	util_strlcpy(c->path, name, sizeof(c->path));
 	if (errs != NULL)
 		errs->count = 0;
-	if (p == NULL)
+	if (p == NULL) {
+		conf__file_error(errs, name, "out of memory");
 		return -ENOMEM;
+	}
 	p->c = c;
 	p->name = name;
 	p->buf = text;
@@ -812,23 +831,6 @@ int conf_load_buffer(const char *name, const char *text, size_t len,
 	free(p->errs);
 	free(p);
 	return ret;
-}
-
-static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
-{
-	if (errs == NULL)
-		return;
-	errs->count = 1;
-	int n = snprintf(errs->msg[0], sizeof(errs->msg[0]), "%s: ", path);
-	if (n < 0 || (size_t)n >= sizeof(errs->msg[0]))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(errs->msg[0] + n, sizeof(errs->msg[0]) - (size_t)n, fmt, ap);
-	va_end(ap);
 }
 
 /* Reads all of fd into a malloc'd buffer.  Seekable fds are read with
