@@ -190,7 +190,7 @@ static int ring__claim(struct shm_ring *r, pid_t pid, unsigned n, uint64_t *pos)
 	}
 }
 
-int shm_ring_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n)
+int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n)
 {
 	if (n == 0)
 		return -EINVAL;
@@ -238,12 +238,12 @@ int shm_ring_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigne
 
 /* ---- consumer ---- */
 
-uint64_t shm_ring_tail(const struct shm_ring *r)
+uint64_t shm_ring_region_tail(const struct shm_ring *r)
 {
 	return ring__tail(atomic_load_explicit(&r->cons, memory_order_acquire));
 }
 
-int shm_ring_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c)
+int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->r = r;
@@ -436,7 +436,7 @@ int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 
 /* ---- reaper ---- */
 
-int shm_ring_release_pid(struct shm_ring *r, pid_t pid)
+int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid)
 {
 	if (pid <= 0 || (uint64_t)pid > W_PID_MASK)
 		return 0;
@@ -462,7 +462,7 @@ int shm_ring_release_pid(struct shm_ring *r, pid_t pid)
 
 /* ---- figures ---- */
 
-void shm_ring_stats(const struct shm_ring *r, struct shm_ring_stats *out)
+void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	const uint64_t ns = r->nslots;
@@ -514,7 +514,7 @@ static void ring__problem(struct shm_ring_check_report *rep, const char *what, u
 		         what, (unsigned long long)pos, (unsigned long long)w);
 }
 
-int shm_ring_check(const struct shm_ring *r, struct shm_ring_check_report *rep)
+int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report *rep)
 {
 	const uint64_t ns = r->nslots;
 	for (int attempt = 0; attempt < 5; attempt++) {
@@ -582,4 +582,62 @@ int shm_ring_check(const struct shm_ring *r, struct shm_ring_check_report *rep)
 			return rep->problems ? 1 : 0;
 	}
 	return -EAGAIN;
+}
+
+/* ---- the caller layer: struct shm ---- */
+
+int shm_ring_of(const struct shm *s, struct shm_ring **out)
+{
+	uint64_t bytes = 0;
+	void *region = shm_section(s, SHM_SEC_RING, &bytes);
+	if (region == NULL || bytes == 0)
+		return -ENOENT;
+	return shm_ring_open(region, bytes, out);
+}
+
+int shm_ring_append(struct shm *s, const struct shm_ring_rec *recs, unsigned n)
+{
+	struct shm_ring *r;
+	int rc = shm_ring_of(s, &r);
+	return rc < 0 ? rc : shm_ring_region_append(r, recs, n);
+}
+
+int shm_ring_consumer_open(struct shm *s, struct shm_ring_consumer *c)
+{
+	struct shm_ring *r;
+	memset(c, 0, sizeof(*c));
+	int rc = shm_ring_of(s, &r);
+	return rc < 0 ? rc : shm_ring_region_consumer_open(r, c);
+}
+
+int shm_ring_release_pid(struct shm *s, pid_t pid)
+{
+	struct shm_ring *r;
+	int rc = shm_ring_of(s, &r);
+	return rc < 0 ? rc : shm_ring_region_release_pid(r, pid);
+}
+
+int shm_ring_stats(const struct shm *s, struct shm_ring_stats *out)
+{
+	struct shm_ring *r;
+	memset(out, 0, sizeof(*out));
+	int rc = shm_ring_of(s, &r);
+	if (rc < 0)
+		return rc;
+	shm_ring_region_stats(r, out);
+	return 0;
+}
+
+int shm_ring_check(const struct shm *s, struct shm_ring_check_report *rep)
+{
+	struct shm_ring *r;
+	int rc = shm_ring_of(s, &r);
+	if (rc < 0) {
+		memset(rep, 0, sizeof(*rep));
+		rep->problems = 1;
+		snprintf(rep->first, sizeof(rep->first), "event ring: %s",
+		         rc == -ENOENT ? "no ring section" : "ring region not formatted or of another version");
+		return rc;
+	}
+	return shm_ring_region_check(r, rep);
 }

@@ -89,6 +89,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "shm/shm.h"
+
 #define SHM_RING_MAGIC          "EQEVRING"   /* 8 bytes, no NUL */
 #define SHM_RING_VERSION_MAJOR  1            /* incr. on any size/order change */
 #define SHM_RING_VERSION_MINOR  0            /* incr. on appends into reserved */
@@ -155,61 +157,41 @@ _Static_assert(offsetof(struct shm_ring, cons) == 128, "consumer fields on their
 _Static_assert(offsetof(struct shm_ring, appended) == 192, "counters layout");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 
-/* ---- creation and attach ---- */
+/* Two layers.  Callers (workers, supervisor, eqctl) use the functions on
+ * `struct shm *`; they find the ring section and validate it on each call.
+ * The shm_ring_region_* layer does the work on a raw, formatted region: the
+ * supervisor formats one at segment creation and the tests run the
+ * protocol on plain MAP_SHARED memory with it, without a segment. */
+
+/* ---- the region layer ---- */
 
 /* Bytes needed for a ring of nslots slots. */
 uint64_t shm_ring_bytes_for(uint64_t nslots);
 
-/* Formats the ring region (supervisor, at segment creation; tests on any
- * MAP_SHARED memory).  region is 64-byte aligned, bytes its size; the ring
- * gets (bytes - 512) / 512 slots, at least SHM_RING_MIN_SLOTS, at most
- * SHM_RING_MAX_SLOTS (-EINVAL otherwise).  Nobody may use the region while
- * it is formatted; the ready marker is stored last. */
+/* Formats the ring region (supervisor, at segment creation).  region is
+ * 64-byte aligned, bytes its size; the ring gets (bytes - 512) / 512 slots,
+ * at least SHM_RING_MIN_SLOTS, at most SHM_RING_MAX_SLOTS (-EINVAL
+ * otherwise).  Nobody may use the region meanwhile; the ready marker is
+ * stored last. */
 int shm_ring_format(void *region, uint64_t bytes);
 
-/* Validates a formatted region (magic, major version, sizes, ready marker)
- * and returns it typed.  0, or -EPROTO (not formatted / other version),
+/* Validates a formatted region (ready marker, magic, major version, sizes)
+ * and returns it typed.  0, -EPROTO (not formatted / other version) or
  * -EINVAL (size mismatch). */
 int shm_ring_open(void *region, uint64_t bytes, struct shm_ring **out);
 
-/* The ring of an attached segment: the thin wrapper for callers that hold
- * a struct shm (include "shm/shm.h" before this header to get it; the ring
- * itself needs nothing from shm.c, so its tests run without a segment). */
-#ifdef EQ_SHM_H
-static inline int shm_ring_of(const struct shm *s, struct shm_ring **out)
-{
-	uint64_t bytes = 0;
-	void *region = shm_section(s, SHM_SEC_RING, &bytes);
-	if (region == NULL)
-		return -ENOENT;
-	return shm_ring_open(region, bytes, out);
-}
-#endif
-
-/* ---- producers (any process) ---- */
+/* The ring of an attached segment, validated: 0, -ENOENT, -EPROTO, -EINVAL. */
+int shm_ring_of(const struct shm *s, struct shm_ring **out);
 
 /* One record to append.  key_len <= SHM_RING_KEY_MAX, key_len + value_len
  * <= SHM_RING_DATA_MAX, topic <= SHM_RING_TOPIC_MAX. */
 struct shm_ring_rec {
-	uint8_t topic;
+	uint8_t topic;                       /* enum proto_topic */
 	uint8_t key_len;
 	uint16_t value_len;
 	const void *key;
-	const void *value;
+	const void *value;                   /* the encoded event, event_id inside */
 };
-
-/* Appends n records as one all-or-nothing run, in order.  Lock-free; never
- * blocks or sleeps.  Returns 0 when all n are committed (the point where
- * POST /v1/events may answer 202), or
- *   -ENOBUFS     not enough free slots right now (nothing appended)
- *   -EMSGSIZE    n > SHM_RING_MAX_BATCH or n > capacity (can never fit)
- *   -EINVAL      n == 0 or a record breaks the limits above
- *   -ECANCELED   our claim was revoked (we were taken for dead): nothing visible
- *   -EAGAIN      the ring looked inconsistent for too long (never expected)
- *   -EOVERFLOW   our pid does not fit 22 bits */
-int shm_ring_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n);
-
-/* ---- the consumer (eq-forwarder) ---- */
 
 /* Process-local consumer state; the committed tail lives in the ring. */
 struct shm_ring_consumer {
@@ -226,7 +208,7 @@ struct shm_ring_consumer {
  * value follows the key byte for byte: it has no alignment. */
 struct shm_ring_view {
 	uint64_t pos;                        /* its position; commit with pos + 1 */
-	uint64_t enq_ms;
+	uint64_t enq_ms;                     /* wall clock at append */
 	uint8_t topic;
 	uint8_t key_len;
 	uint16_t value_len;
@@ -235,11 +217,55 @@ struct shm_ring_view {
 	const uint8_t *value;
 };
 
+struct shm_ring_stats {
+	uint64_t capacity;                   /* slots = records */
+	uint64_t used;                       /* slots between tail and head (incl. in-flight, abandoned) */
+	uint64_t head, tail;
+	uint64_t oldest_ms;                  /* enq_ms of the oldest committed record the consumer
+	                                        has not committed yet; 0 = none */
+	uint64_t appended, full, abandoned, corrupt, released, repaired;
+	int64_t consumer_pid;
+};
+
+struct shm_ring_check_report {
+	unsigned problems;                   /* 0 = clean */
+	uint64_t runs_committed, records_committed;
+	uint64_t runs_claimed_live;          /* being written right now */
+	uint64_t runs_claimed_dead;          /* producer gone; the consumer or reaper will skip them */
+	uint64_t runs_abandoned;
+	uint64_t bad_words;                  /* leader words that break the protocol (problem) */
+	uint64_t bad_records;                /* committed records failing their checksum (problem) */
+	char first[256];                     /* first problem, one line */
+};
+
+int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n);
+int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c);
+int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid);
+void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out);
+int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report *rep);
+uint64_t shm_ring_region_tail(const struct shm_ring *r);
+
+/* ---- producers: eq-pricing, eq-prober (any process) ---- */
+
+/* Appends n records as one all-or-nothing run, in order.  Lock-free; never
+ * blocks or sleeps.  Returns 0 when all n are committed (the point where
+ * POST /v1/events may answer 202), or
+ *   -ENOBUFS     not enough free slots right now (nothing appended): 503
+ *   -EMSGSIZE    n > SHM_RING_MAX_BATCH or n > capacity (can never fit)
+ *   -EINVAL      n == 0 or a record breaks the limits above
+ *   -ECANCELED   our claim was revoked (we were taken for dead): nothing visible
+ *   -EAGAIN      the ring looked inconsistent for too long (never expected)
+ *   -EOVERFLOW   our pid does not fit 22 bits
+ *   -ENOENT/-EPROTO/-EINVAL  no valid ring in the segment */
+int shm_ring_append(struct shm *s, const struct shm_ring_rec *recs, unsigned n);
+
+/* ---- the consumer: eq-forwarder ---- */
+
 /* Takes the consumer role (CAS on consumer_pid from 0 or a dead pid),
  * repairs slots a killed consumer left unfreed behind the tail, and starts
  * reading at the committed tail.  0, -EBUSY (a live consumer holds it:
- * c->busy_pid says who), -EPROTO. */
-int shm_ring_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c);
+ * c->busy_pid says who), -ENOENT/-EPROTO/-EINVAL (no valid ring). */
+int shm_ring_consumer_open(struct shm *s, struct shm_ring_consumer *c);
 
 /* Gives the role up (consumer_pid = 0).  Nothing is committed. */
 void shm_ring_consumer_close(struct shm_ring_consumer *c);
@@ -253,52 +279,38 @@ void shm_ring_consumer_close(struct shm_ring_consumer *c);
 int shm_ring_peek(struct shm_ring_consumer *c, struct shm_ring_view *out);
 
 /* Declares every position before `upto` delivered or spooled: the tail moves
- * to upto and the slots are freed for producers.  tail <= upto <= cursor.
- * 0, -EINVAL (outside that range), -EPROTO (ring inconsistent). */
+ * to upto and the slots are freed for producers.  tail <= upto <= cursor;
+ * positions of skipped (abandoned) runs are freed along.  0, -EINVAL
+ * (outside that range), -EPROTO (ring inconsistent). */
 int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto);
 
 /* Moves the cursor back to the committed tail: the uncommitted records will
  * be returned again (after the consumer lost them, e.g. a failed batch). */
 void shm_ring_rewind(struct shm_ring_consumer *c);
 
-/* The committed tail and the cursor. */
-uint64_t shm_ring_tail(const struct shm_ring *r);
+/* The consumer's cursor (the next position it will read) and the
+ * committed tail. */
 static inline uint64_t shm_ring_cursor(const struct shm_ring_consumer *c) { return c->cur; }
+static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return shm_ring_region_tail(c->r); }
 
-/* ---- reaper (equilibriumd) ---- */
+/* ---- reaper: equilibriumd ---- */
 
 /* Marks every run `pid` holds CLAIMED as ABANDONED, if pid is dead (each
  * claim word is loaded before kill(pid, 0) answers ESRCH, so a live process
- * that reused the pid is never touched).  Returns the number of runs
- * released (>= 0) or -EBUSY when pid is alive. */
-int shm_ring_release_pid(struct shm_ring *r, pid_t pid);
+ * that reused the pid is never touched).  Call it after waitpid() of any
+ * worker.  Returns the number of runs released (>= 0), -EBUSY when pid is
+ * alive, or -ENOENT/-EPROTO/-EINVAL (no valid ring). */
+int shm_ring_release_pid(struct shm *s, pid_t pid);
 
-/* ---- figures (any process, read-only mappings too) ---- */
-struct shm_ring_stats {
-	uint64_t capacity;                   /* slots = records */
-	uint64_t used;                       /* slots between tail and head (incl. in-flight, abandoned) */
-	uint64_t head, tail;
-	uint64_t oldest_ms;                  /* enq_ms of the oldest committed record not yet
-	                                        committed by the consumer; 0 = none */
-	uint64_t appended, full, abandoned, corrupt, released, repaired;
-	int64_t consumer_pid;
-};
-void shm_ring_stats(const struct shm_ring *r, struct shm_ring_stats *out);
+/* ---- figures and checks: any process, read-only mappings too ---- */
 
-/* ---- integrity check (eqctl check, tests; read-only mappings too) ---- */
-struct shm_ring_check_report {
-	unsigned problems;                   /* 0 = clean */
-	uint64_t runs_committed, records_committed;
-	uint64_t runs_claimed_live;          /* being written right now */
-	uint64_t runs_claimed_dead;          /* producer gone; the consumer or reaper will skip them */
-	uint64_t runs_abandoned;
-	uint64_t bad_words;                  /* leader words that break the protocol (problem) */
-	uint64_t bad_records;                /* committed records failing their checksum (problem) */
-	char first[256];                     /* first problem, one line */
-};
+/* 0 and *out, or -ENOENT/-EPROTO/-EINVAL (no valid ring). */
+int shm_ring_stats(const struct shm *s, struct shm_ring_stats *out);
+
 /* Walks the runs between the tail and head and checks every word and every
  * committed record.  Returns 0 clean, 1 problems found (report filled),
- * -EAGAIN when the consumer kept moving the tail during the walk. */
-int shm_ring_check(const struct shm_ring *r, struct shm_ring_check_report *rep);
+ * -EAGAIN when the consumer kept moving the tail during the walk (retry),
+ * -ENOENT/-EPROTO/-EINVAL (no valid ring: rep->first says so). */
+int shm_ring_check(const struct shm *s, struct shm_ring_check_report *rep);
 
 #endif

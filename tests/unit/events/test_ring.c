@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "shm/shm_ring.h"
+#include "shm/shm_status.h"
 #include "util/util.h"
 
 /* ---- helpers ---- */
@@ -62,7 +64,7 @@ static int append_seq(struct shm_ring *r, uint32_t first, unsigned n)
 			.key_len = (uint8_t)kl, .value_len = (uint16_t)vl,
 			.key = keys[i], .value = vals[i] };
 	}
-	return shm_ring_append(r, recs, n);
+	return shm_ring_region_append(r, recs, n);
 }
 
 /* Peeks one record and checks it is seq. */
@@ -158,7 +160,7 @@ START_TEST(test_append_peek_commit)
 	struct shm_ring *r = ring_new(32);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
 	uint64_t before = util_now_ms();
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
@@ -171,20 +173,20 @@ START_TEST(test_append_peek_commit)
 	expect_seq(&c, 1);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
 	/* Peeking does not free anything: the tail stays until commit. */
-	ck_assert_uint_eq(shm_ring_tail(r), 0);
+	ck_assert_uint_eq(shm_ring_tail(&c), 0);
 	ck_assert_int_eq(shm_ring_commit(&c, 3), -EINVAL);                  /* beyond the cursor */
 	ck_assert_int_eq(shm_ring_commit(&c, 1), 0);
-	ck_assert_uint_eq(shm_ring_tail(r), 1);
+	ck_assert_uint_eq(shm_ring_tail(&c), 1);
 	ck_assert_int_eq(shm_ring_commit(&c, 0), -EINVAL);                  /* behind the tail */
 	ck_assert_int_eq(shm_ring_commit(&c, 2), 0);
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.used, 0);
 	ck_assert_uint_eq(st.appended, 2);
 	ck_assert_uint_eq(st.capacity, 32);
 	ck_assert_int_eq(st.consumer_pid, getpid());
 	shm_ring_consumer_close(&c);
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_int_eq(st.consumer_pid, 0);
 }
 END_TEST
@@ -195,27 +197,27 @@ START_TEST(test_append_rejects_bad_input)
 	char big[SHM_RING_DATA_MAX + 1] = { 0 };
 	struct shm_ring_rec rec = { .topic = 0, .key_len = 1, .value_len = SHM_RING_DATA_MAX,
 	                            .key = "k", .value = big };
-	ck_assert_int_eq(shm_ring_append(r, &rec, 1), -EINVAL);            /* key + value > 480 */
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), -EINVAL);            /* key + value > 480 */
 	rec.value_len = SHM_RING_DATA_MAX - 1;
-	ck_assert_int_eq(shm_ring_append(r, &rec, 1), 0);                  /* exactly 480 */
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), 0);                  /* exactly 480 */
 	rec.key_len = SHM_RING_KEY_MAX + 1;
 	rec.key = big;
 	rec.value_len = 1;
-	ck_assert_int_eq(shm_ring_append(r, &rec, 1), -EINVAL);
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), -EINVAL);
 	rec.key_len = 1;
 	rec.topic = SHM_RING_TOPIC_MAX + 1;
-	ck_assert_int_eq(shm_ring_append(r, &rec, 1), -EINVAL);
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), -EINVAL);
 	rec.topic = 0;
 	rec.value = NULL;
-	ck_assert_int_eq(shm_ring_append(r, &rec, 1), -EINVAL);
-	ck_assert_int_eq(shm_ring_append(r, &rec, 0), -EINVAL);
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), -EINVAL);
+	ck_assert_int_eq(shm_ring_region_append(r, &rec, 0), -EINVAL);
 	ck_assert_int_eq(append_seq(r, 0, 33), -EMSGSIZE);                  /* > capacity */
 	struct shm_ring *big_ring = ring_new(2048);
 	ck_assert_int_eq(append_seq(big_ring, 0, SHM_RING_MAX_BATCH + 1), -EMSGSIZE);
 	ck_assert_int_eq(append_seq(big_ring, 0, SHM_RING_MAX_BATCH), 0);
 	/* Nothing of the refused calls is visible. */
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.head, 1);
 }
 END_TEST
@@ -225,7 +227,7 @@ START_TEST(test_full_ring_fails_at_once)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	for (uint32_t i = 0; i < 16; i++)
 		ck_assert_int_eq(append_seq(r, i, 1), 0);
 	uint64_t t0 = util_mono_us();
@@ -241,7 +243,7 @@ START_TEST(test_full_ring_fails_at_once)
 	ck_assert_int_eq(append_seq(r, 17, 1), -ENOBUFS);
 	expect_seq(&c, 16);
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.full, 3);
 	ck_assert_uint_eq(st.used, 16);
 }
@@ -252,11 +254,11 @@ START_TEST(test_batch_is_all_or_nothing)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 10), 0);
 	ck_assert_int_eq(append_seq(r, 10, 7), -ENOBUFS);                  /* 6 free */
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.head, 10);
 	ck_assert_uint_eq(st.full, 7);
 	ck_assert_int_eq(append_seq(r, 10, 6), 0);
@@ -285,7 +287,7 @@ START_TEST(test_wrap_around_many_laps)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	uint32_t next_in = 0, next_out = 0;
 	for (int iter = 0; iter < 50000; iter++) {
 		unsigned n = 1 + rnd(8);
@@ -311,8 +313,8 @@ START_TEST(test_wrap_around_many_laps)
 		if (rnd(3) == 0)
 			CHECK(shm_ring_commit(&c, shm_ring_cursor(&c)) == 0);
 		else if (rnd(3) == 0)
-			CHECK(shm_ring_commit(&c, shm_ring_tail(r) +
-			      rnd((unsigned)(shm_ring_cursor(&c) - shm_ring_tail(r)) + 1)) == 0);
+			CHECK(shm_ring_commit(&c, shm_ring_tail(&c) +
+			      rnd((unsigned)(shm_ring_cursor(&c) - shm_ring_tail(&c)) + 1)) == 0);
 	}
 	ck_assert_uint_gt(next_in, 16 * 5000);                /* thousands of laps */
 	ck_assert_uint_ge(next_in, next_out);
@@ -326,7 +328,7 @@ START_TEST(test_wrap_around_many_laps)
 	while (shm_ring_peek(&c, &v) == 0)
 		;
 	ck_assert_int_eq(shm_ring_commit(&c, next_in - 9), 0);   /* inside the first batch */
-	uint64_t tail = shm_ring_tail(r);
+	uint64_t tail = shm_ring_tail(&c);
 	ck_assert_uint_eq(tail, next_in - 9);
 	shm_ring_rewind(&c);
 	ck_assert_uint_eq(shm_ring_cursor(&c), tail);
@@ -345,7 +347,7 @@ START_TEST(test_dead_producer_claim_is_skipped_and_does_not_wedge)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
 	fake_claim(r, dead_pid(), 3);
 	ck_assert_uint_eq(atomic_load(&r->head), 1);
@@ -357,7 +359,7 @@ START_TEST(test_dead_producer_claim_is_skipped_and_does_not_wedge)
 	ck_assert_mem_eq(v.value, "v1", 2);
 	ck_assert_uint_eq(c.abandoned, 3);
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.abandoned, 3);
 	/* Committing past them frees them: a full lap fits again. */
 	ck_assert_int_eq(shm_ring_commit(&c, shm_ring_cursor(&c)), 0);
@@ -374,7 +376,7 @@ START_TEST(test_dead_claim_at_head_with_no_other_producer)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	fake_claim(r, dead_pid(), 4);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
 	ck_assert_uint_eq(atomic_load(&r->head), 4);
@@ -394,7 +396,7 @@ START_TEST(test_live_writer_blocks_until_it_dies)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	pid_t child = sleeper();
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
 	fake_claim(r, child, 2);
@@ -407,7 +409,7 @@ START_TEST(test_live_writer_blocks_until_it_dies)
 	}
 	/* The oldest committed record behind the busy run still shows. */
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_ne(st.oldest_ms, 0);
 	reap(child);
 	expect_seq(&c, 1);
@@ -421,22 +423,22 @@ START_TEST(test_reaper_releases_only_dead_pids)
 	struct shm_ring *r = ring_new(16);
 	pid_t child = sleeper();
 	fake_claim(r, child, 4);
-	ck_assert_int_eq(shm_ring_release_pid(r, child), -EBUSY);   /* alive: never touched */
+	ck_assert_int_eq(shm_ring_region_release_pid(r, child), -EBUSY);   /* alive: never touched */
 	uint64_t w = atomic_load(&slot_at(r, 0)->word);
 	ck_assert_uint_eq(w, word_make(SHM_RING_S_CLAIMED, child, 4, 0));
-	ck_assert_int_eq(shm_ring_release_pid(r, getpid()), 0);     /* holds nothing */
+	ck_assert_int_eq(shm_ring_region_release_pid(r, getpid()), 0);     /* holds nothing */
 	reap(child);
-	ck_assert_int_eq(shm_ring_release_pid(r, child), 1);
-	ck_assert_int_eq(shm_ring_release_pid(r, child), 0);
+	ck_assert_int_eq(shm_ring_region_release_pid(r, child), 1);
+	ck_assert_int_eq(shm_ring_region_release_pid(r, child), 0);
 	w = atomic_load(&slot_at(r, 0)->word);
 	ck_assert_uint_eq(w, word_make(SHM_RING_S_ABANDONED, 0, 4, 0));
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.released, 1);
 	ck_assert_uint_eq(st.abandoned, 4);
 	/* The consumer skips the released run. */
 	struct shm_ring_consumer c;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
 	expect_seq(&c, 0);
 	ck_assert_uint_eq(c.abandoned, 4);
@@ -459,7 +461,7 @@ START_TEST(test_consumer_restart_redelivers_uncommitted)
 		 * closing. */
 		struct shm_ring_consumer c;
 		struct shm_ring_view v;
-		if (shm_ring_consumer_open(r, &c) != 0)
+		if (shm_ring_region_consumer_open(r, &c) != 0)
 			_exit(1);
 		for (int i = 0; i < 7; i++)
 			if (shm_ring_peek(&c, &v) != 0)
@@ -472,12 +474,12 @@ START_TEST(test_consumer_restart_redelivers_uncommitted)
 	ck_assert_int_eq(waitpid(child, &st, 0), child);
 	ck_assert(WIFSIGNALED(st));
 	struct shm_ring_consumer c;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_uint_eq(shm_ring_cursor(&c), 5);
 	for (uint32_t i = 5; i < 10; i++)                  /* 5 and 6 again: at-least-once */
 		expect_seq(&c, i);
 	struct shm_ring_stats rs;
-	shm_ring_stats(r, &rs);
+	shm_ring_region_stats(r, &rs);
 	ck_assert_uint_eq(rs.consumer_pid, getpid());
 }
 END_TEST
@@ -487,7 +489,7 @@ START_TEST(test_consumer_killed_between_tail_and_frees_is_repaired)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 6), 0);
 	ck_assert_int_eq(append_seq(r, 6, 10), 0);
 	for (int i = 0; i < 16; i++)
@@ -499,9 +501,9 @@ START_TEST(test_consumer_killed_between_tail_and_frees_is_repaired)
 	ck_assert_int_eq(append_seq(r, 16, 6), -ENOBUFS);     /* slots 5.. still look used */
 	ck_assert_int_eq(append_seq(r, 16, 5), 0);            /* the freed prefix is usable */
 	/* A new consumer (same process here) repairs before reading. */
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.repaired, 11);
 	ck_assert_int_eq(append_seq(r, 21, 11), 0);           /* the whole ring again */
 	for (uint32_t i = 16; i < 32; i++)
@@ -520,7 +522,7 @@ START_TEST(test_consumer_role_is_exclusive)
 		ck_abort_msg("fork: %s", strerror(errno));
 	if (child == 0) {
 		struct shm_ring_consumer c;
-		char b = shm_ring_consumer_open(r, &c) == 0 ? 'y' : 'n';
+		char b = shm_ring_region_consumer_open(r, &c) == 0 ? 'y' : 'n';
 		if (write(fds[1], &b, 1) != 1)
 			_exit(1);
 		for (;;)
@@ -530,10 +532,10 @@ START_TEST(test_consumer_role_is_exclusive)
 	ck_assert_int_eq(read(fds[0], &b, 1), 1);
 	ck_assert_int_eq(b, 'y');
 	struct shm_ring_consumer c;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), -EBUSY);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), -EBUSY);
 	ck_assert_int_eq(c.busy_pid, child);
 	reap(child);
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_uint_eq(atomic_load(&r->consumer_opens), 2);
 	close(fds[0]);
 	close(fds[1]);
@@ -547,7 +549,7 @@ START_TEST(test_corrupt_record_is_skipped_and_counted)
 	struct shm_ring *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 3), 0);
 	slot_at(r, 1)->data[3] ^= 0x40;                        /* a flipped bit */
 	expect_seq(&c, 0);
@@ -566,7 +568,7 @@ START_TEST(test_corrupt_record_is_skipped_and_counted)
 		ck_assert_int_eq(shm_ring_commit(&c, shm_ring_cursor(&c)), 0);
 	}
 	struct shm_ring_stats st;
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.corrupt, 2);
 }
 END_TEST
@@ -579,28 +581,28 @@ START_TEST(test_stats_oldest_and_used)
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	struct shm_ring_stats st;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
-	shm_ring_stats(r, &st);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.oldest_ms, 0);
 	fake_claim(r, dead_pid(), 2);                          /* skipped by the figure */
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
 	usleep(30000);
 	ck_assert_int_eq(append_seq(r, 1, 2), 0);
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.used, 5);
 	uint64_t first = atomic_load(&slot_at(r, 2)->enq_ms);
 	ck_assert_uint_eq(st.oldest_ms, first);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.oldest_ms, first);                /* peeked is not delivered */
 	ck_assert_int_eq(shm_ring_commit(&c, 4), 0);           /* inside the second batch */
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_ge(st.oldest_ms, first + 25);
 	ck_assert_uint_eq(st.used, 1);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
 	ck_assert_int_eq(shm_ring_commit(&c, 5), 0);
-	shm_ring_stats(r, &st);
+	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.oldest_ms, 0);
 	ck_assert_uint_eq(st.used, 0);
 }
@@ -612,8 +614,8 @@ START_TEST(test_check_reports_damage_only)
 	struct shm_ring_check_report rep;
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
-	ck_assert_int_eq(shm_ring_check(r, &rep), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_check(r, &rep), 0);
 	pid_t child = sleeper();
 	ck_assert_int_eq(append_seq(r, 0, 3), 0);
 	fake_claim(r, dead_pid(), 2);
@@ -623,22 +625,77 @@ START_TEST(test_check_reports_damage_only)
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
 	ck_assert_int_eq(shm_ring_commit(&c, 1), 0);          /* tail inside the first run */
 	/* Dead and live claims are normal states, not damage. */
-	ck_assert_int_eq(shm_ring_check(r, &rep), 0);
+	ck_assert_int_eq(shm_ring_region_check(r, &rep), 0);
 	ck_assert_uint_eq(rep.runs_committed, 2);
 	ck_assert_uint_eq(rep.records_committed, 3);
 	ck_assert_uint_eq(rep.runs_claimed_dead, 1);
 	ck_assert_uint_eq(rep.runs_claimed_live, 1);
 	/* A flipped data bit and a scribbled word are. */
 	slot_at(r, 2)->data[0] ^= 1;
-	ck_assert_int_eq(shm_ring_check(r, &rep), 1);
+	ck_assert_int_eq(shm_ring_region_check(r, &rep), 1);
 	ck_assert_uint_eq(rep.bad_records, 1);
 	ck_assert_ptr_nonnull(strstr(rep.first, "checksum"));
 	slot_at(r, 2)->data[0] ^= 1;
 	atomic_store(&slot_at(r, 5)->word, word_make(SHM_RING_S_FREE, 0, 0, 5));
-	ck_assert_int_eq(shm_ring_check(r, &rep), 1);
+	ck_assert_int_eq(shm_ring_region_check(r, &rep), 1);
 	ck_assert_uint_eq(rep.bad_words, 1);
 	ck_assert_ptr_nonnull(strstr(rep.first, "position 5"));
 	reap(child);
+}
+END_TEST
+
+/* ---- through a real segment (the caller layer) ---- */
+
+START_TEST(test_segment_wrappers_and_restart)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "/eqt-%d-ring", (int)getpid());
+	struct shm_params p = { .name = name, .zones_capacity = 16, .ring_bytes = 65536 };
+	struct shm *s = NULL;
+	char err[256];
+	shm_unlink_name(name);
+	ck_assert_msg(shm_create(&p, &s, err, sizeof(err)) == 0, "%s", err);
+	struct shm_ring_stats st;
+	ck_assert_int_eq(shm_ring_stats(s, &st), 0);
+	ck_assert_uint_eq(st.capacity, (65536 - SHM_RING_HEADER_BYTES) / SHM_RING_SLOT_BYTES);
+	struct shm_ring_rec rec = { .topic = 1, .key_len = 2, .value_len = 5, .key = "z1", .value = "hello" };
+	struct shm_ring_rec three[3] = { rec, rec, rec };
+	ck_assert_int_eq(shm_ring_append(s, &rec, 1), 0);
+	ck_assert_int_eq(shm_ring_append(s, three, 3), 0);
+	ck_assert_int_eq(shm_ring_release_pid(s, dead_pid()), 0);
+	/* A consumer reads two, commits one and goes away; the segment is
+	 * detached (every process gone) and attached again. */
+	struct shm_ring_consumer c;
+	struct shm_ring_view v;
+	ck_assert_int_eq(shm_ring_consumer_open(s, &c), 0);
+	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+	ck_assert_int_eq(shm_ring_commit(&c, 1), 0);
+	shm_ring_consumer_close(&c);
+	shm_detach(&s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDONLY, &s, err, sizeof(err)), 0);
+	ck_assert_int_eq(shm_ring_stats(s, &st), 0);           /* loads only: read-only is fine */
+	ck_assert_uint_eq(st.used, 3);
+	ck_assert_uint_eq(st.appended, 4);
+	ck_assert_uint_ne(st.oldest_ms, 0);
+	struct shm_ring_check_report rep;
+	ck_assert_int_eq(shm_ring_check(s, &rep), 0);
+	ck_assert_uint_eq(rep.records_committed, 3);
+	json_t *js = shm_status_json(s);
+	ck_assert_ptr_nonnull(js);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(js, "events"), "ring_used")), 3);
+	json_decref(js);
+	shm_detach(&s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), 0);
+	ck_assert_int_eq(shm_ring_consumer_open(s, &c), 0);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+		ck_assert_uint_eq(v.pos, (uint64_t)i + 1);
+		ck_assert_mem_eq(v.value, "hello", 5);
+	}
+	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
+	shm_detach(&s);
+	shm_unlink_name(name);
 }
 END_TEST
 
@@ -650,7 +707,7 @@ START_TEST(test_concurrent_producers_exactly_once_in_order)
 	struct shm_ring *r = ring_new(64);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
-	ck_assert_int_eq(shm_ring_consumer_open(r, &c), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	pid_t kids[P];
 	for (int p = 0; p < P; p++) {
 		kids[p] = fork();
@@ -671,7 +728,7 @@ START_TEST(test_concurrent_producers_exactly_once_in_order)
 					recs[i] = (struct shm_ring_rec){ .topic = 1, .key_len = 1,
 						.value_len = 8, .key = &key, .value = vals[i] };
 				}
-				int rc = shm_ring_append(r, recs, n);
+				int rc = shm_ring_region_append(r, recs, n);
 				if (rc == -ENOBUFS)
 					continue;
 				if (rc != 0)
@@ -714,7 +771,7 @@ START_TEST(test_concurrent_producers_exactly_once_in_order)
 	}
 	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
 	struct shm_ring_stats rs;
-	shm_ring_stats(r, &rs);
+	shm_ring_region_stats(r, &rs);
 	ck_assert_uint_eq(rs.appended, (uint64_t)P * N);
 	ck_assert_uint_eq(rs.abandoned, 0);
 	ck_assert_uint_eq(rs.corrupt, 0);
@@ -745,6 +802,9 @@ static Suite *ring_suite(void)
 	tc = tcase_create("figures");
 	tcase_add_test(tc, test_stats_oldest_and_used);
 	tcase_add_test(tc, test_check_reports_damage_only);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("segment");
+	tcase_add_test(tc, test_segment_wrappers_and_restart);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("concurrent");
 	tcase_set_timeout(tc, 90);

@@ -135,7 +135,7 @@ static void producer(uint32_t inc, uint32_t slot)
 		}
 		for (;;) {
 			atomic_store(&T->inc[inc].prog, acked | ((uint64_t)n << 32));
-			int rc = shm_ring_append(R, recs, n);
+			int rc = shm_ring_region_append(R, recs, n);
 			if (rc == 0)
 				break;
 			atomic_store(&T->inc[inc].prog, acked);
@@ -157,7 +157,7 @@ static void consumer(bool at_least_once)
 	struct shm_ring_consumer c;
 	int rc;
 	uint64_t t0 = util_mono_ms();
-	while ((rc = shm_ring_consumer_open(R, &c)) == -EBUSY) {
+	while ((rc = shm_ring_region_consumer_open(R, &c)) == -EBUSY) {
 		if (util_mono_ms() - t0 > 5000) {
 			tfail("consumer_open busy for 5 s (pid %d)", (int)c.busy_pid);
 			_exit(1);
@@ -223,7 +223,7 @@ static void consumer(bool at_least_once)
 			tfail("the ring skipped %llu corrupt records", (unsigned long long)c.corrupt);
 		/* A stall counts only while something is claimed ahead of us. */
 		struct shm_ring_stats st;
-		shm_ring_stats(R, &st);
+		shm_ring_region_stats(R, &st);
 		uint64_t now = util_mono_ms();
 		if (st.head > shm_ring_cursor(&c)) {
 			uint64_t stall = now - last_progress;
@@ -309,14 +309,14 @@ static void run_torture(unsigned secs, bool kill_consumer)
 		kills++;
 		/* Half the time the reaper releases the dead pid's claims at
 		 * once (as equilibriumd does); otherwise the consumer finds them. */
-		if (xs(&rng) % 2 == 0 && shm_ring_release_pid(R, prod[s]) > 0)
+		if (xs(&rng) % 2 == 0 && shm_ring_region_release_pid(R, prod[s]) > 0)
 			released_now++;
 		prod[s] = spawn_producer(s);
 		ck_assert_msg(atomic_load(&T->errors) == 0, "%s", T->first_error);
 		/* The integrity check, run live amid all this, never reports
 		 * damage that is not there. */
 		struct shm_ring_check_report rep;
-		int crc = shm_ring_check(R, &rep);
+		int crc = shm_ring_region_check(R, &rep);
 		ck_assert_msg(crc == 0 || crc == -EAGAIN, "shm_ring_check: %s", rep.first);
 		checks_clean += crc == 0;
 		ck_assert_msg(atomic_load(&T->max_stall_ms) <= STALL_LIMIT_MS,
@@ -356,10 +356,10 @@ static void run_torture(unsigned secs, bool kill_consumer)
 		dups += atomic_load(&T->inc[i].dups);
 	}
 	struct shm_ring_check_report rep;
-	ck_assert_int_eq(shm_ring_check(R, &rep), 0);
+	ck_assert_int_eq(shm_ring_region_check(R, &rep), 0);
 	ck_assert_uint_gt(checks_clean, kills / 2);
 	struct shm_ring_stats rs;
-	shm_ring_stats(R, &rs);
+	shm_ring_region_stats(R, &rs);
 	printf("torture%s: %u s, %u producer kills (%u released by the reaper at once), "
 	       "%u consumer kills, %u incarnations, %llu records acknowledged, %llu consumed, "
 	       "%llu duplicates, %llu records abandoned (%llu runs released by the reaper), "
