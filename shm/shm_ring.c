@@ -411,6 +411,7 @@ int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 	/* Walk the runs from the tail to find how much of a run is left at
 	 * upto; the leader words of runs not yet freed are still intact. */
 	uint64_t p = tail;
+	bool abandoned = false;              /* the run at the tail is committed */
 	while (p < upto) {
 		if (left == 0) {
 			uint64_t w = atomic_load_explicit(&ring__slot(r, p)->word, memory_order_acquire);
@@ -419,10 +420,18 @@ int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 			    (st != SHM_RING_S_COMMITTED && st != SHM_RING_S_ABANDONED))
 				return -EPROTO;
 			left = w_n(w) ? w_n(w) : 1;
+			abandoned = st == SHM_RING_S_ABANDONED;
 		}
 		uint64_t k = UTIL_MIN((uint64_t)left, upto - p);
 		p += k;
 		left -= (unsigned)k;
+	}
+	if (left > 0 && abandoned) {
+		/* Never leave the tail inside an abandoned run: a restarted
+		 * consumer would take its rest for committed records.  The
+		 * cursor is past it already (peek skips whole runs). */
+		upto += left;
+		left = 0;
 	}
 	/* Tail first (one word), then the frees: a consumer killed in between
 	 * leaves slots that consumer_open repairs; the other order could let

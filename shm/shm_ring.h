@@ -280,7 +280,9 @@ int shm_ring_peek(struct shm_ring_consumer *c, struct shm_ring_view *out);
 
 /* Declares every position before `upto` delivered or spooled: the tail moves
  * to upto and the slots are freed for producers.  tail <= upto <= cursor;
- * positions of skipped (abandoned) runs are freed along.  0, -EINVAL
+ * positions of skipped (abandoned) runs are freed along, and an upto inside
+ * one moves to its end.  Commit in position order only what is delivered or
+ * spooled (the forwarder commits the longest delivered prefix).  0, -EINVAL
  * (outside that range), -EPROTO (ring inconsistent). */
 int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto);
 

@@ -361,6 +361,12 @@ START_TEST(test_dead_producer_claim_is_skipped_and_does_not_wedge)
 	struct shm_ring_stats st;
 	shm_ring_region_stats(r, &st);
 	ck_assert_uint_eq(st.abandoned, 3);
+	/* A commit that would stop inside the abandoned run goes to its end,
+	 * so a restarted consumer can never take its rest for records. */
+	ck_assert_int_eq(shm_ring_commit(&c, 2), 0);
+	ck_assert_uint_eq(shm_ring_tail(&c), 4);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	expect_seq(&c, 1);
 	/* Committing past them frees them: a full lap fits again. */
 	ck_assert_int_eq(shm_ring_commit(&c, shm_ring_cursor(&c)), 0);
 	ck_assert_int_eq(append_seq(r, 2, 16), 0);
