@@ -73,11 +73,24 @@
  *   consumer killed between the two leaves slots behind the tail unfreed;
  *   shm_ring_consumer_open repairs them (in position order) before reading.
  *
+ * The consumer's shared state is one word, cons = tail << 10 | run_left
+ * (run_left > 0: the tail is inside a committed run, that many slots of it
+ * remain), so a restarted consumer knows where it is without the freed
+ * leader word.
+ *
+ * Proven by tests/unit/events/test_ring_torture.c (thousands of SIGKILLs of
+ * producers, and of the consumer, at random instants; every record checked
+ * for integrity, order, exactly-once and all-or-nothing; and it fails when
+ * the protocol is broken on purpose) and test_ring.c (each crash point
+ * reproduced exactly by writing the words a killed process leaves).
+ *
  * Limits: positions in words are 30-bit, so a producer that stalls between
  * two loads for 2^30 appends could be confused (ABA); nslots <= 2^20.  A
  * producer that is alive but stopped mid-append (SIGSTOP) holds the
  * consumer at its run until it continues or dies (the supervisor kills
- * workers that miss heartbeats, then reaps and calls release_pid).
+ * workers that miss heartbeats, then reaps and calls release_pid).  The
+ * same holds if a dead producer's pid is reused by a live process before
+ * the consumer reached its run: release_pid after waitpid closes that gap.
  */
 #ifndef EQ_SHM_RING_H
 #define EQ_SHM_RING_H
