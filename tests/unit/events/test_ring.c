@@ -56,7 +56,7 @@ static int append_seq(struct shm_ring *r, uint32_t first, unsigned n)
 {
 	static struct shm_ring_rec recs[SHM_RING_MAX_BATCH + 1];
 	static char keys[SHM_RING_MAX_BATCH + 1][16], vals[SHM_RING_MAX_BATCH + 1][32];
-	ck_assert_uint_le(n, SHM_RING_MAX_BATCH + 1);
+	CHECK(n <= SHM_RING_MAX_BATCH + 1);
 	for (unsigned i = 0; i < n; i++) {
 		int kl = snprintf(keys[i], sizeof(keys[i]), "k%u", (first + i) % 7);
 		int vl = snprintf(vals[i], sizeof(vals[i]), "v%u", first + i);
@@ -451,6 +451,30 @@ START_TEST(test_reaper_releases_only_dead_pids)
 }
 END_TEST
 
+START_TEST(test_forked_producer_claims_with_its_own_pid)
+{
+	/* Producers cache their pid; a fork child must not claim with its
+	 * parent's (a dead child's claim would then look alive forever). */
+	struct shm_ring *r = ring_new(16);
+	struct shm_ring_consumer c;
+	struct shm_ring_view v;
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	ck_assert_int_eq(append_seq(r, 0, 1), 0);              /* caches our pid */
+	pid_t child = fork();
+	if (child == -1)
+		ck_abort_msg("fork: %s", strerror(errno));
+	if (child == 0)
+		_exit(append_seq(r, 1, 1) == 0 ? 0 : 1);
+	int st;
+	ck_assert_int_eq(waitpid(child, &st, 0), child);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+	ck_assert_int_eq(v.pid, getpid());
+	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+	ck_assert_int_eq(v.pid, child);
+}
+END_TEST
+
 /* ---- the consumer killed ---- */
 
 START_TEST(test_consumer_restart_redelivers_uncommitted)
@@ -800,6 +824,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, test_dead_claim_at_head_with_no_other_producer);
 	tcase_add_test(tc, test_live_writer_blocks_until_it_dies);
 	tcase_add_test(tc, test_reaper_releases_only_dead_pids);
+	tcase_add_test(tc, test_forked_producer_claims_with_its_own_pid);
 	tcase_add_test(tc, test_consumer_restart_redelivers_uncommitted);
 	tcase_add_test(tc, test_consumer_killed_between_tail_and_frees_is_repaired);
 	tcase_add_test(tc, test_consumer_role_is_exclusive);
