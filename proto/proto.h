@@ -142,8 +142,9 @@ struct proto_packed {
 	uint8_t buf[PROTO_MAX_ENCODED];
 };
 
-/* Writes a new UUIDv7 (lowercase, NUL-terminated) into out.  Safe in any
- * process, after fork too (no cached randomness).  0 or -errno (getrandom). */
+/* Writes a new UUIDv7 (lowercase, NUL-terminated) into out.  Randomness
+ * comes from getrandom(2) through a per-thread pool that a fork() child
+ * discards, so ids stay unique across processes.  0 or -errno (getrandom). */
 int proto_event_id_new(char out[PROTO_EVENT_ID_LEN + 1]);
 
 /* Zeroes ev and sets event_id (new UUIDv7), v, type and ts (now).  The
