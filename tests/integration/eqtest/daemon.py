@@ -15,7 +15,9 @@ daemon's defaults unless the test overrides it:
 An override "section.key" splits at the first dot ("kafka.rdkafka.linger.ms"
 is key "rdkafka.linger.ms" in [kafka]); for "zone:ID.key" at the last dot,
 since zone ids may contain dots. A value None deletes the key, a list writes
-the key once per element (auth.token_sha256 may repeat).
+the key once per element (auth.token_sha256 may repeat). One convenience:
+shortening probe.interval_ms below 250 without setting fast_interval_ms also
+sets fast_interval_ms to it (conf requires fast <= interval).
 
 Teardown: SIGCONT (a test may have stopped something), SIGTERM the
 supervisor and wait for it, then SIGKILL every process left in the process
@@ -212,11 +214,26 @@ class Daemon:
             else:
                 keys[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) \
                     else str(value)
+        self._fix_probe_intervals(overrides)
         self.sections = {k: v for k, v in self.sections.items() if v or k.startswith("zone:")}
         self.shm_name = self.sections.get("shm", {}).get("name", "/equilibrium")
         with open(self.conf_path, "w") as f:
             f.write(render_ini(self.sections))
         return self
+
+    def _fix_probe_intervals(self, overrides):
+        """conf requires probe.fast_interval_ms <= probe.interval_ms. A test
+        that only shortens interval_ms (below the 250 ms default of the fast
+        interval) gets fast_interval_ms = interval_ms, instead of a daemon
+        that refuses its config."""
+        probe = self.sections.get("probe", {})
+        if "probe.interval_ms" in overrides and "probe.fast_interval_ms" not in overrides \
+                and "fast_interval_ms" not in probe:
+            try:
+                if int(probe.get("interval_ms", 1000)) < 250:
+                    probe["fast_interval_ms"] = probe["interval_ms"]
+            except ValueError:
+                pass                     # let the daemon report the bad number
 
     def config_text(self):
         with open(self.conf_path) as f:

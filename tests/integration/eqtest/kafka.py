@@ -169,6 +169,13 @@ class Kafka:
         return f"<Kafka {self.bootstrap}>"
 
 
+def decode(value):
+    """Unpacks one MessagePack message value (python3-msgpack) into Python
+    objects; str keys and values stay str, bin stays bytes."""
+    import msgpack  # imported here: only tests that decode need it
+    return msgpack.unpackb(value, raw=False, strict_map_key=False)
+
+
 def parse_kcat(data):
     """Parses kcat output in KCAT_FORMAT into Records."""
     recs = []
