@@ -11,8 +11,8 @@
 
 Everything binds 127.0.0.1 on free ports and lives under one per-session
 temp dir (/tmp/eqt-<pid>-*). It is removed at the end of a session where
-every test passed, and kept (its path printed) otherwise; EQ_KEEP_TMP=1
-always keeps it. The build under test is $EQ_BUILD_DIR (default <repo>/build).
+every test passed, and kept (its path printed, without the PostgreSQL data
+dirs) otherwise; EQ_KEEP_TMP=1 keeps all of it. The build under test is $EQ_BUILD_DIR (default <repo>/build).
 """
 
 import os
@@ -40,8 +40,14 @@ def session_tmp():
     root = tempfile.mkdtemp(prefix=f"eqt-{os.getpid()}-", dir="/tmp")
     os.chmod(root, 0o755)
     yield root
-    if os.environ.get("EQ_KEEP_TMP") or _state["failed"]:
+    if os.environ.get("EQ_KEEP_TMP"):
         print(f"\n[eqtest] test files kept in {root}")
+    elif _state["failed"]:
+        # Logs and configs stay for the post-mortem; the clusters' data
+        # (tens of MB each, stopped by now) does not.
+        for name in ("pg-primary", "pg-backup"):
+            shutil.rmtree(os.path.join(root, name, "data"), ignore_errors=True)
+        print(f"\n[eqtest] test files kept in {root} (logs, configs; no PG data)")
     else:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -137,11 +143,14 @@ def pg_backup(_pg_backup_cluster):
 
 
 @pytest.fixture
-def kafka(test_tmp):
+def kafka(request, test_tmp):
     """eq-kafka-dev for this test (.bootstrap, .down(), .up(), .latency(ms),
     .consume(topic) -> [bytes], .records(topic), .wait_messages(topic, n)).
-    Errors (never skips) if eq-kafka-dev is not built."""
-    k = Kafka(os.path.join(test_tmp, "kafka")).start()
+    One partition per topic unless the test is marked
+    @pytest.mark.kafka(partitions=N, topics=[...]). Errors (never skips) if
+    eq-kafka-dev is not built."""
+    marker = request.node.get_closest_marker("kafka")
+    k = Kafka(os.path.join(test_tmp, "kafka"), **(marker.kwargs if marker else {})).start()
     yield k
     k.close()
 
@@ -162,3 +171,8 @@ def daemon(request, test_tmp, session_tmp):
                   f"{d.log_tail(60)}\n--- notify: {d.notify_messages!r}")
     factory.close()
 
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "kafka(partitions=1, topics=(...)): how the kafka fixture's broker is made")

@@ -25,6 +25,7 @@ from eqtest.pg import PgError
 FAKE_DAEMON = os.path.join(os.path.dirname(__file__), "eqtest", "fakes", "fake_daemon.py")
 KAFKA_DEV = util.build_path("deploy", "dev", "eq-kafka-dev")
 EQUILIBRIUMD = util.build_path("supervisor", "equilibriumd")
+WORKERS = [util.build_path("workers", f"eq-{r}") for r in ("prober", "pricing", "forwarder")]
 
 
 # --------------------------------------------------------------------------
@@ -246,6 +247,15 @@ def test_kafka_roundtrip_down_and_up(kafka, test_tmp):
     assert len(kafka.wait_messages("pricing.events", 3)) == 3
 
 
+@pytest.mark.skipif(not os.path.exists(KAFKA_DEV), reason=f"{KAFKA_DEV} not built yet")
+@pytest.mark.kafka(partitions=3, topics=["t.one"])
+def test_kafka_marker_sets_partitions_and_topics(kafka):
+    subprocess.run(["kcat", "-P", "-b", kafka.bootstrap, "-t", "t.one", "-p", "2"],
+                   input=b"hello\n", check=True, timeout=30)
+    assert [(r.partition, r.value) for r in kafka.wait_messages("t.one", 1)] == [(2, b"hello")]
+    assert kafka.partitions == 3 and kafka.topics == ["t.one"]
+
+
 # --------------------------------------------------------------------------
 # HTTP helpers, against a tiny in-test server
 
@@ -443,7 +453,8 @@ def test_generated_configs_pass_check_config(daemon, redis, pg_primary, pg_backu
         assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(EQUILIBRIUMD), reason=f"{EQUILIBRIUMD} not built yet")
+@pytest.mark.skipif(not all(os.path.exists(p) for p in [EQUILIBRIUMD] + WORKERS),
+                    reason="equilibriumd and the three workers are not all built yet")
 def test_real_daemon_starts_ready_and_leaves_nothing_behind(request, test_tmp, session_tmp,
                                                             redis):
     factory = DaemonFactory(request, test_tmp, session_tmp)

@@ -306,6 +306,12 @@ class Daemon:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pgids(self):
+        """The process groups of every supervisor this Daemon started (each
+        start() is a new session): what really runs is in there."""
+        return list(self._pgids)
+
     def send_signal(self, sig):
         os.kill(self.pid, sig)
         return self
