@@ -362,6 +362,12 @@ def test_daemon_short_probe_interval_keeps_the_config_valid(daemon):
     assert "[probe]\ninterval_ms = 100\nfast_interval_ms = 50\n" in d.config_text()
     d = daemon(binary=FAKE_DAEMON, start=False, **{"probe.interval_ms": "500"})
     assert "fast_interval_ms" not in d.config_text()
+    d.set_config({"probe.interval_ms": "80"})
+    assert "[probe]\ninterval_ms = 80\nfast_interval_ms = 80\n" in d.config_text()
+    d.set_config({"probe.interval_ms": "60"})
+    assert "[probe]\ninterval_ms = 60\nfast_interval_ms = 60\n" in d.config_text()
+    d.set_config({"probe.interval_ms": "1000"})
+    assert "fast_interval_ms" not in d.config_text()
 
 
 def test_daemon_backend_arguments_override_and_absent(daemon, redis):

@@ -168,6 +168,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16) if token is DEFAULT else token
         self.redis, self.pg_primary, self.pg_backup, self.kafka = redis, pg_primary, pg_backup, kafka
+        self._auto_fast = False          # fast_interval_ms set by the harness
         self.sections = self._base_sections()
         self.set_config(overrides or {})
         self.proc = None
@@ -227,13 +228,20 @@ class Daemon:
         interval) gets fast_interval_ms = interval_ms, instead of a daemon
         that refuses its config."""
         probe = self.sections.get("probe", {})
-        if "probe.interval_ms" in overrides and "probe.fast_interval_ms" not in overrides \
-                and "fast_interval_ms" not in probe:
+        if "probe.fast_interval_ms" in overrides:
+            self._auto_fast = False
+        elif "probe.interval_ms" in overrides and (self._auto_fast
+                                                    or "fast_interval_ms" not in probe):
             try:
-                if int(probe.get("interval_ms", 1000)) < 250:
-                    probe["fast_interval_ms"] = probe["interval_ms"]
+                interval = int(probe.get("interval_ms", 1000))
             except ValueError:
-                pass                     # let the daemon report the bad number
+                return                   # let the daemon report the bad number
+            if interval < 250:
+                probe["fast_interval_ms"] = str(interval)
+                self._auto_fast = True
+            elif self._auto_fast:
+                probe.pop("fast_interval_ms", None)
+                self._auto_fast = False
 
     def config_text(self):
         with open(self.conf_path) as f:
