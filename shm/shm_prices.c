@@ -185,9 +185,15 @@ static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
 	return mine;
 }
 
+/* Publishes the entry: (0, seq+1), even.  The sequence wraps after 2^31
+ * writes to one slot (hours for a hot zone); the stable word 0 means "never
+ * used" and ends every probe, so the wrap skips it. */
 static void release_slot(struct shm_price_entry *e, uint64_t mine)
 {
-	atomic_store_explicit(&e->lock, LOCK_MAKE(0, LOCK_SEQ(mine) + 1u), memory_order_release);
+	uint32_t seq = LOCK_SEQ(mine) + 1u;
+	if (seq == 0)
+		seq = 2;
+	atomic_store_explicit(&e->lock, LOCK_MAKE(0, seq), memory_order_release);
 }
 
 /* After inserting key at slot `mine_idx`, removes a duplicate that a racing

@@ -346,6 +346,26 @@ START_TEST(test_workers_and_counters)
 }
 END_TEST
 
+static int count_cb(const struct shm_price *p, void *arg)
+{
+	(void)p;
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+/* The slot that holds zone (stable or not), or UINT64_MAX. */
+static uint64_t find_slot(struct shm *s, const char *zone)
+{
+	struct shm_prices *tbl = s->prices;
+	size_t len = strlen(zone);
+	for (uint64_t i = 0; i < tbl->slots; i++)
+		if (tbl->entries[i].zone_len == len && memcmp(tbl->entries[i].zone_id, zone, len) == 0 &&
+		    (tbl->entries[i].flags & SHM_PRICE_F_USED))
+			return i;
+	return UINT64_MAX;
+}
+
+
 static struct shm_price mkprice(const char *zone, double fare, uint64_t read_ms)
 {
 	struct shm_price p = { .base_fare = fare, .surge_multiplier = 1.5, .supply_count = 10,
@@ -536,12 +556,6 @@ START_TEST(test_prices_held_slot)
 }
 END_TEST
 
-static int count_cb(const struct shm_price *p, void *arg)
-{
-	(void)p;
-	(*(unsigned *)arg)++;
-	return 0;
-}
 
 START_TEST(test_prices_foreach)
 {
@@ -556,6 +570,38 @@ START_TEST(test_prices_foreach)
 	ck_assert_uint_eq(n, 50);
 }
 END_TEST
+
+
+/* A slot's 32-bit sequence wraps after about 2^31 writes (hours for a hot
+ * zone at a high request rate).  Its stable lock word must never become 0,
+ * the "never used" marker that ends every probe: the entry (and every zone
+ * behind it in the chain) would vanish from lookups. */
+START_TEST(test_prices_seq_wrap)
+{
+	struct shm_price p = mkprice("wrap", 1, 1), out;
+	ck_assert_int_eq(shm_prices_store(seg, &p), 0);
+	uint64_t idx = find_slot(seg, "wrap");
+	ck_assert_uint_ne(idx, UINT64_MAX);
+	struct shm_price_entry *e = &seg->prices->entries[idx];
+	/* Fast-forward the slot to just before the wrap (stable, no writer). */
+	atomic_store(&e->lock, (uint64_t)UINT32_MAX - 3);
+	for (int i = 0; i < 6; i++) {
+		p.base_fare = 10 + i;
+		ck_assert_int_eq(shm_prices_store(seg, &p), 0);
+		uint64_t w = atomic_load(&e->lock);
+		ck_assert_uint_ne(w, 0);
+		ck_assert_int_eq(shm_prices_lookup(seg, "wrap", 4, &out), 0);
+		ck_assert(out.base_fare == 10 + i);
+	}
+	struct shm_prices_stats st;
+	shm_prices_stats(seg, &st);
+	ck_assert_uint_eq(st.used, 1);
+	struct shm_check_report r;
+	ck_assert_int_eq(shm_check(seg, &r), 0);
+}
+END_TEST
+
+
 
 static Suite *suite(void)
 {
@@ -583,6 +629,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_prices_1m);
 	tcase_add_test(tc, test_prices_held_slot);
 	tcase_add_test(tc, test_prices_foreach);
+	tcase_add_test(tc, test_prices_seq_wrap);
 	suite_add_tcase(s, tc);
 	return s;
 }
