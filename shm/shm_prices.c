@@ -4,11 +4,21 @@
  * by everyone.  Protocol (see shm_types.h and docs/shared-memory.md):
  *
  *   lock = (writer pid << 32) | seq32.  Writers take a slot by CAS from the
- *   exact stable value they scanned to (pid, seq+1), write, then release with
- *   (0, seq+2).  Readers copy between two loads of lock and retry while it is
- *   odd or changed; after SHM__READ_RETRIES they treat the slot as absent.
- *   A slot held by a dead pid is never waited on: writers take it over (all
- *   fields are rewritten), the supervisor's reaper releases it as free.
+ *   exact stable value they scanned to (pid, odd seq), write, then release
+ *   with (0, next even seq).  Readers copy between two loads of lock and
+ *   retry while it is odd or changed; after SHM__READ_RETRIES they treat the
+ *   slot as absent.  A slot held by a dead pid is never waited on: writers
+ *   take it over (all fields are rewritten), the supervisor's reaper
+ *   releases it as free.
+ *
+ *   seq32: bit 0 = held; bit 1 (only while held) = the slot was USED as
+ *   last published, i.e. as readers last saw it; bits 2..31 count takes.
+ *   The bit lets whoever finishes a dead writer's hold (a taking-over
+ *   writer, the reaper) keep `used` exact: the dead writer's own `flags`
+ *   byte may already hold what it meant to publish.  A takeover keeps the
+ *   bit, since nothing was published in between.  `used` itself changes
+ *   after the release; a writer killed in those few instructions leaves it
+ *   off by one, so decrements saturate at zero.
  *
  * The data copy between the two lock loads races with writers by design (a
  * seqlock); the second load discards any copy a writer touched.
@@ -26,6 +36,10 @@
 #define LOCK_SEQ(w)   ((uint32_t)(w))
 #define LOCK_HELD(w)  (((w) & 1u) != 0)
 #define LOCK_MAKE(pid, seq) (((uint64_t)(uint32_t)(pid) << 32) | (uint32_t)(seq))
+#define SEQ_HELD      1u
+#define SEQ_WAS_USED  2u              /* held word: published state was USED */
+#define SEQ_STEP      4u
+#define LOCK_WAS_USED(w) ((LOCK_SEQ(w) & SEQ_WAS_USED) != 0)
 
 /* Attempts a store makes before giving up when slots keep changing under it. */
 #define STORE_ATTEMPTS 8
@@ -171,11 +185,17 @@ static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_p
 	memset(e->zone_id + len, 0, SHM_ZONE_ID_MAX - len);
 }
 
-/* Takes slot e from the scanned word w (stable, or held by a dead pid).
+/* Takes slot e from the scanned word w: stable, with was_used = whether the
+ * copy that went with w had SHM_PRICE_F_USED; or held by a dead pid (the
+ * held word already carries the published state; was_used is ignored).
  * Returns the held word we now own, or 0 if e changed since the scan. */
-static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
+static uint64_t take_slot(struct shm_price_entry *e, uint64_t w, bool was_used)
 {
-	uint32_t seq = LOCK_SEQ(w) + (LOCK_HELD(w) ? 2u : 1u);   /* stays odd */
+	uint32_t seq;
+	if (LOCK_HELD(w))
+		seq = LOCK_SEQ(w) + SEQ_STEP;            /* keeps held + was-used */
+	else
+		seq = ((LOCK_SEQ(w) & ~(SEQ_STEP - 1)) + SEQ_STEP) | SEQ_HELD | (was_used ? SEQ_WAS_USED : 0);
 	uint64_t mine = LOCK_MAKE(getpid(), seq);
 	if (!atomic_compare_exchange_strong_explicit(&e->lock, &w, mine,
 	                                             memory_order_acq_rel, memory_order_relaxed))
@@ -185,15 +205,25 @@ static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
 	return mine;
 }
 
-/* Publishes the entry: (0, seq+1), even.  The sequence wraps after 2^31
- * writes to one slot (hours for a hot zone); the stable word 0 means "never
- * used" and ends every probe, so the wrap skips it. */
+/* Publishes the entry: (0, next counter), even.  The counter wraps after
+ * 2^30 writes to one slot (hours for a hot zone); the stable word 0 means
+ * "never used" and ends every probe, so the wrap skips it. */
 static void release_slot(struct shm_price_entry *e, uint64_t mine)
 {
-	uint32_t seq = LOCK_SEQ(mine) + 1u;
+	uint32_t seq = (LOCK_SEQ(mine) & ~(SEQ_STEP - 1)) + SEQ_STEP;
 	if (seq == 0)
-		seq = 2;
+		seq = SEQ_STEP;
 	atomic_store_explicit(&e->lock, LOCK_MAKE(0, seq), memory_order_release);
+}
+
+/* used - 1, never below zero (see the header: a kill between a release and
+ * its count update leaves the count off by one). */
+static void used_dec(struct shm_prices *p)
+{
+	uint64_t v = atomic_load_explicit(&p->used, memory_order_relaxed);
+	while (v > 0 && !atomic_compare_exchange_weak_explicit(&p->used, &v, v - 1, memory_order_relaxed,
+	                                                       memory_order_relaxed))
+		;
 }
 
 /* After inserting key at slot `mine_idx`, removes a duplicate that a racing
@@ -226,23 +256,23 @@ static void dedup_after_insert(struct shm *s, uint64_t h, const char *zone, size
 			continue;
 		}
 		/* A later copy than the first: remove it. */
-		uint64_t held = take_slot(e, w);
+		uint64_t held = take_slot(e, w, true);
 		if (held == 0)
 			continue;
 		e->flags = SHM_PRICE_F_RECLAIMED;
 		release_slot(e, held);
-		atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+		used_dec(p);
 	}
 	if (seen_mine && first != mine_idx) {
 		struct shm_price_entry *e = &p->entries[mine_idx];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		struct shm_price_entry c;
 		if (!LOCK_HELD(w) && copy_if_stable(e, w, &c) && key_equal(&c, h, zone, len)) {
-			uint64_t held = take_slot(e, w);
+			uint64_t held = take_slot(e, w, true);
 			if (held != 0) {
 				e->flags = SHM_PRICE_F_RECLAIMED;
 				release_slot(e, held);
-				atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+				used_dec(p);
 			}
 		}
 	}
@@ -272,7 +302,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		if (!key_equal(&c, h, in->zone_id, len))
 			continue;
-		uint64_t held = take_slot(e, w);
+		uint64_t held = take_slot(e, w, true);
 		if (held == 0)
 			break;
 		fill_entry(e, h, in, len);
@@ -285,7 +315,6 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 		int64_t match = -1, free_slot = -1, dead = -1, oldest = -1;
 		uint64_t match_w = 0, free_w = 0, dead_w = 0, oldest_w = 0, oldest_read = UINT64_MAX;
 		bool restart = false, live_held = false;
-		uint8_t dead_flags = 0;
 
 		for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
 			struct shm_price_entry *e = &p->entries[i];
@@ -309,7 +338,6 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 				} else if (dead < 0) {
 					dead = (int64_t)i;
 					dead_w = w;
-					dead_flags = __atomic_load_n(&e->flags, __ATOMIC_RELAXED);
 				}
 				continue;
 			}
@@ -360,7 +388,8 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			return -EBUSY;
 		}
 		struct shm_price_entry *e = &p->entries[t];
-		uint64_t held = take_slot(e, tw);
+		/* A free slot was not USED as published; match and evict were. */
+		uint64_t held = take_slot(e, tw, kind == T_MATCH || kind == T_EVICT);
 		if (held == 0)
 			continue;               /* changed since the scan: rescan */
 		fill_entry(e, h, in, len);
@@ -374,7 +403,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		case T_DEAD:
 			atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
-			if (!(dead_flags & SHM_PRICE_F_USED))
+			if (!LOCK_WAS_USED(dead_w))
 				atomic_fetch_add_explicit(&p->used, 1, memory_order_relaxed);
 			break;
 		case T_EVICT:
@@ -431,14 +460,16 @@ size_t shm_prices_release_pid(struct shm *s, pid_t pid)
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (!LOCK_HELD(w) || LOCK_PID(w) != pid)
 			continue;
-		uint64_t held = take_slot(e, w);
+		uint64_t held = take_slot(e, w, false);
 		if (held == 0)
 			continue;
-		/* Whatever pid wrote was never visible: the slot becomes free. */
-		if (e->flags & SHM_PRICE_F_USED)
-			atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+		/* Whatever pid wrote was never visible: the slot becomes free.
+		 * It leaves the count if readers last saw it USED (the held word
+		 * says; pid's half-written flags do not). */
 		e->flags = SHM_PRICE_F_RECLAIMED;
 		release_slot(e, held);
+		if (LOCK_WAS_USED(w))
+			used_dec(p);
 		atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
 		n++;
 	}

@@ -4,6 +4,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -365,6 +366,13 @@ static uint64_t find_slot(struct shm *s, const char *zone)
 	return UINT64_MAX;
 }
 
+/* Entries a full walk sees (what the `used` counter must equal when idle). */
+static unsigned count_entries(struct shm *s)
+{
+	unsigned n = 0;
+	shm_prices_foreach(s, count_cb, &n);
+	return n;
+}
 
 static struct shm_price mkprice(const char *zone, double fare, uint64_t read_ms)
 {
@@ -602,6 +610,119 @@ START_TEST(test_prices_seq_wrap)
 END_TEST
 
 
+/* Runs a real store of zone in a child slowed half-way through the entry
+ * write, waits until the child holds a slot, SIGKILLs and reaps it.  The
+ * slot is left exactly as a writer killed mid-write leaves it.  Returns the
+ * dead pid; *slot gets the slot it left held. */
+static pid_t kill_mid_write(struct shm *s, const char *zone, double fare, uint64_t *slot)
+{
+	pid_t child = fork();
+	ck_assert_int_ne(child, -1);
+	if (child == 0) {
+		shm_debug_slow_writes(UINT_MAX);
+		struct shm_price p = mkprice(zone, fare, 50);
+		shm_prices_store(s, &p);
+		_exit(0);
+	}
+	struct shm_prices *tbl = s->prices;
+	uint64_t found = UINT64_MAX;
+	for (uint64_t t0 = util_mono_ms(); found == UINT64_MAX && util_mono_ms() - t0 < 10000;)
+		for (uint64_t i = 0; i < tbl->slots; i++) {
+			uint64_t w = atomic_load(&tbl->entries[i].lock);
+			if ((w & 1) && (pid_t)(w >> 32) == child)
+				found = i;
+		}
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	ck_assert_uint_ne(found, UINT64_MAX);
+	*slot = found;
+	return child;
+}
+
+/* The `used` counter (eqctl's "entries") after a writer died holding a slot.
+ * The dead writer's `flags` byte says nothing about what readers last saw:
+ * it may already hold the value the writer meant to publish.  Two such
+ * states, each reached by a real writer killed mid-write and then advanced
+ * by the few instructions to its flags store:
+ *   - inserting a new zone into a free slot, flags already USED;
+ *   - removing a published zone (the de-duplication's removal), flags
+ *     already RECLAIMED (its lock word is the one any take of a published
+ *     slot leaves, here from a refresh).
+ * Reaped by the supervisor, and taken over by another writer, the count
+ * must equal the entries present, and never wrap below zero. */
+static struct shm *tiny_table(const char **n2)
+{
+	*n2 = test_shm_name();
+	struct shm *t = test_shm_create(*n2, 1, 65536);      /* 32 slots, one window */
+	ck_assert_ptr_nonnull(t);
+	return t;
+}
+
+START_TEST(test_prices_used_after_reaping)
+{
+	const char *n2;
+	struct shm *t = tiny_table(&n2);
+	struct shm_prices_stats st;
+	uint64_t slot;
+
+	pid_t dead = kill_mid_write(t, "new-zone", 1, &slot);
+	t->prices->entries[slot].flags = SHM_PRICE_F_USED;
+	ck_assert_uint_eq(shm_prices_release_pid(t, dead), 1);
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(count_entries(t), 0);
+	ck_assert_uint_eq(st.used, 0);
+
+	struct shm_price p = mkprice("old-zone", 1, 10);
+	ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	dead = kill_mid_write(t, "old-zone", 2, &slot);
+	t->prices->entries[slot].flags = SHM_PRICE_F_RECLAIMED;
+	ck_assert_uint_eq(shm_prices_release_pid(t, dead), 1);
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(count_entries(t), 0);
+	ck_assert_uint_eq(st.used, 0);
+
+	shm_detach(&t);
+	shm_unlink_name(n2);
+}
+END_TEST
+
+START_TEST(test_prices_used_after_takeover)
+{
+	const char *n2;
+	struct shm *t = tiny_table(&n2);
+	struct shm_prices_stats st;
+	uint64_t slot;
+
+	/* Another writer stores the same zone: its probe reaches the dead
+	 * writer's slot (the dead writer chose it on that same chain) and takes
+	 * it over. */
+	(void)kill_mid_write(t, "new-zone", 1, &slot);
+	t->prices->entries[slot].flags = SHM_PRICE_F_USED;
+	struct shm_price p = mkprice("new-zone", 3, 10);
+	ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	ck_assert_uint_eq(find_slot(t, "new-zone"), slot);
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(count_entries(t), 1);
+	ck_assert_uint_eq(st.used, 1);
+
+	p = mkprice("old-zone", 1, 10);
+	ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	(void)kill_mid_write(t, "old-zone", 2, &slot);
+	t->prices->entries[slot].flags = SHM_PRICE_F_RECLAIMED;
+	p.base_fare = 4;
+	ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	ck_assert_uint_eq(find_slot(t, "old-zone"), slot);
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(count_entries(t), 2);
+	ck_assert_uint_eq(st.used, 2);
+	ck_assert_uint_eq(st.reclaimed, 2);
+
+	struct shm_check_report r;
+	ck_assert_int_eq(shm_check(t, &r), 0);
+	shm_detach(&t);
+	shm_unlink_name(n2);
+}
+END_TEST
 
 static Suite *suite(void)
 {
@@ -630,6 +751,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_prices_held_slot);
 	tcase_add_test(tc, test_prices_foreach);
 	tcase_add_test(tc, test_prices_seq_wrap);
+	tcase_add_test(tc, test_prices_used_after_reaping);
+	tcase_add_test(tc, test_prices_used_after_takeover);
 	suite_add_tcase(s, tc);
 	return s;
 }
