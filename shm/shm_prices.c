@@ -226,55 +226,40 @@ static void used_dec(struct shm_prices *p)
 		;
 }
 
-/* After inserting key at slot `mine_idx`, removes a duplicate that a racing
- * inserter may have created: of two copies the one earlier in probe order
- * stays (both racers apply the same rule, so exactly one copy survives). */
-static void dedup_after_insert(struct shm *s, uint64_t h, const char *zone, size_t len, uint64_t mine_idx)
+/* After inserting key, removes a duplicate that a racing inserter may have
+ * created: of two copies the one earlier in probe order stays.  Every slot
+ * is judged by a stable copy taken now, our own included: it may have been
+ * evicted or replaced since we released it, and then it is no copy.  A copy
+ * is removed only if an earlier one was seen stable in this same scan, so
+ * racers applying the same rule never remove the earliest copy between
+ * them; slots held mid-write are unknown and left alone (a duplicate that
+ * stays is shadowed by the earlier copy, never a wrong answer). */
+void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len)
 {
 	struct shm_prices *p = s->prices;
 	uint64_t i = home_slot(p, h);
-	bool seen_mine = false;
-	uint64_t first = UINT64_MAX;
+	bool have_first = false;
 	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
 			break;
-		if (i == mine_idx) {
-			seen_mine = true;
-			if (first == UINT64_MAX)
-				first = i;
-			continue;
-		}
 		if (LOCK_HELD(w) || __atomic_load_n(&e->hash, __ATOMIC_RELAXED) != h)
 			continue;
 		struct shm_price_entry c;
 		if (!copy_if_stable(e, w, &c) || !key_equal(&c, h, zone, len))
 			continue;
-		if (first == UINT64_MAX) {
-			first = i;      /* an earlier copy: ours is the duplicate */
+		if (!have_first) {
+			have_first = true;      /* the earliest copy: it stays */
 			continue;
 		}
-		/* A later copy than the first: remove it. */
+		/* A later copy: remove it, unless it changed since the copy. */
 		uint64_t held = take_slot(e, w, true);
 		if (held == 0)
 			continue;
 		e->flags = SHM_PRICE_F_RECLAIMED;
 		release_slot(e, held);
 		used_dec(p);
-	}
-	if (seen_mine && first != mine_idx) {
-		struct shm_price_entry *e = &p->entries[mine_idx];
-		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
-		struct shm_price_entry c;
-		if (!LOCK_HELD(w) && copy_if_stable(e, w, &c) && key_equal(&c, h, zone, len)) {
-			uint64_t held = take_slot(e, w, true);
-			if (held != 0) {
-				e->flags = SHM_PRICE_F_RECLAIMED;
-				release_slot(e, held);
-				used_dec(p);
-			}
-		}
 	}
 }
 
@@ -411,7 +396,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		}
 		if (kind != T_MATCH)
-			dedup_after_insert(s, h, in->zone_id, len, (uint64_t)t);
+			shm__prices_dedup(s, h, in->zone_id, len);
 		return 0;
 	}
 	atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);

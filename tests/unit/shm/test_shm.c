@@ -724,6 +724,57 @@ START_TEST(test_prices_used_after_takeover)
 }
 END_TEST
 
+
+/* Makes slot i hold zone as a published entry (what a completed store
+ * leaves), bypassing the probe order, to build states racing writers reach. */
+static void put_entry(struct shm *s, uint64_t i, const char *zone, double fare)
+{
+	struct shm_price_entry *e = &s->prices->entries[i];
+	size_t len = strlen(zone);
+	uint64_t w = atomic_load(&e->lock);
+	memset((char *)e + sizeof(e->lock), 0, sizeof(*e) - sizeof(e->lock));
+	e->hash = util_hash64(zone, len, shm_header(s)->hash_seed);
+	e->base_fare = fare;
+	e->source = EQ_SOURCE_REDIS;
+	e->read_ms = 1;
+	e->zone_len = (uint8_t)len;
+	e->flags = SHM_PRICE_F_USED;
+	memcpy(e->zone_id, zone, len);
+	atomic_store(&e->lock, ((w & ~3ULL) + 4) & 0xffffffffULL);
+}
+
+/* The de-duplication after an insert keeps the earliest copy and removes
+ * later ones.  The inserting writer's own slot may have changed between
+ * its release and that scan (another writer evicted or replaced it): it is
+ * then not a copy, and a racing inserter's copy further on is the only one
+ * left.  Writer A inserted K at its home slot a, writer B at a+1; before A
+ * scans, a has been replaced by zone L. */
+START_TEST(test_prices_dedup_keeps_only_copy)
+{
+	const char *n2;
+	struct shm *t = tiny_table(&n2);
+	struct shm_price p = mkprice("K", 7, 10), out;
+	ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	uint64_t a = find_slot(t, "K");
+	uint64_t b = (a + 1) % t->prices->slots;
+	put_entry(t, b, "K", 8);                /* B's copy */
+	put_entry(t, a, "L", 9);                /* A's slot, replaced */
+	uint64_t h = util_hash64("K", 1, shm_header(t)->hash_seed);
+	shm__prices_dedup(t, h, "K", 1);        /* A's scan */
+	ck_assert_int_eq(shm_prices_lookup(t, "K", 1, &out), 0);
+	ck_assert(out.base_fare == 8);
+
+	/* Two real copies: the later one goes, whoever runs the scan. */
+	put_entry(t, a, "K", 7);
+	shm__prices_dedup(t, h, "K", 1);
+	ck_assert_uint_eq(find_slot(t, "K"), a);
+	ck_assert_int_eq(shm_prices_lookup(t, "K", 1, &out), 0);
+	ck_assert(out.base_fare == 7);
+	shm_detach(&t);
+	shm_unlink_name(n2);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("shm");
@@ -753,6 +804,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_prices_seq_wrap);
 	tcase_add_test(tc, test_prices_used_after_reaping);
 	tcase_add_test(tc, test_prices_used_after_takeover);
+	tcase_add_test(tc, test_prices_dedup_keeps_only_copy);
 	suite_add_tcase(s, tc);
 	return s;
 }
