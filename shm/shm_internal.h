@@ -22,6 +22,12 @@ struct shm {
 	struct shm_prices *prices;
 	void *ring;
 	uint64_t ring_bytes;
+	/* Validated at attach and kept here: the segment's copies may be
+	 * changed by any process, and indexing with them must stay in bounds. */
+	struct shm_section sections[SHM_SEC__COUNT];
+	uint32_t zones_capacity;             /* as created */
+	uint64_t price_slots;                /* entries[] length */
+	uint64_t hash_seed;                  /* keys the price hash */
 };
 
 /* Bounded retries for seqlock readers before they report "busy". */

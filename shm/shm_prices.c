@@ -65,15 +65,17 @@ void shm__prices_init(struct shm *s, uint32_t zones_capacity)
 	/* Entries are zero (fresh tmpfs pages): lock 0 = never used. */
 }
 
-static inline uint64_t home_slot(const struct shm_prices *p, uint64_t h)
+/* Slot math uses the handle's validated slot count (s->price_slots), never
+ * the segment's copy, which any process could change under us. */
+static inline uint64_t home_slot(uint64_t slots, uint64_t h)
 {
 	__extension__ typedef unsigned __int128 u128;
-	return (uint64_t)(((u128)h * p->slots) >> 64);
+	return (uint64_t)(((u128)h * slots) >> 64);
 }
 
-static inline uint64_t next_slot(const struct shm_prices *p, uint64_t i)
+static inline uint64_t next_slot(uint64_t slots, uint64_t i)
 {
-	return ++i == p->slots ? 0 : i;
+	return ++i == slots ? 0 : i;
 }
 
 /* The entry fields after `lock`, copied as one block. */
@@ -131,10 +133,10 @@ int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct 
 	if (len == 0 || len > SHM_ZONE_ID_MAX)
 		return -EINVAL;
 	const struct shm_prices *p = s->prices;
-	uint64_t h = util_hash64(zone, len, s->hdr->hash_seed);
-	uint64_t i = home_slot(p, h);
+	uint64_t h = util_hash64(zone, len, s->hash_seed);
+	uint64_t i = home_slot(s->price_slots, h);
 	bool busy = false;
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		const struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
@@ -237,9 +239,9 @@ static void used_dec(struct shm_prices *p)
 void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len)
 {
 	struct shm_prices *p = s->prices;
-	uint64_t i = home_slot(p, h);
+	uint64_t i = home_slot(s->price_slots, h);
 	bool have_first = false;
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
@@ -270,12 +272,12 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 	    (in->source != EQ_SOURCE_REDIS && in->source != EQ_SOURCE_DATABASE))
 		return -EINVAL;
 	struct shm_prices *p = s->prices;
-	uint64_t h = util_hash64(in->zone_id, len, s->hdr->hash_seed);
+	uint64_t h = util_hash64(in->zone_id, len, s->hash_seed);
 
 	/* Fast path, the common case: refreshing a zone that is present.  Only
 	 * entries with our hash are copied (like a lookup). */
-	uint64_t i = home_slot(p, h);
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	uint64_t i = home_slot(s->price_slots, h);
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0 || LOCK_HELD(w))
@@ -296,12 +298,12 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 	}
 
 	for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
-		i = home_slot(p, h);
+		i = home_slot(s->price_slots, h);
 		int64_t match = -1, free_slot = -1, dead = -1, oldest = -1;
 		uint64_t match_w = 0, free_w = 0, dead_w = 0, oldest_w = 0, oldest_read = UINT64_MAX;
 		bool restart = false, live_held = false;
 
-		for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+		for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 			struct shm_price_entry *e = &p->entries[i];
 			uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 			if (w == 0) {                   /* never used: end of the chain */
@@ -406,8 +408,8 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 void shm_prices_stats(const struct shm *s, struct shm_prices_stats *out)
 {
 	const struct shm_prices *p = s->prices;
-	out->slots = p->slots;
-	out->capacity = s->hdr->zones_capacity;
+	out->slots = s->price_slots;
+	out->capacity = s->zones_capacity;
 	out->used = atomic_load(&p->used);
 	out->replaced = atomic_load(&p->replaced);
 	out->busy = atomic_load(&p->busy);
@@ -418,7 +420,7 @@ size_t shm_prices_foreach(const struct shm *s, int (*fn)(const struct shm_price 
 {
 	const struct shm_prices *p = s->prices;
 	size_t n = 0;
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		const struct shm_price_entry *e = &p->entries[i];
 		if (atomic_load_explicit(&e->lock, memory_order_relaxed) == 0)
 			continue;
@@ -440,7 +442,7 @@ size_t shm_prices_release_pid(struct shm *s, pid_t pid)
 {
 	struct shm_prices *p = s->prices;
 	size_t n = 0;
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (!LOCK_HELD(w) || LOCK_PID(w) != pid)
@@ -475,7 +477,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 {
 	const struct shm_prices *p = s->prices;
 	char buf[256];
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		const struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
@@ -499,16 +501,16 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 		bool bad = c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX ||
 		           (c.source != EQ_SOURCE_REDIS && c.source != EQ_SOURCE_DATABASE) ||
 		           !isfinite(c.base_fare) || !isfinite(c.surge_multiplier);
-		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hdr->hash_seed) != c.hash)
+		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hash_seed) != c.hash)
 			bad = true;
 		if (!bad) {
 			/* Reachable: within the probe window of its home slot. */
-			uint64_t home = home_slot(p, c.hash);
-			uint64_t dist = i >= home ? i - home : i + p->slots - home;
-			if (dist >= p->window)
+			uint64_t home = home_slot(s->price_slots, c.hash);
+			uint64_t dist = i >= home ? i - home : i + s->price_slots - home;
+			if (dist >= SHM_PRICE_WINDOW)
 				bad = true;
 			/* Shadowed duplicate: an earlier copy in its window. */
-			for (uint64_t j = home; !bad && j != i; j = next_slot(p, j)) {
+			for (uint64_t j = home; !bad && j != i; j = next_slot(s->price_slots, j)) {
 				const struct shm_price_entry *o = &p->entries[j];
 				struct shm_price_entry oc;
 				if (!LOCK_HELD(snapshot(o, &oc, 64)) &&
