@@ -105,7 +105,7 @@ static int valid_name(const char *name, char *err, size_t errlen)
 	return 0;
 }
 
-static void init_segment(struct shm *s, const struct shm_params *p, const struct layout *l)
+static int init_segment(struct shm *s, const struct shm_params *p, const struct layout *l)
 {
 	struct shm_header *h = s->hdr;
 	memcpy(h->magic, SHM_MAGIC, sizeof(h->magic));
@@ -131,10 +131,13 @@ static void init_segment(struct shm *s, const struct shm_params *p, const struct
 	shm__history_init(s);
 	shm__prices_init(s, p->zones_capacity);
 #ifndef EQ_SHM_NO_RING
-	shm_ring_format(s->ring, s->ring_bytes);
+	int rc = shm_ring_format(s->ring, s->ring_bytes);
+	if (rc != 0)
+		return rc;
 #endif
 	/* Everything above is visible before the marker (release). */
 	atomic_store_explicit(&h->ready, SHM_READY_MARKER, memory_order_release);
+	return 0;
 }
 
 static int apply_group(int fd, const char *group, char *err, size_t errlen)
@@ -159,8 +162,9 @@ int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t e
 	int rc = valid_name(p->name, err, errlen);
 	if (rc != 0)
 		return rc;
-	if (p->zones_capacity < 1 || p->ring_bytes < RING_BYTES_MIN) {
-		snprintf(err, errlen, "invalid segment parameters: zones_capacity >= 1 and ring_bytes >= 65536 required");
+	if (p->zones_capacity < 1 || p->ring_bytes < RING_BYTES_MIN || p->ring_bytes > RING_BYTES_MAX) {
+		snprintf(err, errlen, "invalid segment parameters: [shm] zones_capacity must be >= 1 and ring_bytes between %u and %llu (it is %llu)",
+		         RING_BYTES_MIN, (unsigned long long)RING_BYTES_MAX, (unsigned long long)p->ring_bytes);
 		return -EINVAL;
 	}
 	struct layout l;
@@ -208,7 +212,12 @@ int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t e
 	}
 	s->size = l.total;
 	s->hdr = (struct shm_header *)s->base;
-	init_segment(s, p, &l);
+	rc = init_segment(s, p, &l);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot format the event ring of segment %s (%s): check [shm] ring_bytes",
+		         p->name, strerror(-rc));
+		goto fail;
+	}
 	*out = s;
 	return 0;
 fail:

@@ -211,6 +211,24 @@ START_TEST(test_price_table_changed_after_attach)
 }
 END_TEST
 
+/* The event ring has a maximum size; a larger ring_bytes must fail at
+ * creation with a reason, not create a segment whose ring is unformatted
+ * (every append would then fail). */
+START_TEST(test_create_refuses_oversized_ring)
+{
+	const char *n2 = test_shm_name();
+	struct shm_params prm = { .name = n2, .zones_capacity = 16, .ring_bytes = 600ULL << 20 };
+	struct shm *s = NULL;
+	char err[512] = "";
+	shm_unlink_name(n2);
+	int rc = shm_create(&prm, &s, err, sizeof(err));
+	shm_detach(&s);
+	shm_unlink_name(n2);
+	ck_assert_int_eq(rc, -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "ring_bytes"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("shm-hostile");
@@ -224,6 +242,7 @@ int main(void)
 	tcase_add_test(tc, test_refuse_size_overflow);
 	tcase_add_test(tc, test_refuse_price_slots);
 	tcase_add_test(tc, test_price_table_changed_after_attach);
+	tcase_add_test(tc, test_create_refuses_oversized_ring);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
