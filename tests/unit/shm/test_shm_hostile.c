@@ -211,6 +211,40 @@ START_TEST(test_price_table_changed_after_attach)
 }
 END_TEST
 
+/* A mode word whose 2-bit fields hold 3 (no such mode) must not index the
+ * per-mode arrays out of bounds nor reach callers (eq-pricing indexes its
+ * counters with the effective mode, and asserts it is in range). */
+START_TEST(test_mode_word_out_of_range)
+{
+	struct shm *s;
+	char err[512];
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), 0);
+	size_t len;
+	uint8_t *base = raw_map(&len);
+	struct shm_header *h = (struct shm_header *)base;
+	struct shm_mode_table *m = (struct shm_mode_table *)(base + h->sections[SHM_SEC_MODE].offset);
+	atomic_store(&m->word, (atomic_load(&m->word) & ~0x3fULL) | 0x3f);
+
+	struct shm_check_report r;
+	ck_assert_int_eq(shm_check(s, &r), 1);
+	ck_assert_int_le(shm_mode_effective(s), EQ_MODE_EMERGENCY);
+	struct shm_mode_view v;
+	shm_mode_get(s, &v);
+	ck_assert_uint_lt(v.auto_mode, EQ_MODE__COUNT);
+	ck_assert_uint_lt(v.override, EQ_OVERRIDE__COUNT);
+	ck_assert_uint_lt(v.effective, EQ_MODE__COUNT);
+	ck_assert_uint_eq(v.effective, UTIL_MAX(v.auto_mode, v.override));
+	/* A writer repairs it; its time accounting stays inside ms_total[]
+	 * (index 3 would be out of bounds: the UBSan build catches that). */
+	shm_mode_set_override(s, EQ_OVERRIDE_NONE, getpid(), "repair");
+	shm_mode_set_auto(s, EQ_MODE_NORMAL, -1, "repair");
+	ck_assert_int_eq(shm_mode_effective(s), EQ_MODE_NORMAL);
+	ck_assert_int_eq(shm_check(s, &r), 0);
+	munmap(base, len);
+	shm_detach(&s);
+}
+END_TEST
+
 /* The event ring has a maximum size; a larger ring_bytes must fail at
  * creation with a reason, not create a segment whose ring is unformatted
  * (every append would then fail). */
@@ -242,6 +276,7 @@ int main(void)
 	tcase_add_test(tc, test_refuse_size_overflow);
 	tcase_add_test(tc, test_refuse_price_slots);
 	tcase_add_test(tc, test_price_table_changed_after_attach);
+	tcase_add_test(tc, test_mode_word_out_of_range);
 	tcase_add_test(tc, test_create_refuses_oversized_ring);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
