@@ -118,7 +118,7 @@ static int mode_update(struct shm *s, int kind, unsigned value, int expect, int 
 		.component = (uint8_t)(component < 0 ? 0xff : component),
 		.pid = (int32_t)pid,
 	};
-	util_strlcpy(r.cause, cause != NULL ? cause : "", sizeof(r.cause));
+	util_strlcpy_utf8(r.cause, cause != NULL ? cause : "", sizeof(r.cause));
 	uint64_t idx = shm_history_append(s, &r);
 	atomic_store_explicit(&s->mode->last_history, idx, memory_order_release);
 	return 1;
@@ -180,7 +180,7 @@ uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r)
 	e->mode_to = r->mode_to;
 	e->component = r->component;
 	e->pid = r->pid;
-	util_strlcpy(e->cause, r->cause, sizeof(e->cause));
+	util_strlcpy_utf8(e->cause, r->cause, sizeof(e->cause));
 	atomic_store_explicit(&e->seq, 2 * idx + 2, memory_order_release);
 	return idx;
 }
@@ -212,6 +212,7 @@ size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
 			continue;
+		util_utf8_sanitize(r.cause);            /* another process's bytes */
 		out[n++] = r;
 	}
 	return n;

@@ -118,6 +118,8 @@ static void to_public(const struct shm_price_entry *c, struct shm_price *out)
 	size_t len = c->zone_len <= SHM_ZONE_ID_MAX ? c->zone_len : SHM_ZONE_ID_MAX;
 	memcpy(out->zone_id, c->zone_id, len);
 	out->zone_id[len] = '\0';
+	len = strlen(out->zone_id);             /* a NUL inside: the id ends there */
+	util_utf8_sanitize(out->zone_id);       /* for JSON and terminals (eqctl) */
 	out->zone_len = len;
 	out->base_fare = c->base_fare;
 	out->surge_multiplier = c->surge_multiplier;

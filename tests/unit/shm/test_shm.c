@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "shm/shm_internal.h"
+#include "shm/shm_status.h"
 #include "test_shm_common.h"
 #include "util/util.h"
 
@@ -782,6 +783,49 @@ START_TEST(test_prices_dedup_keeps_only_copy)
 }
 END_TEST
 
+
+/* Text fields have fixed sizes (a component's last error, a history cause):
+ * a message cut inside a UTF-8 character, or bytes a broken writer left,
+ * must not lose the field in the status JSON (jansson refuses invalid
+ * UTF-8 and the key silently disappears) nor reach eqctl as garbage. */
+START_TEST(test_text_fields_stay_utf8)
+{
+	char msg[400] = "";
+	for (int i = 0; i < 150; i++)
+		strcat(msg, "\xc3\xa9");            /* 300 bytes of e-acute */
+	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED };
+	memcpy(v.last_error, msg, sizeof(v.last_error) - 1);   /* cut mid-character */
+	shm_component_write(seg, EQ_COMP_REDIS, &v);
+	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, getpid(), msg);
+
+	json_t *st = shm_status_json(seg);
+	ck_assert_ptr_nonnull(st);
+	json_t *le = json_object_get(json_object_get(json_object_get(st, "components"), "redis"), "last_error");
+	ck_assert_msg(json_is_string(le), "last_error missing from the status JSON");
+	ck_assert_uint_ge(strlen(json_string_value(le)), 150);
+	json_decref(st);
+
+	struct shm_history_rec h[4];
+	ck_assert_uint_eq(shm_history_read(seg, h, 4), 1);
+	json_t *c = json_string(h[0].cause);
+	ck_assert_msg(c != NULL, "history cause is not valid UTF-8");
+	json_decref(c);
+	/* Cut before the character that did not fit, not through it. */
+	ck_assert_uint_eq(strlen(h[0].cause), 126);
+	ck_assert_ptr_null(strchr(h[0].cause, '?'));
+
+	/* Bytes that were never UTF-8, written straight into the segment. */
+	seg->comps[EQ_COMP_KAFKA].last_error[0] = (char)0xff;
+	seg->comps[EQ_COMP_KAFKA].last_error[1] = (char)0xc3;
+	seg->comps[EQ_COMP_KAFKA].last_error[2] = 'x';
+	seg->comps[EQ_COMP_KAFKA].last_error[3] = 0;
+	st = shm_status_json(seg);
+	le = json_object_get(json_object_get(json_object_get(st, "components"), "kafka"), "last_error");
+	ck_assert_msg(json_is_string(le), "kafka last_error missing from the status JSON");
+	json_decref(st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("shm");
@@ -801,6 +845,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_mode_time_accounting);
 	tcase_add_test(tc, test_history_wraps);
 	tcase_add_test(tc, test_components);
+	tcase_add_test(tc, test_text_fields_stay_utf8);
 	tcase_add_test(tc, test_workers_and_counters);
 	tcase_add_test(tc, test_prices_basic);
 	tcase_add_test(tc, test_prices_1k);
