@@ -12,7 +12,8 @@
  *   releases it as free.
  *
  *   seq32: bit 0 = held; bit 1 (only while held) = the slot was USED as
- *   last published, i.e. as readers last saw it; bits 2..31 count takes.
+ *   last published, i.e. as readers last saw it; bits 2..31 count releases
+ *   and takeovers (a take sets the low bits and the pid: the word changes).
  *   The bit lets whoever finishes a dead writer's hold (a taking-over
  *   writer, the reaper) keep `used` exact: the dead writer's own `flags`
  *   byte may already hold what it meant to publish.  A takeover keeps the
@@ -199,7 +200,7 @@ static uint64_t take_slot(struct shm_price_entry *e, uint64_t w, bool was_used)
 	if (LOCK_HELD(w))
 		seq = LOCK_SEQ(w) + SEQ_STEP;            /* keeps held + was-used */
 	else
-		seq = ((LOCK_SEQ(w) & ~(SEQ_STEP - 1)) + SEQ_STEP) | SEQ_HELD | (was_used ? SEQ_WAS_USED : 0);
+		seq = (LOCK_SEQ(w) & ~(SEQ_STEP - 1)) | SEQ_HELD | (was_used ? SEQ_WAS_USED : 0);
 	uint64_t mine = LOCK_MAKE(getpid(), seq);
 	if (!atomic_compare_exchange_strong_explicit(&e->lock, &w, mine,
 	                                             memory_order_acq_rel, memory_order_relaxed))
