@@ -10,26 +10,25 @@
  * quarter second).  So "eqctl mode" works the same whether equilibriumd
  * runs or not, and survives its restart.
  *
- * argv[0] is the command name ("mode"), argv[1] the wanted override.
+ * argv[0] is the command name ("mode"), argv[1] the wanted override;
+ * --json was taken by eqctl.c (opts->json).
  */
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "eqctl/eqctl.h"
 #include "shm/shm.h"
-
-int eqctl_cmd_mode(const char *shm_name, int argc, char **argv, bool json);
 
 static int eqctl__mode_usage(const char *why)
 {
 	fprintf(stderr, "eqctl mode: %s\nusage: eqctl [--shm NAME] mode auto|degraded|emergency [--json]\n",
 	        why);
-	return 2;
+	return EQCTL_USAGE;
 }
 
-int eqctl_cmd_mode(const char *shm_name, int argc, char **argv, bool json)
+int eqctl_cmd_mode(const struct eqctl_opts *opts, int argc, char **argv)
 {
 	static const struct { const char *arg; enum eq_override o; } wanted[] = {
 		{ "auto",      EQ_OVERRIDE_NONE },
@@ -37,12 +36,9 @@ int eqctl_cmd_mode(const char *shm_name, int argc, char **argv, bool json)
 		{ "degraded",  EQ_OVERRIDE_DEGRADED },
 		{ "emergency", EQ_OVERRIDE_EMERGENCY },
 	};
-	int first = argc > 0 && strcmp(argv[0], "mode") == 0 ? 1 : 0;
 	const char *arg = NULL;
-	for (int i = first; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = true;
-		} else if (arg == NULL && argv[i][0] != '-') {
+	for (int i = 1; i < argc; i++) {
+		if (arg == NULL && argv[i][0] != '-') {
 			arg = argv[i];
 		} else {
 			char why[128];
@@ -62,31 +58,24 @@ int eqctl_cmd_mode(const char *shm_name, int argc, char **argv, bool json)
 		return eqctl__mode_usage(why);
 	}
 
-	struct shm *s = NULL;
-	char err[256];
-	int rc = shm_attach(shm_name, SHM_RDWR, &s, err, sizeof(err));
-	if (rc < 0) {
-		if (rc == -EACCES || rc == -EPERM)
-			fprintf(stderr, "eqctl mode needs write access to %s: %s\n", shm_name, err);
-		else
-			fprintf(stderr, "%s\n", err);
-		return 3;
-	}
+	struct shm *s = eqctl_attach(opts, true);    /* says why on failure */
+	if (s == NULL)
+		return EQCTL_NOATTACH;
 
 	struct shm_mode_view before, after;
 	char cause[SHM_CAUSE_TEXT];
 	snprintf(cause, sizeof(cause), "eqctl mode %s (pid %d, uid %u)", arg, (int)getpid(),
 	         (unsigned)getuid());
 	shm_mode_get(s, &before);
-	rc = shm_mode_set_override(s, (enum eq_override)o, getpid(), cause);
+	int rc = shm_mode_set_override(s, (enum eq_override)o, getpid(), cause);
 	shm_mode_get(s, &after);
 	shm_detach(&s);
 	if (rc < 0) {
 		fprintf(stderr, "eqctl mode: cannot set the override: %s\n", strerror(-rc));
-		return 1;
+		return EQCTL_PROBLEM;
 	}
 
-	if (json) {
+	if (opts->json) {
 		printf("{\"override\":\"%s\",\"previous\":\"%s\",\"changed\":%s,"
 		       "\"mode\":\"%s\",\"auto_mode\":\"%s\"}\n",
 		       shm_override_name(after.override), shm_override_name(before.override),
@@ -101,5 +90,5 @@ int eqctl_cmd_mode(const char *shm_name, int argc, char **argv, bool json)
 		       shm_override_name(after.override), shm_mode_name(after.effective),
 		       shm_mode_name(after.auto_mode));
 	}
-	return 0;
+	return EQCTL_OK;
 }

@@ -19,10 +19,9 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "eqctl/eqctl.h"
 #include "shm/shm.h"
 #include "util/util.h"
-
-int eqctl_cmd_watch(const char *shm_name, int argc, char **argv);
 
 static volatile sig_atomic_t eqctl__watch_quit;
 
@@ -194,14 +193,13 @@ static int eqctl__watch_usage(const char *why)
 {
 	fprintf(stderr, "eqctl watch: %s\nusage: eqctl [--shm NAME] watch [--count N] [--interval MS]\n",
 	        why);
-	return 2;
+	return EQCTL_USAGE;
 }
 
-int eqctl_cmd_watch(const char *shm_name, int argc, char **argv)
+int eqctl_cmd_watch(const struct eqctl_opts *opts, int argc, char **argv)
 {
 	uint64_t count = 0, interval = 1000;
-	int first = argc > 0 && strcmp(argv[0], "watch") == 0 ? 1 : 0;
-	for (int i = first; i < argc; i++) {
+	for (int i = 1; i < argc; i++) {
 		uint64_t *dst = NULL, min = 1;
 		if (strcmp(argv[i], "--count") == 0)
 			dst = &count;
@@ -218,12 +216,9 @@ int eqctl_cmd_watch(const char *shm_name, int argc, char **argv)
 		i++;
 	}
 
-	struct shm *s = NULL;
-	char err[256];
-	if (shm_attach(shm_name, SHM_RDONLY, &s, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		return 3;
-	}
+	struct shm *s = eqctl_attach(opts, false);   /* says why on failure */
+	if (s == NULL)
+		return EQCTL_NOATTACH;
 
 	bool tty_out = isatty(STDOUT_FILENO) == 1;
 	bool tty_in = isatty(STDIN_FILENO) == 1;
@@ -246,7 +241,7 @@ int eqctl_cmd_watch(const char *shm_name, int argc, char **argv)
 	struct eqctl_watch_totals prev, cur;
 	memset(&prev, 0, sizeof(prev));
 	for (uint64_t frame = 0; !eqctl__watch_quit; frame++) {
-		eqctl__frame(s, shm_name, &prev, &cur, tty_out);
+		eqctl__frame(s, opts->shm_name, &prev, &cur, tty_out);
 		prev = cur;
 		if (count != 0 && frame + 1 >= count)
 			break;
@@ -271,5 +266,5 @@ int eqctl_cmd_watch(const char *shm_name, int argc, char **argv)
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
 	shm_detach(&s);
-	return 0;
+	return EQCTL_OK;
 }

@@ -93,6 +93,13 @@ void sup_config_log_errors(const struct conf_errors *errs);
 int sup_config_load(const char *path, struct conf *c, int *memfd, struct conf_errors *errs);
 /* SIGHUP: re-read, validate, keep restart-only keys, hand over. */
 void sup_config_reload(struct sup *s);
+/* The config text workers get after a reload that changed restart-only
+ * keys ([shm] *, http.listen, spool.dir): text with those keys set to
+ * run's values (written right after their section headers, the file's own
+ * lines for them dropped, missing sections appended), so a worker started
+ * later still attaches the running segment and spool.  The caller
+ * validates the result.  malloc'd, or NULL when out of memory. */
+char *sup_config_pin(const char *text, size_t len, const struct conf *run, size_t *out_len);
 /* Resolves the worker directory into s->libexec and checks every binary.
  * 0 or -errno with a one-line reason logged. */
 int sup_config_libexec(struct sup *s);

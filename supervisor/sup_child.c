@@ -40,8 +40,8 @@ static void sup__describe_exit(int st, char *buf, size_t len)
 
 /* ---- spawning ---- */
 
-/* In the child between fork and exec: only async-signal-safe calls.
- * Moves the channel, config memfd and (eq-pricing) listen socket onto the
+/* In the child between fork and exec (the supervisor is single-threaded,
+ * so this may do more than async-signal-safe calls).  Moves the channel, config memfd and (eq-pricing) listen socket onto the
  * fixed fds of proto/eq_fds.h; every other fd stays close-on-exec. */
 static _Noreturn void sup__child_exec(const struct sup *s, const struct sup_child *c, int chan,
                                       int errfd, const char *path, char *const argv[])
@@ -51,6 +51,13 @@ static _Noreturn void sup__child_exec(const struct sup *s, const struct sup_chil
 	sigset_t none;
 	struct sigaction dfl;
 	int e;
+
+	/* The slot names this process before the worker can exist, so the
+	 * ready flag the worker sets after exec can never be cleared by a late
+	 * write from the parent.  (Single-threaded parent: safe after fork.) */
+	uint64_t ticks = 0;
+	(void)util_proc_start_ticks(getpid(), &ticks);
+	shm_worker_set_process(s->shm, c->slot, getpid(), ticks, util_now_ms());
 
 	/* The supervisor blocks signals for its signalfd: undo that, and give
 	 * the worker default dispositions. */
@@ -124,15 +131,12 @@ static int sup__spawn(struct sup *s, struct sup_child *c)
 	if (n == (ssize_t)sizeof(child_errno))
 		log_err("cannot execute %s: %s", path, strerror(child_errno));
 
-	uint64_t ticks = 0;
-	(void)util_proc_start_ticks(pid, &ticks);
 	c->pid = pid;
 	c->chan_fd = sv[0];
 	sv[0] = -1;
 	c->spawned_mono = util_mono_ms();
 	c->was_ready = false;
 	c->kill_at = 0;
-	shm_worker_set_process(s->shm, c->slot, pid, ticks, util_now_ms());
 	if (c->spawned_once)
 		shm_worker_count_restart(s->shm, c->slot);
 	c->spawned_once = true;
