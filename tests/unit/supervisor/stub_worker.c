@@ -10,6 +10,8 @@
  *   EQ_STUB_CRASH=ROLE         that role exits 3 after 50 ms, never ready
  *   EQ_STUB_DRAIN_MS=N         a drain takes N ms before the exit
  *   EQ_STUB_READY_DELAY_MS=N   report ready N ms after start
+ *   EQ_STUB_STORE_PRICE=ZONE   eq-pricing stores a stale-price entry for ZONE
+ *                              (base_fare 7.25, surge 1.5) unless one exists
  */
 #include <errno.h>
 #include <stdio.h>
@@ -190,6 +192,21 @@ int main(int argc, char **argv)
 	rc = wk_start(&st.wk, st.loop, &cb);
 	if (rc < 0)
 		return 1;
+
+	const char *zone = getenv("EQ_STUB_STORE_PRICE");
+	struct shm_price p;
+	if (role == EQ_ROLE_PRICING && zone != NULL &&
+	    shm_prices_lookup(st.wk.shm, zone, strlen(zone), &p) == -ENOENT) {
+		memset(&p, 0, sizeof(p));
+		util_strlcpy(p.zone_id, zone, sizeof(p.zone_id));
+		p.zone_len = strlen(p.zone_id);
+		p.base_fare = 7.25;
+		p.surge_multiplier = 1.5;
+		p.source = EQ_SOURCE_REDIS;
+		p.read_ms = util_now_ms();
+		if (shm_prices_store(st.wk.shm, &p) != 0)
+			log_err("stub: cannot store the price of %s", zone);
+	}
 
 	const char *crash = getenv("EQ_STUB_CRASH");
 	if (crash != NULL && strcmp(crash, shm_role_name((unsigned)role)) == 0)
