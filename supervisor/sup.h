@@ -86,10 +86,10 @@ struct sup {
 };
 
 /* sup_config.c */
-void sup_config_log_errors(const struct conf_errors *errs);
-/* Reads path, validates it, and on success fills *c and *memfd (sealed,
- * close-on-exec, named after the file).  0; -EINVAL with errs filled if
- * invalid; -errno (errs holds "FILE: reason") if unreadable. */
+/* Reads path once, validates those bytes, and on success fills *c and
+ * *memfd (the same bytes, sealed, close-on-exec, named after the file).
+ * 0; -EINVAL with errs filled if invalid; -errno (errs holds "FILE:
+ * reason") if unreadable. */
 int sup_config_load(const char *path, struct conf *c, int *memfd, struct conf_errors *errs);
 /* SIGHUP: re-read, validate, keep restart-only keys, hand over. */
 void sup_config_reload(struct sup *s);

@@ -12,23 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "eq_build_config.h"
 #include "util/util.h"
 #include "workers/common/wk.h"
-
-#define SUP_CONFIG_MAX (16u << 20)
-
-void sup_config_log_errors(const struct conf_errors *errs)
-{
-	unsigned shown = errs->count < CONF_MAX_ERRORS ? errs->count : CONF_MAX_ERRORS;
-	for (unsigned i = 0; i < shown; i++)
-		log_err("%s", errs->msg[i]);
-	if (errs->count > shown)
-		log_err("... and %u more config errors", errs->count - shown);
-}
 
 /* A sealed memfd holding text; named after the file so a worker's
  * messages can say which file it came from.  fd or -errno. */
@@ -57,23 +45,6 @@ static int sup__memfd(const char *name, const char *text, size_t len)
 	return fd;
 }
 
-static int sup__read_file(const char *path, char **text, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd == -1)
-		return -errno;
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) == -1)
-		rc = -errno;
-	else if (!S_ISREG(st.st_mode))
-		rc = -EINVAL;
-	else
-		rc = wk_read_fd(fd, SUP_CONFIG_MAX, text, len);
-	close(fd);
-	return rc;
-}
-
 /* Parses text as the config; on success makes its memfd. */
 static int sup__validate(const char *path, const char *text, size_t len, struct conf *c,
                          int *memfd, struct conf_errors *errs)
@@ -97,17 +68,10 @@ int sup_config_load(const char *path, struct conf *c, int *memfd, struct conf_er
 {
 	char *text = NULL;
 	size_t len = 0;
-	memset(errs, 0, sizeof(*errs));
 	conf_defaults(c);
-	int rc = sup__read_file(path, &text, &len);
-	if (rc < 0) {
-		snprintf(errs->msg[0], sizeof(errs->msg[0]), "%s: %s", path,
-		         rc == -EINVAL ? "not a regular file" :
-		         rc == -EFBIG ? "larger than 16 MiB" : strerror(-rc));
-		errs->count = 1;
-		return rc == -EINVAL ? -EISDIR : rc;
-	}
-	rc = sup__validate(path, text, len, c, memfd, errs);
+	int rc = conf_read_file(path, &text, &len, errs);
+	if (rc == 0)
+		rc = sup__validate(path, text, len, c, memfd, errs);
 	free(text);
 	return rc;
 }
@@ -338,17 +302,13 @@ void sup_config_reload(struct sup *s)
 		log_err("reload: out of memory; keeping the running config");
 		return;
 	}
-	rc = sup__read_file(s->conf_path, &text, &len);
+	rc = conf_read_file(s->conf_path, &text, &len, errs);
+	if (rc == 0)
+		rc = conf_load_buffer(s->conf_path, text, len, &fresh, errs);
 	if (rc < 0) {
+		wk_log_conf_errors(errs);
 		log_err("reload rejected: %s: %s; keeping the running config", s->conf_path,
-		        rc == -EINVAL ? "not a regular file" : strerror(-rc));
-		goto out;
-	}
-	rc = conf_load_buffer(s->conf_path, text, len, &fresh, errs);
-	if (rc < 0) {
-		sup_config_log_errors(errs);
-		log_err("reload rejected: %s has %u error%s; keeping the running config",
-		        s->conf_path, errs->count, errs->count == 1 ? "" : "s");
+		        rc == -EINVAL ? "invalid" : "unreadable");
 		goto out;
 	}
 	rc = sup__pin_reload(s, text, len, &fresh, &memfd, errs);

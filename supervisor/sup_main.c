@@ -120,11 +120,7 @@ static int sup__check_config(const char *path)
 		close(memfd);
 		conf_free(&c);
 	} else {
-		unsigned shown = UTIL_MIN(errs->count, (unsigned)CONF_MAX_ERRORS);
-		for (unsigned i = 0; i < shown; i++)
-			fprintf(stderr, "%s\n", errs->msg[i]);
-		if (errs->count > shown)
-			fprintf(stderr, "%s: ... and %u more errors\n", path, errs->count - shown);
+		conf_errors_print(errs, stderr);
 	}
 	free(errs);
 	return rc == 0 ? SUP_EXIT_OK : SUP_EXIT_FAILURE;
@@ -340,7 +336,7 @@ int main(int argc, char **argv)
 		goto out;
 	rc = sup_config_load(s.conf_path, &s.conf, &s.conf_memfd, errs);
 	if (rc < 0) {
-		sup_config_log_errors(errs);
+		wk_log_conf_errors(errs);
 		log_err("invalid config %s: not starting (check it with equilibriumd --check-config -c %s)",
 		        s.conf_path, s.conf_path);
 		code = SUP_EXIT_CONFIG;

@@ -18,8 +18,6 @@
 #include "proto/eq_fds.h"
 #include "util/util.h"
 
-#define WK_CONFIG_MAX   (16u << 20)          /* a config memfd larger is refused */
-
 static void wk__begin_drain(struct wk *w, const char *reason, uint32_t deadline_ms);
 static void wk__on_heartbeat(uv_timer_t *t);
 
@@ -48,48 +46,6 @@ static void wk__usage(FILE *f, const char *prog, const char *extra)
 		fprintf(f, "\n%s", extra);
 }
 
-int wk_read_fd(int fd, size_t max, char **out, size_t *len)
-{
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap);
-	if (buf == NULL)
-		return -ENOMEM;
-	for (;;) {
-		if (n + 1 >= cap) {
-			if (cap > max) {
-				free(buf);
-				return -EFBIG;
-			}
-			char *nb = realloc(buf, cap * 2);
-			if (nb == NULL) {
-				free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t r = pread(fd, buf + n, cap - 1 - n, (off_t)n);
-		if (r == -1) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			free(buf);
-			return e;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-		if (n > max) {
-			free(buf);
-			return -EFBIG;
-		}
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	return 0;
-}
-
 /* The supervisor names each config memfd after the file it validated, so
  * messages can say which file; /proc shows "/memfd:NAME (deleted)". */
 static void wk__memfd_name(int fd, char *name, size_t len)
@@ -113,7 +69,7 @@ static void wk__memfd_name(int fd, char *name, size_t len)
 	snprintf(name, len, "config(fd %d)", fd);
 }
 
-static void wk__log_conf_errors(const struct conf_errors *errs)
+void wk_log_conf_errors(const struct conf_errors *errs)
 {
 	unsigned shown = errs->count < CONF_MAX_ERRORS ? errs->count : CONF_MAX_ERRORS;
 	for (unsigned i = 0; i < shown; i++)
@@ -125,26 +81,17 @@ static void wk__log_conf_errors(const struct conf_errors *errs)
 /* Parses a config memfd into *c.  0, -EBADMSG (invalid), or -errno. */
 static int wk__load_memfd(int fd, struct conf *c)
 {
-	char name[PATH_MAX], *text = NULL;
-	size_t len = 0;
-	int rc = wk_read_fd(fd, WK_CONFIG_MAX, &text, &len);
-	if (rc < 0) {
-		log_err("cannot read the config from fd %d: %s", fd, strerror(-rc));
-		return rc;
-	}
-	wk__memfd_name(fd, name, sizeof(name));
+	char name[PATH_MAX];
 	struct conf_errors *errs = calloc(1, sizeof(*errs));
-	if (errs == NULL) {
-		free(text);
+	if (errs == NULL)
 		return -ENOMEM;
-	}
-	rc = conf_load_buffer(name, text, len, c, errs);
-	if (rc == -EINVAL) {
-		wk__log_conf_errors(errs);
+	wk__memfd_name(fd, name, sizeof(name));
+	int rc = conf_load_fd(name, fd, c, errs);
+	if (rc < 0)
+		wk_log_conf_errors(errs);
+	if (rc == -EINVAL)
 		rc = -EBADMSG;
-	}
 	free(errs);
-	free(text);
 	return rc;
 }
 
@@ -240,7 +187,7 @@ int wk_init(struct wk *w, enum eq_role role, int argc, char **argv,
 			return -ENOMEM;
 		rc = conf_load_file(config_path, &w->conf, errs);
 		if (rc < 0) {
-			wk__log_conf_errors(errs);
+			wk_log_conf_errors(errs);
 			free(errs);
 			return rc == -EINVAL ? -EBADMSG : rc;
 		}

@@ -102,16 +102,16 @@ void wk_fini(struct wk *w);
  * and exits the process with status.  Call it once in-flight work is done. */
 _Noreturn void wk_exit(struct wk *w, int status);
 
-/* Creates a listening TCP socket for "HOST:PORT" ("127.0.0.1:8080",
- * "[::1]:8080", "*:8080" for every address): SO_REUSEADDR, non-blocking,
- * close-on-exec, backlog = max(4096, net.core.somaxconn) (the kernel clamps
- * it to somaxconn).  Used by equilibriumd, and by a standalone eq-pricing.
- * Returns the fd, or -errno with err filled ("cannot listen on ...: why"). */
-int wk_listen_open(const char *listen, char *err, size_t errlen);
+/* Logs each of errs' "FILE:LINE: message" lines at LOG_ERR, then "... and
+ * N more" if some were not stored (workers and equilibriumd). */
+void wk_log_conf_errors(const struct conf_errors *errs);
 
-/* Reads the whole of fd (a config memfd) from offset 0 into a malloc'd,
- * NUL-terminated buffer of at most max bytes.  0 with *out and *len set, or -errno
- * (-EFBIG when larger than max). */
-int wk_read_fd(int fd, size_t max, char **out, size_t *len);
+/* Creates a listening TCP socket for a validated http.listen
+ * ("127.0.0.1:8080", "[::1]:8080"; conf_listen_parse): SO_REUSEADDR,
+ * non-blocking, close-on-exec, backlog = max(4096, net.core.somaxconn)
+ * (the kernel clamps it to somaxconn).  Used by equilibriumd, and by a
+ * standalone eq-pricing.  Returns the fd, or -errno with err filled
+ * ("cannot listen on ...: why (fix)"). */
+int wk_listen_open(const char *addr, char *err, size_t errlen);
 
 #endif
