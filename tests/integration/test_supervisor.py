@@ -109,15 +109,30 @@ def role_of(pid):
     return base[3:] if base.startswith("eq-") and base[3:] in ROLES else None
 
 
+def parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return 0
+
+
 def group_workers(d):
     """{role: [pid...]} over every process group of d's supervisors: what
-    really runs, whatever the segment says."""
-    out = {r: [] for r in ROLES}
+    really runs, whatever the segment says.  A worker's own helper task
+    with its command line (LeakSanitizer's tracer at exit under ASan) is
+    not a second worker."""
+    found = {}
     for pgid in d._pgids:
         for pid in util.pids_in_group(pgid):
             r = role_of(pid)
             if r:
-                out[r].append(pid)
+                found[pid] = r
+    out = {r: [] for r in ROLES}
+    for pid, r in found.items():
+        if parent_of(pid) not in found:
+            out[r].append(pid)
     return out
 
 
@@ -136,8 +151,12 @@ class RoleMonitor:
     def _run(self):
         while not self._stop.is_set():
             seen = group_workers(self.d)
+            # A /proc scan takes milliseconds: one process may die and its
+            # successor start within it.  Only those still alive in a quick
+            # second look ran at the same time.
             for r in ROLES:
-                self.max[r] = max(self.max[r], len(seen[r]))
+                alive = [p for p in seen[r] if util.pid_alive(p)]
+                self.max[r] = max(self.max[r], len(alive))
             self.samples += 1
             time.sleep(0.003)
 
@@ -416,12 +435,12 @@ def test_supervisor_kill9_new_one_adopts_and_no_role_runs_twice(daemon, stub):
     assert st["override"] == "degraded" and st["mode"] == "degraded"
     # The stale price is the same entry: same values, and as old as the
     # time that passed (nothing rewrote it).
+    elapsed_ms = (time.monotonic() - t_before) * 1000    # a lower bound
     after = json.loads(d.eqctl("prices", "--json")[1])["entries"]
-    elapsed_ms = (time.monotonic() - t_before) * 1000
     assert len(after) == 1
     for key in ("zone_id", "base_fare", "surge_multiplier", "source"):
         assert after[0][key] == before[0][key]
-    assert after[0]["read_age_ms"] >= before[0]["read_age_ms"] + elapsed_ms - 50
+    assert after[0]["read_age_ms"] >= before[0]["read_age_ms"] + elapsed_ms - 5
     assert not any(util.pid_alive(p) for p in old)
     new = {w["pid"] for w in live_workers(d).values()}
     assert not new & old
