@@ -22,6 +22,9 @@
  * messages can say which file it came from.  fd or -errno. */
 static int sup__memfd(const char *name, const char *text, size_t len)
 {
+	size_t nl = strlen(name);
+	if (nl > 249)                            /* memfd_create's limit: keep the file name */
+		name += nl - 249;
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd == -1)
 		return -errno;
