@@ -17,6 +17,7 @@
 
 #include "proto/eq_fds.h"
 #include "util/util.h"
+#include "workers/common/wk_int.h"
 
 static void wk__begin_drain(struct wk *w, const char *reason, uint32_t deadline_ms);
 static void wk__on_heartbeat(uv_timer_t *t);
@@ -158,6 +159,15 @@ static int wk__parse_args(struct wk *w, int argc, char **argv, const char *usage
 int wk_init(struct wk *w, enum eq_role role, int argc, char **argv,
             const char *usage_extra)
 {
+	static const struct wk_fds fixed = {
+		.status = EQ_FD_STATUS, .config = EQ_FD_CONFIG, .listen = EQ_FD_LISTEN,
+	};
+	return wk__init(w, role, argc, argv, usage_extra, &fixed);
+}
+
+int wk__init(struct wk *w, enum eq_role role, int argc, char **argv,
+             const char *usage_extra, const struct wk_fds *fds)
+{
 	const char *config_path = NULL;
 	bool have_slot = false;
 	char ident[32], err[256];
@@ -193,26 +203,26 @@ int wk_init(struct wk *w, enum eq_role role, int argc, char **argv,
 		}
 		free(errs);
 	} else {
-		if (!wk__fd_open(EQ_FD_CONFIG) || !wk__fd_open(EQ_FD_STATUS)) {
+		if (!wk__fd_open(fds->config) || !wk__fd_open(fds->status)) {
 			log_err("no config on fd %d or status channel on fd %d: "
 			        "workers are started by equilibriumd (or use -c FILE)",
-			        EQ_FD_CONFIG, EQ_FD_STATUS);
+			        fds->config, fds->status);
 			return -EINVAL;
 		}
-		rc = wk__load_memfd(EQ_FD_CONFIG, &w->conf);
-		close(EQ_FD_CONFIG);
+		rc = wk__load_memfd(fds->config, &w->conf);
+		close(fds->config);
 		if (rc < 0)
 			return rc;
-		w->chan_fd = EQ_FD_STATUS;
+		w->chan_fd = fds->status;
 		if (fcntl(w->chan_fd, F_SETFD, FD_CLOEXEC) == -1 ||
 		    fcntl(w->chan_fd, F_SETFL, O_NONBLOCK) == -1) {
 			rc = -errno;
-			log_err("status channel fd %d: %s", EQ_FD_STATUS, strerror(errno));
+			log_err("status channel fd %d: %s", fds->status, strerror(errno));
 			goto fail;
 		}
 		struct stat st;
-		if (fstat(EQ_FD_LISTEN, &st) == 0 && S_ISSOCK(st.st_mode)) {
-			w->listen_fd = EQ_FD_LISTEN;
+		if (fstat(fds->listen, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			w->listen_fd = fds->listen;
 			(void)fcntl(w->listen_fd, F_SETFD, FD_CLOEXEC);
 		}
 	}
