@@ -112,7 +112,8 @@ int sup_shm_open(struct sup *s, bool reset, char *err, size_t errlen);
 /* Whether pid is still the process started at start_ticks (and not a
  * zombie). */
 bool sup_proc_alive(pid_t pid, uint64_t start_ticks);
-/* After a process of ours is gone: release whatever it held mid-write. */
+/* After a process of ours is gone: release whatever it held mid-write
+ * (stale-price slots, event-ring claims). */
 void sup_release_pid(struct shm *shm, pid_t pid);
 
 /* sup_child.c */

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/shm_ring.h"
 #include "util/util.h"
 
 #define SUP_ADOPT_POLL_MS  10
@@ -56,6 +57,14 @@ void sup_release_pid(struct shm *shm, pid_t pid)
 	if (n > 0)
 		log_warn("released %zu stale-price entr%s pid %d left mid-write", n,
 		         n == 1 ? "y" : "ies", (int)pid);
+	/* Event batches it claimed and never committed are abandoned (never
+	 * visible), so the forwarder does not wait behind them. */
+	int runs = shm_ring_release_pid(shm, pid);
+	if (runs > 0)
+		log_warn("abandoned %d event batch%s pid %d left mid-append", runs,
+		         runs == 1 ? "" : "es", (int)pid);
+	else if (runs < 0 && runs != -EBUSY)
+		log_warn("event ring: cannot release pid %d: %s", (int)pid, strerror(-runs));
 }
 
 static void sup__sleep_ms(unsigned ms)

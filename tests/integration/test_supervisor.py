@@ -390,6 +390,29 @@ def test_pricing_restart_never_refuses_a_connection(daemon, workers):
     assert len(cut) <= 4, cut   # at most the ones the killed worker held
 
 
+def check_json(d):
+    rc, out, err = d.eqctl("check", "--json")
+    assert rc in (0, 1), err
+    return json.loads(out)
+
+
+def test_reaped_worker_leaves_nothing_locked(daemon, stub):
+    """A worker killed while it holds a stale-price entry mid-write: the
+    supervisor releases the entry when it reaps the pid, so no reader ever
+    waits on it and `eqctl check` stays clean."""
+    d = daemon(dict(stub, **{"pricing.workers": "1"}), env={"EQ_STUB_WEDGE_PRICE": "zone-w"},
+               **FAST)
+    util.wait_for(lambda: check_json(d)["prices_locked_live"] == 1, timeout=5,
+                  desc="the entry held mid-write")
+    victim = next(w["pid"] for w in live_workers(d).values() if w["role"] == "pricing")
+    os.kill(victim, signal.SIGKILL)
+    util.wait_for(lambda: log_lines(d, f"released 1 stale-price entry pid {victim} left mid-write"),
+                  timeout=5, desc="the reaper's release")
+    c = check_json(d)
+    assert c["prices_locked_dead"] == 0, c
+    assert c["ok"], c
+
+
 # --------------------------------------------------------------------------
 # the supervisor's own death
 

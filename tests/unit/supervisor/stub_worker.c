@@ -12,6 +12,9 @@
  *   EQ_STUB_READY_DELAY_MS=N   report ready N ms after start
  *   EQ_STUB_STORE_PRICE=ZONE   eq-pricing stores a stale-price entry for ZONE
  *                              (base_fare 7.25, surge 1.5) unless one exists
+ *   EQ_STUB_WEDGE_PRICE=ZONE   eq-pricing, once ready, rewrites ZONE's entry
+ *                              forever with shm_debug_slow_writes: it holds
+ *                              the entry mid-write until it is killed
  */
 #include <errno.h>
 #include <stdio.h>
@@ -123,6 +126,22 @@ static void on_ready(uv_timer_t *t)
 {
 	struct stub *st = t->data;
 	wk_set_ready(&st->wk, true);
+	const char *zone = getenv("EQ_STUB_WEDGE_PRICE");
+	if (zone == NULL || st->wk.role != EQ_ROLE_PRICING)
+		return;
+	struct shm_price p;
+	memset(&p, 0, sizeof(p));
+	util_strlcpy(p.zone_id, zone, sizeof(p.zone_id));
+	p.zone_len = strlen(p.zone_id);
+	p.base_fare = 1.0;
+	p.surge_multiplier = 1.0;
+	p.source = EQ_SOURCE_REDIS;
+	shm_debug_slow_writes(UINT32_MAX);
+	log_notice("stub: wedging the price entry of %s", zone);
+	for (;;) {
+		p.read_ms = util_now_ms();
+		(void)shm_prices_store(st->wk.shm, &p);
+	}
 }
 
 static void on_drained(uv_timer_t *t)
