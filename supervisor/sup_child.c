@@ -286,6 +286,7 @@ void sup_children_layout(struct sup *s)
 		want = SHM_MAX_WORKERS;
 	}
 	unsigned top = UTIL_MAX(want, s->n_slots);
+	s->n_slots = top;                        /* before any spawn: lookups see the slots */
 	for (unsigned slot = 0; slot < top; slot++) {
 		struct sup_child *c = &s->children[slot];
 		if (slot >= want) {
@@ -312,7 +313,6 @@ void sup_children_layout(struct sup *s)
 		if (!s->stopping && (c->state == EQ_WSTATE_EMPTY || c->state == EQ_WSTATE_STOPPED))
 			sup_child_transition(s, c, SUP_EV_START);
 	}
-	s->n_slots = top;
 }
 
 static struct sup_child *sup__by_pid(struct sup *s, pid_t pid)
