@@ -75,8 +75,8 @@ int main(int argc, char **argv)
 	char err[256];
 	uint64_t attach_deadline = util_mono_ms() + 10000;   /* the daemon may be starting */
 	int rc;
-	while ((rc = shm_attach(name, SHM_RDONLY, &s, err, sizeof(err))) == -ENOENT &&
-	       util_mono_ms() < attach_deadline)
+	while (((rc = shm_attach(name, SHM_RDONLY, &s, err, sizeof(err))) == -ENOENT ||
+	        rc == -EPROTO) && util_mono_ms() < attach_deadline)   /* absent, or being made */
 		sleep_ms(20);
 	if (rc < 0) {
 		fprintf(stderr, "bench_restart_kill: %s\n", err);
