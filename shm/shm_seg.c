@@ -245,7 +245,7 @@ static int validate(const struct shm *s, const struct stat *st, struct layout *l
 	}
 	if (h->version_major != SHM_VERSION_MAJOR) {
 		snprintf(err, errlen, "segment %s has layout version %u.%u, this build speaks %u.x; stop the old daemon and recreate it with equilibriumd --reset-shm",
-		         s->name, h->version_major, h->version_minor, SHM_VERSION_MAJOR);
+		         s->name, (unsigned)h->version_major, (unsigned)h->version_minor, (unsigned)SHM_VERSION_MAJOR);
 		return -EPROTO;
 	}
 	/* One read of each field the checks below depend on. */

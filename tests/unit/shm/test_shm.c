@@ -277,14 +277,14 @@ START_TEST(test_history_wraps)
 	size_t n = shm_history_read(seg, out, SHM_HISTORY_LEN);
 	ck_assert_uint_eq(n, SHM_HISTORY_LEN);
 	char want[64];
-	snprintf(want, sizeof(want), "event %u", SHM_HISTORY_LEN * 3 + 6);
+	snprintf(want, sizeof(want), "event %u", (unsigned)(SHM_HISTORY_LEN * 3 + 6));
 	ck_assert_str_eq(out[n - 1].cause, want);
 	/* A record left mid-write by a dead writer is skipped, not returned torn. */
 	atomic_store(&seg->history->entries[(SHM_HISTORY_LEN * 3 + 6) % SHM_HISTORY_LEN].seq,
 	             2 * (SHM_HISTORY_LEN * 3 + 6) + 1);
 	n = shm_history_read(seg, out, SHM_HISTORY_LEN);
 	ck_assert_uint_eq(n, SHM_HISTORY_LEN - 1);
-	snprintf(want, sizeof(want), "event %u", SHM_HISTORY_LEN * 3 + 5);
+	snprintf(want, sizeof(want), "event %u", (unsigned)(SHM_HISTORY_LEN * 3 + 5));
 	ck_assert_str_eq(out[n - 1].cause, want);
 }
 END_TEST
@@ -826,6 +826,54 @@ START_TEST(test_text_fields_stay_utf8)
 }
 END_TEST
 
+
+/* Capacity 1: the table has SHM_PRICE_WINDOW (32) slots, so every probe
+ * window wraps around the end and covers the whole table.  With read_ms
+ * increasing, each insert into the full table replaces the entry read
+ * longest ago: exactly the 32 most recent zones remain. */
+START_TEST(test_prices_capacity_one)
+{
+	const char *n2;
+	struct shm *t = tiny_table(&n2);
+	struct shm_prices_stats st;
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(st.slots, SHM_PRICE_WINDOW);
+	char z[32];
+	for (int i = 0; i < 100; i++) {
+		snprintf(z, sizeof(z), "c1-%d", i);
+		struct shm_price p = mkprice(z, i, (uint64_t)i + 1);
+		ck_assert_int_eq(shm_prices_store(t, &p), 0);
+	}
+	for (int i = 0; i < 100; i++) {
+		snprintf(z, sizeof(z), "c1-%d", i);
+		struct shm_price out;
+		int rc = shm_prices_lookup(t, z, strlen(z), &out);
+		ck_assert_int_eq(rc, i >= 100 - SHM_PRICE_WINDOW ? 0 : -ENOENT);
+	}
+	shm_prices_stats(t, &st);
+	ck_assert_uint_eq(st.used, SHM_PRICE_WINDOW);
+	ck_assert_uint_eq(st.replaced, 100 - SHM_PRICE_WINDOW);
+	struct shm_check_report r;
+	ck_assert_int_eq(shm_check(t, &r), 0);
+	shm_detach(&t);
+	shm_unlink_name(n2);
+}
+END_TEST
+
+/* Sizes at the extremes of the parameters: no 64-bit overflow in the slot
+ * and layout arithmetic (2^32-1 zones is 6.4e9 slots, 824 GB). */
+START_TEST(test_prices_geometry_extremes)
+{
+	uint64_t small = shm_size_for(1, 65536);
+	uint64_t big = shm_size_for(UINT32_MAX, 65536);
+	ck_assert_uint_gt(small, 0);
+	ck_assert_uint_gt(big, (uint64_t)UINT32_MAX * 3 / 2 * sizeof(struct shm_price_entry));
+	ck_assert_uint_eq(big % 4096, 0);
+	ck_assert_uint_eq(shm__prices_slots(UINT32_MAX), (uint64_t)UINT32_MAX + UINT32_MAX / 2);
+	ck_assert_uint_eq(shm__prices_slots(1), SHM_PRICE_WINDOW);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("shm");
@@ -857,6 +905,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_prices_used_after_reaping);
 	tcase_add_test(tc, test_prices_used_after_takeover);
 	tcase_add_test(tc, test_prices_dedup_keeps_only_copy);
+	tcase_add_test(tc, test_prices_capacity_one);
+	tcase_add_test(tc, test_prices_geometry_extremes);
 	suite_add_tcase(s, tc);
 	return s;
 }
