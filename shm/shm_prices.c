@@ -44,8 +44,12 @@
 
 /* Attempts a store makes before giving up when slots keep changing under it. */
 #define STORE_ATTEMPTS 8
-/* Spins a writer waits for a live writer's slot in its window. */
+/* Spins a writer waits for a live writer's slot in its window, and how
+ * often it asks the kernel whether the holder still lives (a kill(2) costs
+ * about a microsecond; asking on every spin made one store meeting a
+ * stalled writer cost 6 ms of the caller's event loop). */
 #define WRITER_SPINS 4000
+#define WRITER_ALIVE_EVERY 512
 
 uint64_t shm__prices_slots(uint32_t zones_capacity)
 {
@@ -317,7 +321,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 				break;
 			}
 			for (int spin = 0; LOCK_HELD(w) && spin < WRITER_SPINS; spin++) {
-				if (!shm_pid_alive(LOCK_PID(w)))
+				if (spin % WRITER_ALIVE_EVERY == 0 && !shm_pid_alive(LOCK_PID(w)))
 					break;
 				shm__cpu_relax();
 				w = atomic_load_explicit(&e->lock, memory_order_acquire);
