@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -194,6 +195,34 @@ static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_p
 	memset(e->zone_id + len, 0, SHM_ZONE_ID_MAX - len);
 }
 
+/* Our pid, cached: getpid(2) is a real system call (glibc stopped caching
+ * it) and cost most of a refresh store here.  A fork() child clears the
+ * cache before it runs (pthread_atfork), so it never writes the parent's
+ * pid into a lock word. */
+static _Atomic pid_t prices__pid_cache;
+static pthread_once_t prices__pid_once = PTHREAD_ONCE_INIT;
+
+static void prices__pid_forget(void)
+{
+	atomic_store_explicit(&prices__pid_cache, 0, memory_order_relaxed);
+}
+
+static void prices__pid_once_init(void)
+{
+	pthread_atfork(NULL, NULL, prices__pid_forget);
+}
+
+static pid_t prices__getpid(void)
+{
+	pid_t pid = atomic_load_explicit(&prices__pid_cache, memory_order_relaxed);
+	if (pid == 0) {
+		pthread_once(&prices__pid_once, prices__pid_once_init);
+		pid = getpid();
+		atomic_store_explicit(&prices__pid_cache, pid, memory_order_relaxed);
+	}
+	return pid;
+}
+
 /* Takes slot e from the scanned word w: stable, with was_used = whether the
  * copy that went with w had SHM_PRICE_F_USED; or held by a dead pid (the
  * held word already carries the published state; was_used is ignored).
@@ -205,7 +234,7 @@ static uint64_t take_slot(struct shm_price_entry *e, uint64_t w, bool was_used)
 		seq = LOCK_SEQ(w) + SEQ_STEP;            /* keeps held + was-used */
 	else
 		seq = (LOCK_SEQ(w) & ~(SEQ_STEP - 1)) | SEQ_HELD | (was_used ? SEQ_WAS_USED : 0);
-	uint64_t mine = LOCK_MAKE(getpid(), seq);
+	uint64_t mine = LOCK_MAKE(prices__getpid(), seq);
 	if (!atomic_compare_exchange_strong_explicit(&e->lock, &w, mine,
 	                                             memory_order_acq_rel, memory_order_relaxed))
 		return 0;
