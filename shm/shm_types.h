@@ -111,7 +111,7 @@ struct shm_header {
 	_Atomic uint64_t sup_generation;     /* +1 per supervisor attach */
 	_Atomic uint32_t ready;              /* SHM_READY_MARKER, stored last */
 	uint32_t pad0;
-	uint8_t reserved[3792];              /* future fields (minor version) */
+	uint8_t reserved[3888];              /* future fields (minor version) */
 };
 _Static_assert(sizeof(struct shm_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct shm_header, sections) == 56, "header layout");
