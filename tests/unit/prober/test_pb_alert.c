@@ -477,6 +477,7 @@ static void run_for(uv_loop_t *loop, uint64_t ms)
 {
 	uv_timer_t t;
 
+	uv_update_time(loop);                /* the timer counts from now */
 	uv_timer_init(loop, &t);
 	uv_timer_start(&t, on_stop_timer, ms, 0);
 	uv_run(loop, UV_RUN_DEFAULT);
