@@ -56,6 +56,8 @@ void pb_mode_derive(const struct pb_mode_input in[EQ_COMP__COUNT], struct pb_mod
 		for (int c = 0; c < EQ_COMP__COUNT; c++)
 			if (is_source(c) && in[c].configured)
 				cause_add(out->cause, sizeof(out->cause), c, in[c].state);
+		if (out->component < 0)
+			snprintf(out->cause, sizeof(out->cause), "no price source configured");
 		return;
 	}
 	if (worst >= 0) {

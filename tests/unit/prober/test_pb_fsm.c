@@ -401,6 +401,7 @@ static const struct {
 	{ { NC,   C(H), NC,   C(F), C(H) }, EQ_MODE_DEGRADED,  EQ_COMP_KAFKA, "kafka failed" },
 	{ { C(H), C(H), C(H), NC,   C(H) }, EQ_MODE_NORMAL,    -1, "" },
 	{ { C(H), C(H), { false, F }, C(H), C(H) }, EQ_MODE_NORMAL, -1, "" },   /* unconfigured ignored */
+	{ { NC,   NC,   NC,   C(H), C(H) }, EQ_MODE_EMERGENCY, -1, "no price source configured" },
 };
 
 START_TEST(test_mode_table)
