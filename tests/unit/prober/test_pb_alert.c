@@ -536,9 +536,7 @@ static void fx_init(struct fixture *fx)
 	memset(fx, 0, sizeof(*fx));
 	ck_assert_int_eq(uv_loop_init(&fx->loop), 0);
 	sink_start(&fx->loop, &fx->sk);
-	/* Only [alerts] matters to pb_alert; the rest stays zero. */
-	fx->c.alerts.min_interval_ms = 60000;
-	util_strlcpy(fx->c.alerts.sendmail, "/usr/sbin/sendmail", sizeof(fx->c.alerts.sendmail));
+	conf_defaults(&fx->c);               /* [alerts]: every channel off */
 	pb_alert_tuning_defaults(&fx->tune);
 	fx->tune.request_timeout_ms = 300;
 	fx->tune.retry_base_ms = 50;

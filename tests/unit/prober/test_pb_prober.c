@@ -118,13 +118,9 @@ static const struct pb_probe_ops fake_ops = {
  * backoff 100..500, timeouts 50; thresholds 200 ms (a loaded box must not look slow). */
 static void conf_fast(struct conf *c)
 {
-	memset(c, 0, sizeof(*c));
-	util_strlcpy(c->redis.host, "127.0.0.1", sizeof(c->redis.host));
-	c->redis.port = 6379;
+	conf_defaults(c);                    /* redis, kafka, http.listen: defaults */
 	util_strlcpy(c->postgres.primary, "hostaddr=127.0.0.1 port=1", sizeof(c->postgres.primary));
 	util_strlcpy(c->postgres.backup, "hostaddr=127.0.0.1 port=2", sizeof(c->postgres.backup));
-	util_strlcpy(c->kafka.brokers, "127.0.0.1:9092", sizeof(c->kafka.brokers));
-	util_strlcpy(c->http.listen, "127.0.0.1:8080", sizeof(c->http.listen));
 	c->probe.interval_ms = 100;
 	c->probe.fast_interval_ms = 25;
 	c->probe.rise = 2;
@@ -135,8 +131,6 @@ static void conf_fast(struct conf *c)
 	c->probe.kafka_timeout_ms = c->probe.api_timeout_ms = 50;
 	c->probe.recovery_base_ms = 100;
 	c->probe.recovery_max_ms = 500;
-	c->alerts.min_interval_ms = 60000;
-	util_strlcpy(c->alerts.sendmail, "/usr/sbin/sendmail", sizeof(c->alerts.sendmail));
 }
 
 struct fx {

@@ -34,8 +34,9 @@ struct fx {
 
 static void conf_only(struct conf *c, enum eq_component only)
 {
-	memset(c, 0, sizeof(*c));
-	/* Only `only` is configured; the others stay empty (not probed). */
+	/* Only `only` is configured; the others are emptied (not probed). */
+	conf_defaults(c);
+	c->redis.host[0] = c->kafka.brokers[0] = c->http.listen[0] = '\0';
 	c->probe.interval_ms = 100;
 	c->probe.fast_interval_ms = 25;
 	c->probe.rise = 2;
@@ -48,8 +49,6 @@ static void conf_only(struct conf *c, enum eq_component only)
 	c->probe.kafka_timeout_ms = 1000;
 	c->probe.recovery_base_ms = 100;
 	c->probe.recovery_max_ms = 300;
-	c->alerts.min_interval_ms = 60000;
-	util_strlcpy(c->alerts.sendmail, "/usr/sbin/sendmail", sizeof(c->alerts.sendmail));
 	(void)only;
 }
 
