@@ -25,6 +25,10 @@
 
 #define PB__CHNAME(n, s) [PB_CH_##n] = s,
 static const char *const ch_names[PB_CH__COUNT] = { PB_CHANNEL_TBL(PB__CHNAME) };
+#define PB__SUBJ(n, s) [EQ_COMP_##n] = s,
+static const char *const subject_names[PB_SUBJECT__COUNT] = {
+	EQ_COMPONENT_TBL(PB__SUBJ) [PB_SUBJECT_MODE] = "mode",
+};
 
 struct pb_msg {
 	unsigned subject;
@@ -225,11 +229,10 @@ static void chan_done(struct pb_chan *ch, bool ok, bool permanent, const char *w
 	struct pb_alert *a = ch->a;
 	struct pb_msg *m = q_at(ch, 0);
 	const char *what = m->action == PB_ACT_TRIGGER ? "trigger" : "resolve";
-	const char *subj = m->subject == PB_SUBJECT_MODE ? "mode" : "component";
 
 	if (ok) {
 		a->st.sent[ch->id]++;
-		log_info("alert %s: %s delivered (%s %u)", ch_names[ch->id], what, subj, m->subject);
+		log_info("alert %s: %s for %s delivered", ch_names[ch->id], what, subject_names[m->subject]);
 		q_pop(ch);
 		chan_kick(ch);
 		return;
@@ -627,7 +630,7 @@ static void reconcile(struct pb_alert *a, unsigned s)
 			sj->pending = true;
 			a->st.damped++;
 			log_info("alert: %s trigger damped (alerts.min_interval_ms), due in %llu ms "
-			         "if still bad", s == PB_SUBJECT_MODE ? "mode" : "component",
+			         "if still bad", subject_names[s],
 			         (unsigned long long)(retry - now));
 		} else if (!retry) {
 			sj->pending = false;
