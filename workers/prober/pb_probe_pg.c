@@ -55,6 +55,7 @@ static int client_new(struct pg_probe *pp)
 		.timeout_ms = c->probe.postgres_timeout_ms,
 		.connect_timeout_ms = c->probe.postgres_timeout_ms,
 		.max_pending = 16,
+		.retry = PB_PROBE_CLIENT_RETRY,
 		.log_name = pp->id == EQ_COMP_PG_PRIMARY ? "postgres_primary probe" : "postgres_backup probe",
 		.application_name = "equilibrium-prober",
 	};

@@ -61,6 +61,7 @@ static int client_new(struct redis_probe *rp)
 		.timeout_ms = c->probe.redis_timeout_ms,
 		.connect_timeout_ms = c->probe.redis_timeout_ms,
 		.max_pending = 64,
+		.retry = PB_PROBE_CLIENT_RETRY,
 		.log_name = "redis probe",
 	};
 

@@ -113,6 +113,14 @@ void pb_stop(struct pb *p, uint32_t deadline_ms, void (*done)(void *arg), void *
 const struct pb_fsm *pb_comp_fsm(const struct pb *p, enum eq_component id);
 struct pb_alert *pb_alerter(const struct pb *p);
 
+/* Retry settings of the prober's own backend clients (be.h): the prober
+ * does its own hysteresis (fall/rise) and replaces a disconnected client
+ * before each probe, so the client's breaker never opens (it would only
+ * add a log line per probe during an outage) and its background
+ * reconnects are rare. */
+#define PB_PROBE_CLIENT_RETRY \
+	{ .backoff_base_ms = 1000, .backoff_max_ms = 60000, .breaker_threshold = 1000000 }
+
 /* Built-in probes (pb_probe_*.c). */
 extern const struct pb_probe_ops pb_probe_redis_ops;
 extern const struct pb_probe_ops pb_probe_pg_ops;
