@@ -394,8 +394,12 @@ def test_alerts_one_trigger_one_resolve_per_channel(daemon, redis, pg_primary, k
 
     # Slack incoming webhook.
     sl = [b for b, _, _ in sink.on(SLACK)]
-    texts = [b["text"] for b in sl if "redis" in b["text"]]
-    assert len(texts) == 2 and texts[0].startswith("CRITICAL") and texts[1].startswith("RESOLVED")
+    texts = [b["text"] for b in sl]
+    red = [t for t in texts if "redis failed on" in t or "redis healthy again" in t]
+    assert len(red) == 2 and red[0].startswith("CRITICAL") and red[1].startswith("RESOLVED"), texts
+    mode = [t for t in texts if t.split(": ", 1)[1].startswith("mode ")]
+    assert len(mode) == 2 and mode[0].startswith("WARNING: mode degraded") and \
+        mode[1].startswith("RESOLVED: mode normal again"), texts
     assert all(isinstance(b.get("attachments"), list) for b in sl)
 
     # No secret in the logs.
