@@ -192,10 +192,23 @@ static void pg_destroy(void *state)
 	free(pp);
 }
 
+/* The connection the last probe used is gone (server closed it, reset). */
+static bool pg_connection_lost(void *state)
+{
+	struct pg_probe *pp = state;
+	enum be_state st;
+
+	if (!pp->cli || pp->cur)
+		return false;
+	st = be_pg_state(pp->cli);
+	return st == BE_STATE_DISCONNECTED || st == BE_STATE_OPEN;
+}
+
 const struct pb_probe_ops pb_probe_pg_ops = {
 	.create = pg_create,
 	.start = pg_start,
 	.abort = pg_abort,
 	.reload = pg_reload,
 	.destroy = pg_destroy,
+	.connection_lost = pg_connection_lost,
 };

@@ -223,10 +223,23 @@ static void redis_destroy(void *state)
 	free(rp);
 }
 
+/* The connection the last probe used is gone (server closed it, reset). */
+static bool redis_connection_lost(void *state)
+{
+	struct redis_probe *rp = state;
+	enum be_state st;
+
+	if (!rp->cli || rp->cur)
+		return false;
+	st = be_redis_state(rp->cli);
+	return st == BE_STATE_DISCONNECTED || st == BE_STATE_OPEN;
+}
+
 const struct pb_probe_ops pb_probe_redis_ops = {
 	.create = redis_create,
 	.start = redis_start,
 	.abort = redis_abort,
 	.reload = redis_reload,
 	.destroy = redis_destroy,
+	.connection_lost = redis_connection_lost,
 };

@@ -36,6 +36,7 @@ struct pb {
 	const struct pb_probe_ops *ops[EQ_COMP__COUNT];
 	struct pb_alert *alert;
 	struct pb_events *events;
+	uv_timer_t watch;                    /* passive signals: dropped connections */
 	enum eq_mode auto_mode;              /* last written */
 	uint32_t rnd;                        /* xorshift32 state, jitter only */
 	bool started, stopping;
@@ -327,6 +328,29 @@ static void schedule(struct pb_comp *c, uint32_t delay_ms)
 	uv_timer_start(&c->timer, on_due, delay_ms, 0);
 }
 
+/* Passive signal: a component whose persistent connection dropped while it
+ * looked fine is probed at once rather than at the end of its interval (a
+ * stopped Redis closes its clients' connections: the outage is seen in
+ * about (fall-1) x fast interval instead of up to interval more).  Failed
+ * and unhealthy components already probe on their own fast schedule. */
+static void on_watch(uv_timer_t *t)
+{
+	struct pb *p = t->data;
+
+	for (int i = 0; i < EQ_COMP__COUNT; i++) {
+		struct pb_comp *c = &p->comp[i];
+		enum eq_cstate st = c->fsm.state;
+
+		if (!c->configured || c->running || !c->ops->connection_lost ||
+		    (st != EQ_CSTATE_HEALTHY && st != EQ_CSTATE_DEGRADED && st != EQ_CSTATE_UNKNOWN))
+			continue;
+		if (c->ops->connection_lost(c->probe)) {
+			log_debug("%s: connection dropped: probing now", comp_names[i]);
+			schedule(c, 0);
+		}
+	}
+}
+
 /* ---- configured set ---- */
 
 static int comp_enable(struct pb_comp *c)
@@ -391,6 +415,9 @@ int pb_create(uv_loop_t *loop, struct shm *s, const struct conf *conf,
 		c->timer.data = c;
 		p->handles++;
 	}
+	uv_timer_init(loop, &p->watch);
+	p->watch.data = p;
+	p->handles++;
 	rc = pb_alert_create(loop, conf, opt ? opt->host : NULL, opt ? opt->alert_tuning : NULL,
 	                     &p->alert);
 	if (rc < 0) {
@@ -460,6 +487,7 @@ int pb_start(struct pb *p)
 	for (int i = 0; i < EQ_COMP__COUNT; i++)
 		if (p->comp[i].configured)
 			schedule(&p->comp[i], 0);
+	uv_timer_start(&p->watch, on_watch, PB_WATCH_MS, PB_WATCH_MS);
 	return 0;
 }
 
@@ -529,6 +557,14 @@ static void on_timer_closed(uv_handle_t *h)
 	maybe_done(p);
 }
 
+static void on_watch_closed(uv_handle_t *h)
+{
+	struct pb *p = h->data;
+
+	p->handles--;
+	maybe_done(p);
+}
+
 static void on_alert_done(void *arg)
 {
 	struct pb *p = arg;
@@ -544,6 +580,8 @@ void pb_stop(struct pb *p, uint32_t deadline_ms, void (*done)(void *arg), void *
 	p->stopping = true;
 	p->done = done;
 	p->done_arg = arg;
+	uv_timer_stop(&p->watch);
+	uv_close((uv_handle_t *)&p->watch, on_watch_closed);
 	for (int i = 0; i < EQ_COMP__COUNT; i++) {
 		struct pb_comp *c = &p->comp[i];
 

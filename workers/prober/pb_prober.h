@@ -64,7 +64,16 @@ struct pb_probe_ops {
 	/* Releases the state; handles may close asynchronously (the loop
 	 * keeps running until they have). */
 	void (*destroy)(void *state);
+	/* Optional passive signal: true if the probe's persistent connection
+	 * has dropped since its last probe (the server closed it, or it
+	 * broke).  Polled every PB_WATCH_MS while the component is healthy,
+	 * degraded or unknown and no probe runs; true = probe now instead of
+	 * waiting out the interval. */
+	bool (*connection_lost)(void *state);
 };
+
+/* Period of the passive connection watch. */
+#define PB_WATCH_MS 50
 
 /* Reports a probe's outcome (any probe kind, loop thread only). */
 void pb_probe_done(struct pb_comp *c, uint32_t token, const struct pb_probe_result *r);

@@ -26,6 +26,7 @@ struct fake {
 	uint64_t last_start_ms[EQ_COMP__COUNT];
 	unsigned aborts[EQ_COMP__COUNT];
 	unsigned reloads[EQ_COMP__COUNT];
+	bool lost[EQ_COMP__COUNT];           /* connection_lost() answers */
 	unsigned live;                        /* probe states alive */
 };
 static struct fake fk;
@@ -107,9 +108,16 @@ static void fake_destroy(void *state)
 	uv_close((uv_handle_t *)&s->t, fake_closed);
 }
 
+static bool fake_lost(void *state)
+{
+	struct fake_state *s = state;
+
+	return fk.lost[pb_comp_id(s->c)];
+}
+
 static const struct pb_probe_ops fake_ops = {
 	.create = fake_create, .start = fake_start, .abort = fake_abort,
-	.reload = fake_reload, .destroy = fake_destroy,
+	.reload = fake_reload, .destroy = fake_destroy, .connection_lost = fake_lost,
 };
 
 /* ------------------------------------------------------------- fixture */
@@ -339,6 +347,30 @@ START_TEST(test_refused_fails_within_target_then_degraded)
 	ck_assert_ptr_nonnull(strstr(r[n - 2].cause, "connection refused"));
 	/* Unhealthy alone never changed the mode. */
 	ck_assert_uint_eq(history_count(&f, EQ_HIST_AUTO, -1, -1), 1);
+	fx_fini(&f);
+}
+END_TEST
+
+START_TEST(test_dropped_connection_probes_at_once)
+{
+	struct fx f;
+
+	fx_init(&f);
+	f.c.probe.interval_ms = 5000;
+	fx_start(&f);
+	settle_healthy(&f);
+	run_for(&f.loop, 100);
+	unsigned s0 = fk.starts[EQ_COMP_REDIS];
+	fk.mode[EQ_COMP_REDIS] = FK_FAIL;
+	fk.lost[EQ_COMP_REDIS] = true;          /* the server closed the connection */
+	uint64_t t = wait_state(&f, EQ_COMP_REDIS, EQ_CSTATE_FAILED, 2000);
+	/* watch (50) + (fall-1) x fast (50), not the 5 s interval */
+	ck_assert_uint_le(t, 100 + 60);
+	/* Failed: no more immediate probes, the backoff rules. */
+	run_for(&f.loop, 300);
+	ck_assert_uint_le(fk.starts[EQ_COMP_REDIS] - s0, 3 + 2);
+	/* Other components were not touched. */
+	ck_assert_int_eq(cstate(&f, EQ_COMP_KAFKA), EQ_CSTATE_HEALTHY);
 	fx_fini(&f);
 }
 END_TEST
@@ -604,6 +636,7 @@ static Suite *prober_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_start_publishes_and_probes_at_once);
 	tcase_add_test(tc, test_refused_fails_within_target_then_degraded);
+	tcase_add_test(tc, test_dropped_connection_probes_at_once);
 	tcase_add_test(tc, test_backoff_while_failed_never_gives_up);
 	tcase_add_test(tc, test_recovery_after_rise_within_target);
 	tcase_add_test(tc, test_hung_probe_times_out_others_unaffected);

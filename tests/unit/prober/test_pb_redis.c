@@ -274,6 +274,23 @@ START_TEST(test_stopped_failed_then_restarted_healthy)
 }
 END_TEST
 
+START_TEST(test_dropped_connection_probed_at_once)
+{
+	struct fx f;
+
+	fx_init(&f, NULL);
+	f.c.probe.interval_ms = 3000;        /* without the passive signal: up to 3 s */
+	fx_start(&f);
+	ck_assert_uint_ne(wait_state(&f, EQ_CSTATE_HEALTHY, 2000), UINT64_MAX);
+	spin(&f, 300);
+	rs_stop(&f.rs);                      /* the server closes the probe's connection */
+	uint64_t t = wait_state(&f, EQ_CSTATE_FAILED, 5000);
+	/* watch period + (fall-1) x fast = 50 + 100, plus slack */
+	ck_assert_uint_le(t, 150 + 150);
+	fx_fini(&f);
+}
+END_TEST
+
 START_TEST(test_hung_failed_within_target)
 {
 	struct fx f;
@@ -345,6 +362,7 @@ static Suite *redis_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_healthy_writes_and_reads_back);
 	tcase_add_test(tc, test_stopped_failed_then_restarted_healthy);
+	tcase_add_test(tc, test_dropped_connection_probed_at_once);
 	tcase_add_test(tc, test_hung_failed_within_target);
 	tcase_add_test(tc, test_slow_degraded);
 	tcase_add_test(tc, test_wrong_password_failed_without_leaking_it);
