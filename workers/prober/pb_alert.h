@@ -4,9 +4,10 @@
  * Runs in eq-prober only, on its libuv loop.  Three layers:
  *   - damping (pb_damp_*, pure): per subject (each component, and the mode)
  *     decides whether a transition opens, escalates or resolves an incident,
- *     with at most one trigger per subject per alerts.min_interval_ms; a
- *     resolve is never damped, and a trigger withheld by damping is sent
- *     when the window ends if the subject is still bad, so an incident is
+ *     with at most one new incident per subject per alerts.min_interval_ms;
+ *     a resolve is never damped, nor an escalation (warning -> critical,
+ *     once per incident), and an opening withheld by damping is sent when
+ *     the window ends if the subject is still bad, so an incident is
  *     neither stormed nor lost nor left open.
  *   - payloads (pb_alert_fmt_*, pure): generic JSON webhook, Slack incoming
  *     webhook, PagerDuty Events API v2 (trigger/resolve with one dedup_key
@@ -76,10 +77,12 @@ enum pb_severity pb_severity_of_mode(enum eq_mode m);
 
 /* Decides what to send now for a subject whose wanted severity is d->want:
  *   RESOLVE  an incident is open and the subject is fine (never damped);
- *   TRIGGER  the wanted severity is above the open incident's (opening or
- *            escalating it) and the last trigger is at least min_interval_ms
- *            old; a lower wanted severity keeps the incident as it is;
- *   NONE     nothing to do, or a trigger is due but damped: *retry_ms then
+ *   TRIGGER  no incident is open and the last trigger is at least
+ *            min_interval_ms old (opening one), or the wanted severity is
+ *            above the open incident's (escalating it: never damped, and at
+ *            most once per incident since there are two severities); a
+ *            lower wanted severity keeps the incident as it is;
+ *   NONE     nothing to do, or an opening is due but damped: *retry_ms then
  *            says when to call again (0 = no call needed).
  * On TRIGGER/RESOLVE d is updated as if the alert were sent; *sev gets the
  * severity to send. */

@@ -76,7 +76,11 @@ enum pb_alert_action pb_damp_decide(struct pb_damp *d, uint64_t now_ms, uint32_t
 	}
 	if (d->want <= d->sent)              /* open at this severity or above */
 		return PB_ACT_NONE;
-	if (d->triggered_ever && now_ms < d->last_trigger_ms + min_interval_ms) {
+	/* Opening an incident is damped; escalating an open one (warning ->
+	 * critical, at most once per incident) is not a repeat and goes now:
+	 * an emergency must not wait a minute behind the degraded alert. */
+	if (d->sent == PB_SEV_NONE && d->triggered_ever &&
+	    now_ms < d->last_trigger_ms + min_interval_ms) {
 		*retry_ms = d->last_trigger_ms + min_interval_ms;
 		return PB_ACT_NONE;
 	}

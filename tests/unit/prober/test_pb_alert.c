@@ -55,10 +55,13 @@ static const struct {
 	{ 3000,  PB_SEV_WARNING,  PB_ACT_NONE,    62000 },
 	{ 61999, PB_SEV_WARNING,  PB_ACT_NONE,    62000 },
 	{ 62000, PB_SEV_WARNING,  PB_ACT_TRIGGER, 0 },     /* window over, still bad */
-	{ 62001, PB_SEV_CRITICAL, PB_ACT_NONE,    122000 },/* escalation waits too */
-	{ 122000, PB_SEV_CRITICAL, PB_ACT_TRIGGER, 0 },
-	{ 122001, PB_SEV_NONE,    PB_ACT_RESOLVE, 0 },
-	{ 122002, PB_SEV_NONE,    PB_ACT_NONE,    0 },     /* one resolve only */
+	{ 62001, PB_SEV_CRITICAL, PB_ACT_TRIGGER, 0 },     /* escalation: at once */
+	{ 62002, PB_SEV_WARNING,  PB_ACT_NONE,    0 },     /* de-escalation: kept critical */
+	{ 62003, PB_SEV_CRITICAL, PB_ACT_NONE,    0 },     /* no second escalation */
+	{ 62004, PB_SEV_NONE,     PB_ACT_RESOLVE, 0 },
+	{ 62005, PB_SEV_NONE,     PB_ACT_NONE,    0 },     /* one resolve only */
+	{ 62006, PB_SEV_WARNING,  PB_ACT_NONE,    122001 },/* reopening: damped from the escalation */
+	{ 122001, PB_SEV_CRITICAL, PB_ACT_TRIGGER, 0 },
 };
 
 START_TEST(test_damp_script)
@@ -79,6 +82,37 @@ START_TEST(test_damp_script)
 		if (act == PB_ACT_TRIGGER)
 			ck_assert_int_eq(sev, damp_script[i].want);
 	}
+}
+END_TEST
+
+START_TEST(test_damp_flapping_severities)
+{
+	/* degraded <-> failed every 5 ms, with healthy spells every 100 ms:
+	 * per window at most one opening and one escalation. */
+	struct pb_damp d = { 0 };
+	uint64_t opens[64], n_open = 0, esc = 0;
+
+	for (uint64_t t = 1; t < 300000; t += 5) {
+		enum pb_severity sev;
+		uint64_t retry;
+		uint8_t before = d.sent;
+
+		d.want = (t / 100) % 10 == 0 ? PB_SEV_NONE : (t / 5) % 2 ? PB_SEV_CRITICAL : PB_SEV_WARNING;
+		if (pb_damp_decide(&d, t, 60000, &sev, &retry) == PB_ACT_TRIGGER) {
+			if (before == PB_SEV_NONE) {
+				ck_assert_uint_lt(n_open, 64);
+				opens[n_open++] = t;
+			} else {
+				ck_assert_int_eq(before, PB_SEV_WARNING);
+				ck_assert_int_eq(sev, PB_SEV_CRITICAL);
+				esc++;
+			}
+		}
+	}
+	for (uint64_t i = 1; i < n_open; i++)
+		ck_assert_uint_ge(opens[i] - opens[i - 1], 60000);
+	ck_assert_uint_le(n_open, 5);
+	ck_assert_uint_le(esc, n_open);
 }
 END_TEST
 
@@ -1079,6 +1113,7 @@ static Suite *alert_suite(void)
 	tcase_add_test(tc, test_severity_maps);
 	tcase_add_test(tc, test_damp_script);
 	tcase_add_test(tc, test_damp_flapping_bounds);
+	tcase_add_test(tc, test_damp_flapping_severities);
 	tcase_add_test(tc, test_event_init);
 	tcase_add_test(tc, test_fmt_webhook);
 	tcase_add_test(tc, test_fmt_slack);
