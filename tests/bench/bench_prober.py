@@ -3,6 +3,10 @@
 [probe] settings, against real servers (issue 5, "Done when"):
 
     refused   redis stopped            -> automatic mode degraded   target 1.5 s
+              (its shutdown closes the probe's connection: the passive
+              signal has the prober probe at once)
+    refused0  redis moved to a closed  -> redis failed              target 1.5 s
+              port by a reload (no connection to lose: the probes alone)
     hung      redis CLIENT PAUSE       -> redis failed              target 2.5 s
     recovery  redis back after a long  -> redis healthy             target 5.5 s
               outage (backoff at its cap)
@@ -29,13 +33,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from eqtest import wait_for  # noqa: E402
+from eqtest import closed_port, wait_for  # noqa: E402
 from eqtest.daemon import Daemon  # noqa: E402
 from eqtest.kafka import Kafka  # noqa: E402
 from eqtest.pg import PgCluster  # noqa: E402
 from eqtest.redis import Redis  # noqa: E402
 
-TARGETS = {"refused": 1.5, "hung": 2.5, "recovery": 5.5}
+TARGETS = {"refused": 1.5, "refused0": 1.5, "hung": 2.5, "recovery": 5.5}
 
 
 def hist_time(rec):
@@ -121,7 +125,18 @@ def main():
             rec = record_after(d, mark, kind="component", component="redis", to="failed")
             results["hung"].append(hist_time(rec) - t)
             wait_normal(d, timeout=20)
+            # refused0: a reload points the prober at a closed port; it
+            # drops its client before the next probe, which is refused.
+            time.sleep(random.uniform(0, 1))
+            mark = last_index(d)
+            d.reload({"redis.port": closed_port()})
+            t = time.time()
+            rec = record_after(d, mark, kind="component", component="redis", to="failed")
+            results["refused0"].append(hist_time(rec) - t)
+            d.reload({"redis.port": redis.port})
+            wait_normal(d, timeout=20)
             print(f"run {run + 1}/{args.runs}: refused {results['refused'][-1]:.3f} s, "
+                  f"refused0 {results['refused0'][-1]:.3f} s, "
                   f"recovery {results['recovery'][-1]:.3f} s, hung {results['hung'][-1]:.3f} s",
                   flush=True)
         ok = True
