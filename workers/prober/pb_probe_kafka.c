@@ -27,6 +27,7 @@ struct kafka_probe;
 
 struct kafka_job {
 	uv_work_t work;
+	struct pb *p;                        /* held (pb_hold) while the job runs */
 	struct kafka_probe *kp;              /* NULL once the probe is gone */
 	struct pb_comp *c;
 	uint32_t token;
@@ -125,7 +126,17 @@ static void job_free(struct kafka_job *j)
 	free(j);
 }
 
-static void queue_destroy(uv_loop_t *loop, rd_kafka_t *rk);
+static void queue_destroy(struct pb *p, rd_kafka_t *rk);
+
+/* Frees the job and releases its hold on the prober (last: that may
+ * complete a pb_stop). */
+static void job_done(struct kafka_job *j)
+{
+	struct pb *p = j->p;
+
+	job_free(j);
+	pb_hold(p, -1);
+}
 
 static void job_after(uv_work_t *w, int status)
 {
@@ -133,13 +144,13 @@ static void job_after(uv_work_t *w, int status)
 	struct kafka_probe *kp = j->kp;
 
 	if (j->destroy_only) {
-		job_free(j);
+		job_done(j);
 		return;
 	}
 	if (!kp) {                           /* the probe went away meanwhile */
 		if (j->rk)
-			queue_destroy(w->loop, j->rk);
-		job_free(j);
+			queue_destroy(j->p, j->rk);
+		job_done(j);
 		return;
 	}
 	kp->busy = false;
@@ -166,11 +177,11 @@ static void job_after(uv_work_t *w, int status)
 	struct pb_comp *c = j->c;
 	uint32_t token = j->token;
 
-	job_free(j);
 	pb_probe_done(c, token, &r);
+	job_done(j);
 }
 
-static void queue_destroy(uv_loop_t *loop, rd_kafka_t *rk)
+static void queue_destroy(struct pb *p, rd_kafka_t *rk)
 {
 	struct kafka_job *j = calloc(1, sizeof(*j));
 
@@ -178,13 +189,16 @@ static void queue_destroy(uv_loop_t *loop, rd_kafka_t *rk)
 		log_err("kafka probe: out of memory; leaking a client handle");
 		return;
 	}
+	j->p = p;
 	j->destroy_only = true;
 	j->rk = rk;
 	j->work.data = j;
-	if (uv_queue_work(loop, &j->work, job_work, job_after) < 0) {
+	if (uv_queue_work(pb_loop(p), &j->work, job_work, job_after) < 0) {
 		log_err("kafka probe: cannot queue the client's destruction; leaking it");
 		job_free(j);
+		return;
 	}
+	pb_hold(p, +1);
 }
 
 static int kafka_create(struct pb *p, struct pb_comp *c, void **state)
@@ -225,6 +239,7 @@ static void kafka_start(void *state, struct pb_comp *c, uint32_t token)
 	}
 	if (j->n_kv)
 		memcpy(j->kv, cf->kafka.rdkafka, j->n_kv * sizeof(*j->kv));
+	j->p = kp->p;
 	j->kp = kp;
 	j->c = c;
 	j->token = token;
@@ -244,6 +259,7 @@ static void kafka_start(void *state, struct pb_comp *c, uint32_t token)
 	}
 	kp->busy = true;
 	kp->job = j;
+	pb_hold(kp->p, +1);
 }
 
 static void kafka_abort(void *state)
@@ -280,7 +296,7 @@ static void kafka_destroy(void *state)
 	if (kp->busy)
 		kp->job->kp = NULL;
 	if (kp->rk)
-		queue_destroy(pb_loop(kp->p), kp->rk);
+		queue_destroy(kp->p, kp->rk);
 	free(kp);
 }
 

@@ -3,6 +3,7 @@
  * eq-prober (contract in pb_prober.h).  The probes themselves are in
  * pb_probe_*.c behind struct pb_probe_ops.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct pb {
 	struct shm_mode_stats mode_base[EQ_MODE__COUNT];
 	uint64_t mode_began_ms;
 	int handles;                         /* our own timers not yet closed */
+	int holds;                           /* probes' background work (pb_hold) */
 	bool alert_done;
 	void (*done)(void *arg);
 	void *done_arg;
@@ -537,7 +539,7 @@ void pb_reload(struct pb *p, const struct conf *old)
 
 static void maybe_done(struct pb *p)
 {
-	if (p->handles > 0 || !p->alert_done)
+	if (p->handles > 0 || p->holds > 0 || !p->alert_done)
 		return;
 	void (*done)(void *) = p->done;
 	void *arg = p->done_arg;
@@ -546,6 +548,14 @@ static void maybe_done(struct pb *p)
 	free(p);
 	if (done)
 		done(arg);
+}
+
+void pb_hold(struct pb *p, int delta)
+{
+	p->holds += delta;
+	assert(p->holds >= 0);
+	if (delta < 0 && p->stopping)
+		maybe_done(p);
 }
 
 static void on_timer_closed(uv_handle_t *h)

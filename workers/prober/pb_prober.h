@@ -78,6 +78,11 @@ struct pb_probe_ops {
 /* Reports a probe's outcome (any probe kind, loop thread only). */
 void pb_probe_done(struct pb_comp *c, uint32_t token, const struct pb_probe_result *r);
 
+/* A probe with work outside the loop (a thread-pool job) holds the prober
+ * open with +1 and releases it with -1 when the work has returned, so that
+ * pb_stop's done() only comes once nothing of the prober runs any more. */
+void pb_hold(struct pb *p, int delta);
+
 /* Accessors for probes. */
 struct pb *pb_comp_prober(const struct pb_comp *c);
 enum eq_component pb_comp_id(const struct pb_comp *c);

@@ -422,6 +422,32 @@ START_TEST(test_kafka_probe_never_blocks_loop)
 }
 END_TEST
 
+START_TEST(test_kafka_stop_waits_for_the_thread_pool)
+{
+	struct fx f;
+
+	fx_init(&f, EQ_COMP_KAFKA);
+	util_strlcpy(f.c.kafka.brokers, "127.0.0.1:1", sizeof(f.c.kafka.brokers));
+	f.c.probe.kafka_timeout_ms = 600;
+	fx_start(&f);
+	uv_update_time(&f.loop);
+	uint64_t t0 = util_mono_ms();
+	while (util_mono_ms() - t0 < 100)            /* the first metadata call is running */
+		uv_run(&f.loop, UV_RUN_NOWAIT);
+	pb_stop(f.p, 100, on_stopped, &f.stopped);
+	while (!f.stopped)
+		uv_run(&f.loop, UV_RUN_ONCE);
+	/* done() came only once the job (and the handle's destruction) had
+	 * returned: nothing of the prober is left on the loop. */
+	ck_assert_uint_ge(util_mono_ms() - t0, 500);
+	uv_run(&f.loop, UV_RUN_NOWAIT);
+	ck_assert_int_eq(uv_loop_alive(&f.loop), 0);
+	ck_assert_int_eq(uv_loop_close(&f.loop), 0);
+	shm_detach(&f.shm);
+	shm_unlink_name(f.name);
+}
+END_TEST
+
 static Suite *probes_suite(void)
 {
 	Suite *s = suite_create("pb_probes");
@@ -435,6 +461,7 @@ static Suite *probes_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_kafka_probe_down_up_and_lag);
 	tcase_add_test(tc, test_kafka_probe_never_blocks_loop);
+	tcase_add_test(tc, test_kafka_stop_waits_for_the_thread_pool);
 	suite_add_tcase(s, tc);
 	return s;
 }
