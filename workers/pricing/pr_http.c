@@ -108,6 +108,7 @@ struct pr_http {
 	bool poll_init, accepting, closed;
 	uv_timer_t accept_retry;
 	uv_check_t check;
+	uv_idle_t kick;                      /* keeps poll from blocking while dirty */
 	struct pr_conn *conns;               /* open connections */
 	struct pr_conn *dirty;
 	unsigned nconns;                     /* open connections */
@@ -125,7 +126,7 @@ struct pr_http {
 
 static void conn_close(struct pr_conn *c);
 static void conn_service(struct pr_conn *c);
-static void conn_parse(struct pr_conn *c, const char *data, size_t len);
+static void conn_parse(struct pr_conn *c, const char *data, size_t len, bool from_in);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void accept_resume(struct pr_http *h);
 static void maybe_drained(struct pr_http *h);
@@ -210,6 +211,11 @@ static void req_put(struct pr_http *h, struct pr_req *r)
 /* ------------------------------------------------------------------ */
 /* connection bookkeeping                                               */
 
+static void on_kick(uv_idle_t *i)
+{
+	(void)i;
+}
+
 static void mark_dirty(struct pr_conn *c)
 {
 	if (c->dirty || c->closing)
@@ -217,6 +223,10 @@ static void mark_dirty(struct pr_conn *c)
 	c->dirty = true;
 	c->dirty_next = c->srv->dirty;
 	c->srv->dirty = c;
+	/* Outside the I/O phase (a timer, an async wake-up) the loop would
+	 * otherwise block in poll before the check handle flushes. */
+	if (!uv_is_active((uv_handle_t *)&c->srv->kick))
+		uv_idle_start(&c->srv->kick, on_kick);
 }
 
 static bool must_pause(const struct pr_conn *c)
@@ -504,6 +514,8 @@ static int req_split_url(struct pr_req *r)
 		u += pu.field_data[UF_PATH].off;
 		n -= pu.field_data[UF_PATH].off;
 	}
+	if (n == 0 || u[0] != '/')
+		return -EINVAL;              /* "*" and authority forms: not ours */
 	r->path = u;
 	for (i = 0; i < n && u[i] != '?' && u[i] != '#'; i++)
 		;
@@ -539,7 +551,7 @@ static int cb_headers_complete(http_parser *p)
 		c->err_status = 413;
 		return -1;
 	}
-	if (p->method == HTTP_CONNECT) {
+	if (p->method == HTTP_CONNECT || p->http_major != 1) {
 		c->err_status = 400;
 		return -1;
 	}
@@ -871,6 +883,7 @@ static void on_check(uv_check_t *ck)
 {
 	struct pr_http *h = ck->data;
 
+	uv_idle_stop(&h->kick);
 	while (h->dirty) {
 		struct pr_conn *c = h->dirty;
 		h->dirty = c->dirty_next;
@@ -1172,6 +1185,8 @@ int pr_http_create(uv_loop_t *loop, const struct pr_http_limits *lim,
 	h->check.data = h;
 	uv_check_start(&h->check, on_check);
 	uv_unref((uv_handle_t *)&h->check);
+	uv_idle_init(loop, &h->kick);
+	uv_unref((uv_handle_t *)&h->kick);
 	uv_timer_init(loop, &h->accept_retry);
 	h->accept_retry.data = h;
 	uv_unref((uv_handle_t *)&h->accept_retry);
@@ -1317,6 +1332,19 @@ unsigned pr_http_connections(const struct pr_http *h)
 	return h->nconns;
 }
 
+void pr_http_stats(const struct pr_http *h, struct pr_http_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->connections = h->nconns;
+	st->requests_live = h->live_reqs;
+	st->accepting = h->accepting;
+	for (const struct pr_conn *c = h->conns; c; c = c->next) {
+		st->buffered_bytes += c->out.len + c->wbuf.len + c->in.len;
+		for (const struct pr_req *r = c->head; r; r = r->next)
+			st->buffered_bytes += r->resp.len;
+	}
+}
+
 void pr_http_close(struct pr_http *h)
 {
 	if (h->closed)
@@ -1330,6 +1358,7 @@ void pr_http_close(struct pr_http *h)
 		uv_close((uv_handle_t *)&h->accept_poll, NULL);
 	}
 	uv_close((uv_handle_t *)&h->check, NULL);
+	uv_close((uv_handle_t *)&h->kick, NULL);
 	uv_close((uv_handle_t *)&h->accept_retry, NULL);
 }
 

@@ -135,6 +135,15 @@ bool pr_http_draining(const struct pr_http *h);
 /* Open connections now. */
 unsigned pr_http_connections(const struct pr_http *h);
 
+struct pr_http_stats {
+	uint64_t connections;                /* open */
+	uint64_t requests_live;              /* being parsed or waiting for an answer */
+	uint64_t buffered_bytes;             /* answers and input held in memory */
+	bool accepting;                      /* watching the listening socket */
+};
+/* Walks the open connections (O(connections): tests and /metrics only). */
+void pr_http_stats(const struct pr_http *h, struct pr_http_stats *st);
+
 /* Closes every handle; call, then run the loop until it ends, then
  * pr_http_free.  Requests still waiting for an answer keep their memory
  * until answered. */
