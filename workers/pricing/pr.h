@@ -36,6 +36,7 @@ struct pr {
 	struct pr_buf body;                  /* scratch: one answer body at a time */
 	struct pr_batch *free_batches;
 	uint64_t rng;                        /* xorshift state for quote sampling */
+	void *owner;                         /* the process's main state (pr_main.c) */
 };
 
 /* pr_http callbacks; arg is the struct pr. */
