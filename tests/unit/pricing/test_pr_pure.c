@@ -1,6 +1,7 @@
 /* Unit tests for eq-pricing's pure parts: JSON writer, routing, zone ids,
  * zones= lists, bearer-token checks. */
 #include <check.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <math.h>
 #include <openssl/sha.h>
@@ -11,6 +12,7 @@
 #include "conf/conf.h"
 #include "workers/pricing/pr_auth.h"
 #include "workers/pricing/pr_buf.h"
+#include "workers/pricing/pr_events.h"
 #include "workers/pricing/pr_json.h"
 #include "workers/pricing/pr_route.h"
 
@@ -331,6 +333,105 @@ START_TEST(auth_embedded_nul)
 }
 END_TEST
 
+/* ---- POST /v1/events bodies ---- */
+
+static struct pr_event EV[PR_EVENTS_MAX];
+static struct pr_events_err ERR;
+
+static int parse(const char *body, size_t *n)
+{
+	return pr_events_parse(body, strlen(body), EV, n, &ERR);
+}
+
+START_TEST(events_single_and_array)
+{
+	size_t n;
+
+	ck_assert_int_eq(parse("{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":3}", &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(EV[0].type, PR_EVENT_DEMAND);
+	ck_assert_str_eq(EV[0].zone_id, "z1");
+	ck_assert_int_eq(EV[0].count, 3);
+	ck_assert_int_eq(EV[0].ts_ms, -1);
+	ck_assert_int_eq(parse("[{\"type\":\"supply\",\"zone_id\":\"a.b\",\"count\":0,\"ts\":1700000000000},"
+	                       " {\"zone_id\":\"z2\",\"count\":7,\"type\":\"demand\"}]", &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(EV[0].type, PR_EVENT_SUPPLY);
+	ck_assert_int_eq(EV[0].ts_ms, 1700000000000LL);
+	ck_assert_str_eq(EV[1].zone_id, "z2");
+	ck_assert_str_eq(pr_event_type_name(EV[1].type), "demand");
+}
+END_TEST
+
+START_TEST(events_first_bad_index)
+{
+	size_t n = 99;
+
+	ck_assert_int_eq(parse("[{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":1},"
+	                       "{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":-1},"
+	                       "{\"type\":\"bogus\"}]", &n), -EINVAL);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_int_eq(ERR.index, 1);
+	ck_assert(strstr(ERR.message, "count") != NULL);
+}
+END_TEST
+
+START_TEST(events_each_rule)
+{
+	struct { const char *body; long index; const char *word; } c[] = {
+		{ "", -1, "body" },
+		{ "{", -1, "not valid JSON" },
+		{ "[]", -1, "empty" },
+		{ "42", -1, "object or array" },
+		{ "\"x\"", -1, "object or array" },
+		{ "[1]", 0, "object" },
+		{ "{\"zone_id\":\"z\",\"count\":1}", 0, "\"type\" is required" },
+		{ "{\"type\":\"demand\",\"count\":1}", 0, "\"zone_id\" is required" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"z\"}", 0, "\"count\" is required" },
+		{ "{\"type\":\"Demand\",\"zone_id\":\"z\",\"count\":1}", 0, "type" },
+		{ "{\"type\":\"demand\\u0000\",\"zone_id\":\"z\",\"count\":1}", -1, "valid JSON" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"a/b\",\"count\":1}", 0, "zone_id" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"\",\"count\":1}", 0, "zone_id" },
+		{ "{\"type\":\"demand\",\"zone_id\":7,\"count\":1}", 0, "zone_id" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"z\",\"count\":1.5}", 0, "count" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"z\",\"count\":\"1\"}", 0, "count" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"z\",\"count\":1,\"ts\":-5}", 0, "ts" },
+		{ "{\"type\":\"demand\",\"zone_id\":\"z\",\"count\":1,\"zone\":\"y\"}", 0, "unknown field \"zone\"" },
+		{ "{\"type\":\"demand\",\"type\":\"supply\",\"zone_id\":\"z\",\"count\":1}", -1, "duplicate" },
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		size_t n;
+		ck_assert_msg(parse(c[i].body, &n) == -EINVAL, "case %zu accepted", i);
+		ck_assert_msg(ERR.index == c[i].index, "case %zu: index %ld", i, ERR.index);
+		ck_assert_msg(strstr(ERR.message, c[i].word) != NULL, "case %zu: %s", i, ERR.message);
+	}
+}
+END_TEST
+
+START_TEST(events_batch_limit)
+{
+	struct pr_buf b = { 0 };
+	size_t n;
+
+	pr_buf_putc(&b, '[');
+	for (int i = 0; i < 1001; i++)
+		pr_buf_printf(&b, "%s{\"type\":\"demand\",\"zone_id\":\"z%d\",\"count\":%d}", i ? "," : "", i, i);
+	pr_buf_putc(&b, ']');
+	ck_assert_int_eq(pr_events_parse(b.data, b.len, EV, &n, &ERR), -EINVAL);
+	ck_assert(strstr(ERR.message, "1000") != NULL);
+	/* exactly 1000 is fine */
+	b.len = 0;
+	pr_buf_putc(&b, '[');
+	for (int i = 0; i < 1000; i++)
+		pr_buf_printf(&b, "%s{\"type\":\"demand\",\"zone_id\":\"z%d\",\"count\":%d}", i ? "," : "", i, i);
+	pr_buf_putc(&b, ']');
+	ck_assert_int_eq(pr_events_parse(b.data, b.len, EV, &n, &ERR), 0);
+	ck_assert_uint_eq(n, 1000);
+	ck_assert_str_eq(EV[999].zone_id, "z999");
+	pr_buf_free(&b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pricing-pure");
@@ -358,6 +459,12 @@ static Suite *suite(void)
 	tcase_add_test(tc, auth_off_without_tokens);
 	tcase_add_test(tc, auth_tokens);
 	tcase_add_test(tc, auth_embedded_nul);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("events");
+	tcase_add_test(tc, events_single_and_array);
+	tcase_add_test(tc, events_first_bad_index);
+	tcase_add_test(tc, events_each_rule);
+	tcase_add_test(tc, events_batch_limit);
 	suite_add_tcase(s, tc);
 	return s;
 }
