@@ -335,8 +335,10 @@ START_TEST(concurrent_requests_during_hang_bounded)
 		tresp_free(&r);
 		tc_close(c[i]);
 	}
-	/* All 32 pipelined on one Redis connection: one timeout for all. */
-	ck_assert_uint_lt(t_now_ms() - t0, 100 + 400);
+	/* All 32 pipelined on one Redis connection share the timeout: far
+	 * less than 32 sequential timeouts (3.2 s), with room for a loaded
+	 * machine. */
+	ck_assert_uint_lt(t_now_ms() - t0, 100 + 1400);
 	stop();
 }
 END_TEST
