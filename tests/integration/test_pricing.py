@@ -351,13 +351,20 @@ def test_auth_off_is_said_loudly(daemon, redis):
     wait_for(lambda: "auth is OFF" in d.log_text(), timeout=5, desc="the auth-off warning")
 
 
-def test_events_disabled_without_ring(daemon, redis):
-    """POST /v1/events: until the event ring exists in this build the
-    endpoint answers 503 feature_disabled in every mode (docs/http-api.md)."""
+def test_events_accepted_all_or_nothing(daemon, redis):
     d = start(daemon)
-    status, headers, body = d.http_json("POST", "/v1/events",
-                                        body={"type": "demand", "zone_id": "z1", "count": 1})
-    assert (status, body["error"]) == (503, "feature_disabled"), body
-    assert "Retry-After" in headers
+    evs = [{"type": "demand", "zone_id": "z1", "count": 3, "ts": now_ms()},
+           {"type": "supply", "zone_id": "z2", "count": 0}]
+    status, _, body = d.http_json("POST", "/v1/events", body=evs)
+    assert status == 202, body
+    assert body["accepted"] == 2 and len(body["event_ids"]) == 2
+    assert all(re.match(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$", i)
+               for i in body["event_ids"])
+    status, _, body = d.http_json("POST", "/v1/events", body=evs + [{"type": "x"}])
+    assert status == 400 and body["error"] == "invalid_event" and body["index"] == 2
+    status, _, body = d.http_json("POST", "/v1/events", body="not json")
+    assert status == 400 and body["error"] == "invalid_event" and "index" not in body
     status, headers, _ = d.http("GET", "/v1/events")
     assert status == 405 and headers["Allow"] == "POST"
+    text = d.http("GET", "/metrics", token=None)[2].decode()
+    assert 'eq_events_total{outcome="accepted"} 2\n' in text

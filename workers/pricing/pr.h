@@ -23,6 +23,7 @@
 #include "workers/pricing/pr_price.h"
 
 struct pr_batch;
+struct pr_ev_scratch;
 
 struct pr {
 	uv_loop_t *loop;
@@ -32,7 +33,9 @@ struct pr {
 	struct pr_http *http;
 	struct pr_price *price;
 	bool ready;                          /* attached and serving (/readyz) */
-	bool events_enabled;                 /* the event ring exists in this build */
+	bool events_enabled;                 /* the segment has a valid event ring */
+	bool quotes;                         /* offer quote events (EQ_PRICING_QUOTES=0: off) */
+	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */
 	struct pr_batch *free_batches;
 	uint64_t rng;                        /* xorshift state for quote sampling */
@@ -42,6 +45,10 @@ struct pr {
 /* pr_http callbacks; arg is the struct pr. */
 void pr_api_on_request(struct pr_req *r, void *arg);
 void pr_api_on_answered(const struct pr_req *r, int status, void *arg);
+
+/* Sets what depends on the segment and environment (event ring present,
+ * quote events on).  Call once before serving. */
+void pr_api_init(struct pr *p);
 
 /* Frees pooled per-request state. */
 void pr_api_fini(struct pr *p);

@@ -13,10 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/proto.h"
+#include "shm/shm_ring.h"
 #include "shm/shm_status.h"
 #include "util/util.h"
 #include "workers/pricing/pr.h"
 #include "workers/pricing/pr_auth.h"
+#include "workers/pricing/pr_events.h"
 #include "workers/pricing/pr_json.h"
 #include "workers/pricing/pr_route.h"
 
@@ -41,6 +44,16 @@ struct pr_batch {
 	bool failed;                         /* a lookup could not start (no memory) */
 	struct pr_batch_slot slot[PR_BATCH_MAX];
 	struct pr_answer ans[PR_BATCH_MAX];
+};
+
+/* Buffers of one POST /v1/events: parsed events, their encodings, the
+ * ring records pointing into them. */
+struct pr_ev_scratch {
+	struct pr_event ev[PR_EVENTS_MAX];
+	struct proto_event pe;
+	struct proto_packed packed[PR_EVENTS_MAX];
+	struct shm_ring_rec recs[PR_EVENTS_MAX];
+	char ids[PR_EVENTS_MAX][PROTO_EVENT_ID_LEN + 1];
 };
 
 void pr_limits_from_conf(const struct conf *c, struct pr_http_limits *lim)
@@ -76,9 +89,58 @@ static void feature_disabled(struct pr_req *r, const char *what, enum eq_mode m)
 	pr_http_error(r, 503, "feature_disabled", msg, "Retry-After: " RETRY_AFTER_S "\r\n");
 }
 
+/* xorshift64*: uniform in [0, 1). */
+static double rand01(struct pr *p)
+{
+	p->rng ^= p->rng >> 12;
+	p->rng ^= p->rng << 25;
+	p->rng ^= p->rng >> 27;
+	return (double)((p->rng * 0x2545F4914F6CDD1DULL) >> 11) * 0x1.0p-53;
+}
+
+/* Offers a quote event for a to the ring, per the mode's sampling rule:
+ * every answer in normal mode, a modes.degraded_quote_sample fraction in
+ * degraded mode, none in emergency.  A full ring (or any other failure)
+ * drops the quote and counts it; the answer never waits on or fails
+ * because of it. */
+static void offer_quote(struct pr *p, const struct pr_answer *a)
+{
+	struct proto_event ev;
+	struct proto_packed pk;
+	struct shm_ring_rec rec;
+	struct proto_quote *q = &ev.u.quote;
+
+	if (!p->quotes || !p->events_enabled || a->mode == EQ_MODE_EMERGENCY)
+		return;
+	if (a->mode == EQ_MODE_DEGRADED && rand01(p) >= p->conf->modes.degraded_quote_sample)
+		return;
+	if (proto_event_init(&ev, PROTO_TYPE_QUOTE) != 0)
+		goto drop;
+	memcpy(q->zone_id, a->zone, a->zone_len + 1);
+	q->base_fare = a->base_fare;
+	q->surge_multiplier = a->surge_multiplier;
+	q->supply_count = a->supply_count;
+	q->demand_count = a->demand_count;
+	q->confidence = a->confidence;
+	util_strlcpy(q->source, shm_source_name(a->source), sizeof(q->source));
+	util_strlcpy(q->freshness, a->freshness, sizeof(q->freshness));
+	util_strlcpy(q->mode, shm_mode_name(a->mode), sizeof(q->mode));
+	q->age_ms = a->age_ms;
+	if (a->reason != PR_REASON_NONE)
+		util_strlcpy(q->fallback_reason, pr_reason_name(a->reason), sizeof(q->fallback_reason));
+	if (proto_event_pack(&ev, &pk) != 0)
+		goto drop;
+	rec = (struct shm_ring_rec){ pk.topic, pk.key_len, pk.len, pk.key, pk.buf };
+	if (shm_ring_append(p->shm, &rec, 1) == 0)
+		return;
+drop:
+	shm_count_event(p->shm, EQ_EVC_DROPPED, 1);
+}
+
 static void count_answer(struct pr *p, const struct pr_answer *a)
 {
 	shm_count_answer(p->shm, p->slot, a->source);
+	offer_quote(p, a);
 }
 
 /* ---- GET /v1/pricing/{zone_id} ---- */
@@ -214,9 +276,26 @@ static void do_batch(struct pr *p, struct pr_req *r)
 
 /* ---- POST /v1/events ---- */
 
+static void events_invalid(struct pr *p, struct pr_req *r, const struct pr_events_err *e)
+{
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"error\":\"invalid_event\",\"message\":");
+	pr_json_cstr(&p->body, e->message);
+	if (e->index >= 0) {
+		PR_JSON_LIT(&p->body, ",\"index\":");
+		pr_buf_put_i64(&p->body, e->index);
+	}
+	pr_buf_putc(&p->body, '}');
+	respond_json(r, 400, NULL);
+}
+
 static void do_events(struct pr *p, struct pr_req *r)
 {
 	enum eq_mode m = shm_mode_effective(p->shm);
+	struct pr_ev_scratch *x;
+	struct pr_events_err err;
+	size_t n = 0;
+	int rc;
 
 	if (m == EQ_MODE_EMERGENCY) {
 		feature_disabled(r, "event ingestion", m);
@@ -224,11 +303,70 @@ static void do_events(struct pr *p, struct pr_req *r)
 	}
 	if (!p->events_enabled) {
 		pr_http_error(r, 503, "feature_disabled",
-		              "event ingestion is not available: this build has no shared-memory event ring",
+		              "event ingestion is not available: the segment has no valid event ring",
 		              "Retry-After: " RETRY_AFTER_S "\r\n");
 		return;
 	}
-	pr_http_error(r, 503, "feature_disabled", "event ingestion is not available", NULL);
+	if (p->ev == NULL && (p->ev = malloc(sizeof(*p->ev))) == NULL) {
+		pr_http_error(r, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	x = p->ev;
+	if (pr_events_parse(r->body, r->body_len, x->ev, &n, &err) != 0) {
+		events_invalid(p, r, &err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct pr_event *e = &x->ev[i];
+		struct proto_ingest *in = &x->pe.u.ingest;
+
+		rc = proto_event_init(&x->pe, e->type == PR_EVENT_SUPPLY ? PROTO_TYPE_SUPPLY
+		                                                         : PROTO_TYPE_DEMAND);
+		if (rc == 0) {
+			memcpy(in->zone_id, e->zone_id, e->zone_len + 1);
+			in->count = (uint64_t)e->count;
+			in->has_client_ts = e->ts_ms >= 0;
+			in->client_ts = e->ts_ms >= 0 ? (uint64_t)e->ts_ms : 0;
+			rc = proto_event_pack(&x->pe, &x->packed[i]);
+		}
+		if (rc != 0) {
+			pr_http_error(r, 500, "internal_error", "could not encode the event", NULL);
+			return;
+		}
+		memcpy(x->ids[i], x->pe.event_id, sizeof(x->ids[i]));
+		x->recs[i] = (struct shm_ring_rec){ x->packed[i].topic, x->packed[i].key_len,
+		                                    x->packed[i].len, x->packed[i].key,
+		                                    x->packed[i].buf };
+	}
+	/* All or nothing: 202 only once every event is in the ring. */
+	rc = shm_ring_append(p->shm, x->recs, (unsigned)n);
+	if (rc == -ENOBUFS || rc == -EMSGSIZE) {
+		pr_http_error(r, 503, "ring_full", rc == -ENOBUFS ?
+		              "the event buffer is full (Kafka and the spool are behind): retry later" :
+		              "this batch is larger than the whole event buffer: send fewer at a time",
+		              "Retry-After: " RETRY_AFTER_S "\r\n");
+		return;
+	}
+	if (rc != 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "the event buffer refused the batch: %s", strerror(-rc));
+		pr_http_error(r, 503, "ring_unavailable", msg, "Retry-After: " RETRY_AFTER_S "\r\n");
+		return;
+	}
+	shm_count_event(p->shm, EQ_EVC_ACCEPTED, n);
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"accepted\":");
+	pr_buf_put_u64(&p->body, n);
+	PR_JSON_LIT(&p->body, ",\"event_ids\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			pr_buf_putc(&p->body, ',');
+		pr_buf_putc(&p->body, '"');
+		pr_buf_append(&p->body, x->ids[i], PROTO_EVENT_ID_LEN);
+		pr_buf_putc(&p->body, '"');
+	}
+	PR_JSON_LIT(&p->body, "]}");
+	respond_json(r, 202, NULL);
 }
 
 /* ---- GET /v1/status, /healthz, /readyz, /metrics ---- */
@@ -359,6 +497,18 @@ void pr_api_on_answered(const struct pr_req *r, int status, void *arg)
 	                  now > r->start_us ? now - r->start_us : 0);
 }
 
+void pr_api_init(struct pr *p)
+{
+	struct shm_ring *ring;
+	const char *q = getenv("EQ_PRICING_QUOTES");
+
+	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;
+	p->quotes = !(q && strcmp(q, "0") == 0);
+	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)
+		p->rng = util_mono_us();
+	p->rng |= 1;
+}
+
 void pr_api_fini(struct pr *p)
 {
 	struct pr_batch *b;
@@ -368,4 +518,6 @@ void pr_api_fini(struct pr *p)
 		free(b);
 	}
 	pr_buf_free(&p->body);
+	free(p->ev);
+	p->ev = NULL;
 }

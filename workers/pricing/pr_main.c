@@ -114,8 +114,10 @@ int main(int argc, char **argv)
 	p->shm = m.wk.shm;
 	p->slot = m.wk.slot;
 	p->owner = &m;
-	util_random(&p->rng, sizeof(p->rng));
-	p->rng |= 1;
+	pr_api_init(p);
+	if (!p->events_enabled)
+		log_warn("the segment has no valid event ring: POST /v1/events answers 503 and no "
+		         "quote events are produced");
 
 	if (!pr_auth_enabled(p->conf))
 		log_warn("auth is OFF: no [auth] token_sha256 configured, every client is trusted; "

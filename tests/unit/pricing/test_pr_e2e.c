@@ -11,7 +11,9 @@
 #include <openssl/sha.h>
 #include <signal.h>
 
+#include "proto/proto.h"
 #include "shm/shm.h"
+#include "shm/shm_ring.h"
 #include "tests/unit/backend/tb_servers.h"
 #include "tests/unit/pricing/test_pr_http_common.h"
 #include "workers/pricing/pr.h"
@@ -63,6 +65,8 @@ static void *srv_main(void *arg)
 	p->conf = &e->conf;
 	p->shm = e->shm;
 	p->slot = 0;
+	pr_api_init(p);
+	ck_assert(p->events_enabled);
 	ck_assert_int_eq(pr_backend_create(&e->loop, &e->conf, &e->be), 0);
 	pr_backend_ops(e->be, &src);
 	ck_assert_int_eq(pr_price_create(e->shm, &e->conf, &src, &p->price), 0);
@@ -538,9 +542,14 @@ START_TEST(auth_and_errors)
 	tc_sends(c, "POST /v1/events HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n"
 	            "Content-Length: 2\r\n\r\n{}");
 	ck_assert_int_eq(tc_read(c, &r, 0), 0);
-	ck_assert_int_eq(r.status, 503);
-	ck_assert(strstr(r.body, "feature_disabled") != NULL);
-	ck_assert_ptr_nonnull(hdr_value(&r, "Retry-After", v, sizeof(v)));
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_str_eq(r.body, "{\"error\":\"invalid_event\",\"message\":"
+	                         "\"\\\"type\\\" is required\",\"index\":0}");
+	tresp_free(&r);
+	tc_sends(c, "GET /v1/events HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 405);
+	ck_assert_str_eq(hdr_value(&r, "Allow", v, sizeof(v)), "POST");
 	tresp_free(&r);
 	tc_close(c);
 	stop();
@@ -617,6 +626,167 @@ START_TEST(status_and_metrics)
 }
 END_TEST
 
+/* ---- events and quotes in the ring ---- */
+
+static int post_events(const char *body, struct tresp *r)
+{
+	struct tclient *c = tc_connect(E.port);
+	char head[256];
+	int rc;
+
+	snprintf(head, sizeof(head), "POST /v1/events HTTP/1.1\r\nAuthorization: Bearer " TOKEN
+	         "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+	tc_sends(c, head);
+	tc_sends(c, body);
+	rc = tc_read(c, r, 0);
+	tc_close(c);
+	return rc;
+}
+
+/* Drains the ring: decoded events in order into out (up to max). */
+static size_t ring_read(struct proto_event *out, size_t max)
+{
+	struct shm_ring_consumer rc;
+	struct shm_ring_view v;
+	size_t n = 0;
+
+	ck_assert_int_eq(shm_ring_consumer_open(E.shm, &rc), 0);
+	while (n < max && shm_ring_peek(&rc, &v) == 0) {
+		ck_assert_int_eq(proto_event_decode(v.value, v.value_len, &out[n]), 0);
+		n++;
+	}
+	shm_ring_commit(&rc, shm_ring_cursor(&rc));
+	shm_ring_consumer_close(&rc);
+	return n;
+}
+
+START_TEST(events_accepted_into_ring)
+{
+	struct tresp r;
+	struct proto_event ev[8];
+	json_t *j, *ids;
+
+	start();
+	ck_assert_int_eq(post_events("[{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":3,\"ts\":1700000000000},"
+	                             "{\"type\":\"supply\",\"zone_id\":\"z2\",\"count\":0}]", &r), 0);
+	ck_assert_int_eq(r.status, 202);
+	j = json_loads(r.body, 0, NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "accepted")), 2);
+	ids = json_object_get(j, "event_ids");
+	ck_assert_uint_eq(json_array_size(ids), 2);
+	ck_assert_uint_eq(ring_read(ev, 8), 2);
+	ck_assert_str_eq(ev[0].event_id, json_string_value(json_array_get(ids, 0)));
+	ck_assert_str_eq(ev[1].event_id, json_string_value(json_array_get(ids, 1)));
+	ck_assert_int_eq(ev[0].type, PROTO_TYPE_DEMAND);
+	ck_assert_str_eq(ev[0].u.ingest.zone_id, "z1");
+	ck_assert_uint_eq(ev[0].u.ingest.count, 3);
+	ck_assert(ev[0].u.ingest.has_client_ts);
+	ck_assert_uint_eq(ev[0].u.ingest.client_ts, 1700000000000ULL);
+	ck_assert_int_eq(ev[1].type, PROTO_TYPE_SUPPLY);
+	ck_assert(!ev[1].u.ingest.has_client_ts);
+	json_decref(j);
+	tresp_free(&r);
+	/* A bad event anywhere: 400 with its index, nothing accepted. */
+	ck_assert_int_eq(post_events("[{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":3},"
+	                             "{\"type\":\"demand\",\"zone_id\":\"z1\",\"count\":-3}]", &r), 0);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert(strstr(r.body, "\"index\":1") != NULL);
+	tresp_free(&r);
+	ck_assert_uint_eq(ring_read(ev, 8), 0);
+	stop();
+}
+END_TEST
+
+START_TEST(events_ring_full_503_all_or_nothing)
+{
+	struct tresp r;
+	struct pr_buf b = { 0 };
+	struct shm_ring_stats st;
+	char v[32];
+
+	start();
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	/* Fill all but 5 slots, then a batch of 10 must be refused whole. */
+	pr_buf_putc(&b, '[');
+	for (uint64_t i = 0; i < st.capacity - 5; i++)
+		pr_buf_printf(&b, "%s{\"type\":\"demand\",\"zone_id\":\"z\",\"count\":1}", i ? "," : "");
+	pr_buf_putc(&b, ']');
+	pr_buf_putc(&b, '\0');
+	ck_assert_int_eq(post_events(b.data, &r), 0);
+	ck_assert_int_eq(r.status, 202);
+	tresp_free(&r);
+	b.len = 0;
+	pr_buf_putc(&b, '[');
+	for (int i = 0; i < 10; i++)
+		pr_buf_printf(&b, "%s{\"type\":\"supply\",\"zone_id\":\"y\",\"count\":1}", i ? "," : "");
+	pr_buf_puts(&b, "]");
+	pr_buf_putc(&b, '\0');
+	ck_assert_int_eq(post_events(b.data, &r), 0);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert(strstr(r.body, "\"error\":\"ring_full\"") != NULL);
+	ck_assert_ptr_nonnull(hdr_value(&r, "Retry-After", v, sizeof(v)));
+	tresp_free(&r);
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	ck_assert_uint_eq(st.used, st.capacity - 5);
+	/* Quotes while full: the answers still come; the quotes are dropped
+	 * and counted. */
+	redis_hset("z1", "12.5", "1.7", 0);
+	for (int i = 0; i < 10; i++)
+		json_decref(price("z1", NULL));
+	ck_assert_uint_ge(atomic_load(&shm_counters(E.shm)->events[EQ_EVC_DROPPED]), 5);
+	pr_buf_free(&b);
+	stop();
+}
+END_TEST
+
+START_TEST(quotes_per_mode)
+{
+	struct proto_event ev[64];
+	size_t n;
+
+	start_with("[modes]\ndegraded_quote_sample = 0\n", true);
+	redis_hset("z1", "12.5", "1.7", 0);
+	json_decref(price("z1", NULL));
+	n = ring_read(ev, 64);
+	ck_assert_uint_eq(n, 1);                      /* normal: every answer */
+	ck_assert_int_eq(ev[0].type, PROTO_TYPE_QUOTE);
+	ck_assert_str_eq(ev[0].u.quote.zone_id, "z1");
+	ck_assert_str_eq(ev[0].u.quote.source, "redis");
+	ck_assert_str_eq(ev[0].u.quote.freshness, "real-time");
+	ck_assert_str_eq(ev[0].u.quote.fallback_reason, "");
+	ck_assert_double_eq(ev[0].u.quote.base_fare, 12.5);
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	for (int i = 0; i < 5; i++)
+		json_decref(price("z1", NULL));
+	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* degraded, sample 0: none */
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	for (int i = 0; i < 5; i++)
+		json_decref(price("z1", NULL));
+	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* emergency: none */
+	stop();
+}
+END_TEST
+
+START_TEST(quotes_degraded_sampled)
+{
+	struct proto_event ev[128];
+	size_t n;
+
+	start_with("[modes]\ndegraded_quote_sample = 0.5\n", true);
+	redis_hset("z1", "12.5", "1.7", 0);
+	json_decref(price("z1", NULL));
+	ring_read(ev, 128);
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	for (int i = 0; i < 100; i++)
+		json_decref(price("z1", NULL));
+	n = ring_read(ev, 128);
+	ck_assert_msg(n >= 25 && n <= 75, "%zu of 100 sampled at 0.5", n);
+	ck_assert_str_eq(ev[0].u.quote.fallback_reason, "degraded_cache");
+	ck_assert_str_eq(ev[0].u.quote.mode, "degraded");
+	stop();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pricing-e2e");
@@ -645,6 +815,14 @@ static Suite *suite(void)
 	tcase_add_test(tc, auth_and_errors);
 	tcase_add_test(tc, batch_in_order);
 	tcase_add_test(tc, status_and_metrics);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("events");
+	tcase_add_checked_fixture(tc, pg_fixture, NULL);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, events_accepted_into_ring);
+	tcase_add_test(tc, events_ring_full_503_all_or_nothing);
+	tcase_add_test(tc, quotes_per_mode);
+	tcase_add_test(tc, quotes_degraded_sampled);
 	suite_add_tcase(s, tc);
 	return s;
 }
