@@ -129,6 +129,7 @@ static void conn_service(struct pr_conn *c);
 static void conn_parse(struct pr_conn *c, const char *data, size_t len, bool from_in);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void accept_resume(struct pr_http *h);
+static void accept_pause(struct pr_http *h);
 static void maybe_drained(struct pr_http *h);
 
 /* ------------------------------------------------------------------ */
@@ -1192,6 +1193,22 @@ int pr_http_create(uv_loop_t *loop, const struct pr_http_limits *lim,
 	uv_unref((uv_handle_t *)&h->accept_retry);
 	*out = h;
 	return 0;
+}
+
+void pr_http_set_limits(struct pr_http *h, const struct pr_http_limits *lim)
+{
+	uint32_t pipeline = h->lim.max_pipeline, high = h->lim.out_high_water;
+
+	h->lim = *lim;
+	h->lim.max_pipeline = lim->max_pipeline ? lim->max_pipeline : pipeline;
+	h->lim.out_high_water = lim->out_high_water ? lim->out_high_water : high;
+	if (h->lim.max_connections == 0)
+		h->lim.max_connections = 1;
+	http_parser_set_max_header_size(lim->max_header_bytes);
+	if (h->nconns >= h->lim.max_connections)
+		accept_pause(h);
+	else
+		accept_resume(h);
 }
 
 int pr_http_listen_fd(struct pr_http *h, int fd)

@@ -104,6 +104,11 @@ struct pr_http_ops {
 int pr_http_create(uv_loop_t *loop, const struct pr_http_limits *lim,
                    const struct pr_http_ops *ops, struct pr_http **out);
 
+/* Applies new limits (a reloaded config) from the next request or timer
+ * on; connections beyond a lowered max_connections are not closed, new
+ * ones wait until the count is below it. */
+void pr_http_set_limits(struct pr_http *h, const struct pr_http_limits *lim);
+
 /* Serves on an already listening socket (the inherited EQ_FD_LISTEN).  The
  * fd stays ours to close only at destroy; it is made non-blocking. */
 int pr_http_listen_fd(struct pr_http *h, int fd);

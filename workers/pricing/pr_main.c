@@ -70,6 +70,8 @@ static void on_drain(struct wk *w, const char *reason, void *arg)
 static void on_reload(struct wk *w, const struct conf *old_conf, void *arg)
 {
 	struct pr_main *m = arg;
+	struct pr_http_limits lim;
+	char msg[512];
 
 	(void)old_conf;
 	/* m->pr.conf points at w->conf, which now holds the new config:
@@ -77,9 +79,14 @@ static void on_reload(struct wk *w, const struct conf *old_conf, void *arg)
 	 * next request.  Backend addresses and timeouts: */
 	pr_price_set_conf(m->pr.price, &w->conf);
 	pr_backend_reload(m->be, &w->conf);
+	pr_limits_from_conf(&w->conf, &lim);
+	lim.max_connections = pr_http_fit_nofile(lim.max_connections, msg, sizeof(msg));
+	if (msg[0])
+		log_warn("%s", msg);
+	pr_http_set_limits(m->pr.http, &lim);
 	if (!pr_auth_enabled(&w->conf))
 		log_warn("auth is OFF after reload: no [auth] token_sha256 configured, every client is trusted");
-	log_info("configuration reloaded (http.* limits apply to new workers only)");
+	log_info("configuration reloaded");
 }
 
 /* Standalone only: the supervisor's workers are stopped through the
