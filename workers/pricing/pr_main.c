@@ -4,10 +4,11 @@
  * Started by equilibriumd with the listening socket on EQ_FD_LISTEN, the
  * validated config on EQ_FD_CONFIG and its status channel on EQ_FD_STATUS
  * (proto/eq_fds.h); standalone (`-c FILE --slot N`, tests and development)
- * it binds http.listen itself.  One libuv loop, no threads.  Lifecycle:
- * wk_init (config, segment) -> backends -> HTTP -> ready; on drain (the
- * supervisor asks, or its channel reaches EOF) it stops accepting, answers
- * what it has received, closes every connection and exits 0.
+ * wk binds http.listen for it.  One libuv loop, no threads.  Lifecycle:
+ * wk_init (config, segment, socket) -> backends -> HTTP -> ready; on drain
+ * (the supervisor asks, its channel reaches EOF, or SIGTERM) it stops
+ * accepting, answers what it has received, closes every connection and
+ * exits 0 (wk_exit).
  */
 #include <errno.h>
 #include <signal.h>
@@ -26,45 +27,31 @@ struct pr_main {
 	struct pr pr;
 	struct pr_backend *be;
 	uv_loop_t loop;
-	uv_signal_t sigterm, sigint;
-	bool stopping;
 };
 
-static void shutdown_all(struct pr_main *m)
-{
-	if (m->stopping)
-		return;
-	m->stopping = true;
-	pr_http_close(m->pr.http);
-	pr_backend_close(m->be);
-	wk_stop(&m->wk);
-	uv_close((uv_handle_t *)&m->sigterm, NULL);
-	uv_close((uv_handle_t *)&m->sigint, NULL);
-}
-
+/* Every request answered, every connection closed: the drain is done. */
 static void on_drained(void *arg)
 {
 	struct pr_main *m = ((struct pr *)arg)->owner;
 
 	log_info("drained: every request answered, every connection closed");
-	shutdown_all(m);
+	pr_backend_close(m->be);
+	wk_exit(&m->wk, WK_EXIT_OK);
 }
 
-static void start_drain(struct pr_main *m, const char *reason)
+/* wk: the supervisor asked for a drain, its channel closed, or SIGTERM.
+ * /readyz turns 503, accepting stops, what was received is answered; then
+ * on_drained exits (wk's deadline exits anyway after supervisor.drain_ms). */
+static void on_drain(struct wk *w, const char *reason, void *arg)
 {
-	if (pr_http_draining(m->pr.http))
-		return;
+	struct pr_main *m = arg;
+
+	(void)w;
 	log_info("draining (%s): no longer accepting, finishing %lu lookup(s) in flight",
 	         reason, (unsigned long)pr_price_pending(m->pr.price));
 	m->pr.ready = false;
 	wk_set_ready(&m->wk, false);
 	pr_http_drain(m->pr.http);
-}
-
-static void on_drain(struct wk *w, const char *reason, void *arg)
-{
-	(void)w;
-	start_drain(arg, reason);
 }
 
 static void on_reload(struct wk *w, const struct conf *old_conf, void *arg)
@@ -89,14 +76,6 @@ static void on_reload(struct wk *w, const struct conf *old_conf, void *arg)
 	log_info("configuration reloaded");
 }
 
-/* Standalone only: the supervisor's workers are stopped through the
- * status channel, not by signals. */
-static void on_signal(uv_signal_t *s, int signum)
-{
-	(void)signum;
-	start_drain(s->data, "signal");
-}
-
 int main(int argc, char **argv)
 {
 	static struct pr_main m;
@@ -111,9 +90,11 @@ int main(int argc, char **argv)
 	util_log_init("eq-pricing", LOG_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	rc = wk_init(&m.wk, EQ_ROLE_PRICING, argc, argv,
-	             "Serves zone prices over HTTP (Redis -> PostgreSQL -> stale -> default).\n");
+	             "eq-pricing serves zone prices over HTTP (Redis -> PostgreSQL -> stale ->\n"
+	             "default) on the listening socket equilibriumd passes as fd 5, or, with\n"
+	             "-c FILE, on http.listen itself.  See docs/http-api.md.\n");
 	if (rc != 0)
-		return rc == -EINVAL ? 78 : 1;
+		return wk_init_exit_code(rc);
 	uv_loop_init(&m.loop);
 
 	p->loop = &m.loop;
@@ -152,7 +133,7 @@ int main(int argc, char **argv)
 	if (m.wk.listen_fd >= 0) {
 		rc = pr_http_listen_fd(p->http, m.wk.listen_fd);
 		if (rc != 0) {
-			log_err("cannot serve on the inherited listening socket (fd %d): %s",
+			log_err("cannot serve on the listening socket (fd %d): %s",
 			        m.wk.listen_fd, uv_strerror(rc));
 			goto fail;
 		}
@@ -162,15 +143,6 @@ int main(int argc, char **argv)
 			log_err("%s", msg);
 			goto fail;
 		}
-		log_info("listening on %s (standalone)", p->conf->http.listen);
-	}
-
-	uv_signal_init(&m.loop, &m.sigterm);
-	uv_signal_init(&m.loop, &m.sigint);
-	m.sigterm.data = m.sigint.data = &m;
-	if (m.wk.standalone) {
-		uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-		uv_signal_start(&m.sigint, on_signal, SIGINT);
 	}
 	rc = wk_start(&m.wk, &m.loop, &cb);
 	if (rc != 0) {
@@ -182,15 +154,11 @@ int main(int argc, char **argv)
 	log_info("serving (slot %u, max %u connections)", m.wk.slot, lim.max_connections);
 
 	uv_run(&m.loop, UV_RUN_DEFAULT);
-
-	pr_http_free(&p->http);
-	pr_price_destroy(&p->price);
-	pr_backend_free(&m.be);
-	pr_api_fini(p);
-	uv_loop_close(&m.loop);
+	/* Only a drain ends the loop, through wk_exit. */
+	log_err("event loop ended unexpectedly");
 	wk_fini(&m.wk);
-	return 0;
+	return WK_EXIT_FAILURE;
 fail:
 	wk_fini(&m.wk);
-	return 1;
+	return WK_EXIT_FAILURE;
 }
