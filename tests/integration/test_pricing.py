@@ -299,7 +299,7 @@ def test_status_is_eqctl_status(daemon, redis):
 
 
 def test_healthz_readyz(daemon):
-    d = start(daemon, redis=False)
+    d = daemon(dict(QUIET_PROBER), redis=False)
     status, headers, body = d.http("GET", "/healthz", token=None)
     assert (status, body) == (200, b"ok") and headers["Content-Type"].startswith("text/plain")
     status, _, body = d.http_json("GET", "/readyz", token=None)

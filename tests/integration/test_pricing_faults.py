@@ -36,24 +36,41 @@ def test_redis_stopped_answers_keep_coming_fast(daemon, redis, pg_primary):
         assert took < REDIS_TIMEOUT + MARGIN, took
 
 
+def requests_for(d, zone, seconds):
+    """Sequential lookups for `seconds`: [(t since start, took, answer)]."""
+    out, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        took, p = timed_price(d, zone)
+        out.append((time.monotonic() - t0, took, p))
+    return out
+
+
+def assert_no_wait_after(runs, after, what):
+    """Once the worker's circuit for the hung backend is open (after
+    `after` seconds), answers no longer wait on it: well under its timeout
+    (a loaded CI box may add tens of ms to one request, not to most)."""
+    late = sorted(took for t, took, _ in runs if t - took > after)
+    assert len(late) >= 5, f"too few requests after {after}s: {len(late)}"
+    assert late[len(late) // 2] < 0.02, (what, late)
+    assert late[-1] < 0.09, (what, late)
+
+
 def test_redis_hung_one_timeout_then_no_wait(daemon, redis, pg_primary):
     pg_primary.set_zone("f2", 20.0, 1.1)
     redis.set_zone("f2", 12.5, 1.7)
     d = daemon(dict(QUIET_PROBER))
     assert timed_price(d, "f2")[1]["source"] == "redis"
     redis.pause(20000)
-    times, reasons = [], []
-    for _ in range(15):
-        took, p = timed_price(d, "f2")
-        assert p["source"] == "database", p
-        times.append(took)
-        reasons.append(p["fallback_reason"])
+    runs = requests_for(d, "f2", 2.5)
+    seen = [(round(t, 3), round(took, 3), p["fallback_reason"]) for t, took, p in runs]
+    assert all(p["source"] == "database" for _, _, p in runs), seen
     # None waits longer than the Redis timeout plus a margin...
-    assert max(times) < REDIS_TIMEOUT + MARGIN, times
-    assert reasons[0] == "redis_timeout"
-    # ...and once the worker's circuit is open, nothing waits on Redis.
-    assert max(times[-5:]) < 0.05, times
-    assert reasons[-1] == "redis_unavailable"
+    assert max(took for _, took, _ in runs) < REDIS_TIMEOUT + MARGIN, seen
+    assert runs[0][2]["fallback_reason"] == "redis_timeout", seen
+    # ...and once each worker's circuit is open (a timeout, then two
+    # handshakes of 250 ms each: well within 1.5 s), nothing waits on Redis.
+    assert_no_wait_after(runs, 1.5, seen)
+    assert runs[-1][2]["fallback_reason"] == "redis_unavailable", seen
 
 
 def test_redis_frozen_concurrent_requests_bounded(daemon, redis, pg_primary):
@@ -107,14 +124,13 @@ def test_database_hung_costs_its_timeout_then_backup(daemon, redis, pg_primary, 
     d = daemon(dict(QUIET_PROBER), **{"postgres.timeout_ms": "300"})
     assert timed_price(d, "f7")[1]["base_fare"] == 20.0
     pg_primary.freeze()
-    took, p = timed_price(d, "f7")
-    assert p["base_fare"] == 21.0
-    assert took < 0.3 + MARGIN * 2, took
-    # later ones: the primary's circuit opens, nothing waits on it
-    for _ in range(8):
-        took, p = timed_price(d, "f7")
-        assert p["base_fare"] == 21.0
-    assert took < 0.05, took
+    runs = requests_for(d, "f7", 4.0)
+    seen = [(round(t, 3), round(took, 3), p["base_fare"]) for t, took, p in runs]
+    assert all(p["base_fare"] == 21.0 for _, _, p in runs), seen
+    assert max(took for _, took, _ in runs) < 0.3 + 2 * MARGIN, seen
+    # The primary's circuit opens after its reconnects time out (two
+    # handshakes of max(timeout, 1000 ms)): then the backup answers at once.
+    assert_no_wait_after(runs, 3.0, seen)
 
 
 def test_stale_prices_survive_a_pricing_worker_kill(daemon, redis):
@@ -146,8 +162,11 @@ def test_stale_prices_survive_a_pricing_worker_kill(daemon, redis):
         stop.set()
         th.join()
     # The listening socket belongs to the supervisor: the other worker and
-    # the backlog take the traffic; no request fails.
-    assert errors == [], errors[:5]
+    # the backlog take the traffic.  Only the one request the killed worker
+    # held at that instant may be lost (one client thread: at most one);
+    # no connection is ever refused and every answer is a 200.
+    assert len(errors) <= 1, errors[:5]
+    assert not any("Refused" in str(e) or isinstance(e, int) for e in errors), errors
     wait_for(lambda: len([w for w in d.workers("pricing") if w["pid"] and w["ready"]]) == 2,
              timeout=10, desc="the killed pricing worker to be replaced")
     redis.stop()

@@ -55,7 +55,7 @@ void pr_api_fini(struct pr *p);
 
 /* Renders /metrics (Prometheus text format 0.0.4) from the counters of
  * every worker in the segment. */
-int pr_metrics_render(const struct shm *shm, struct pr_buf *b);
+int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_buf *b);
 
 /* HTTP limits from the config (max_connections already fitted to the
  * open-file limit by the caller). */

@@ -410,7 +410,7 @@ static void do_readyz(struct pr *p, struct pr_req *r)
 static void do_metrics(struct pr *p, struct pr_req *r)
 {
 	pr_buf_reset(&p->body, 1 << 20);
-	pr_metrics_render(p->shm, &p->body);
+	pr_metrics_render(p->shm, p->conf, &p->body);
 	if (p->body.oom) {
 		respond_json(r, 500, NULL);
 		return;

@@ -28,7 +28,7 @@ static void put_seconds(struct pr_buf *b, uint64_t v, double per_second)
 	pr_json_double(b, (double)v / per_second);
 }
 
-int pr_metrics_render(const struct shm *shm, struct pr_buf *b)
+int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_buf *b)
 {
 	const struct shm_counters *c = shm_counters(shm);
 	struct shm_mode_view mv;
@@ -44,9 +44,11 @@ int pr_metrics_render(const struct shm *shm, struct pr_buf *b)
 	help(b, "eq_component_state", "gauge",
 	     "1 for each configured component's current state, 0 for its other states.");
 	for (unsigned k = 0; k < EQ_COMP__COUNT; k++) {
-		struct shm_component_view v;
 		unsigned st = shm_component_state(shm, k);
-		if (shm_component_read(shm, k, &v) == 0 && !v.configured)
+		/* Configured per our own config (the prober may not have
+		 * written the record yet): the databases only when given. */
+		if ((k == EQ_COMP_PG_PRIMARY && conf->postgres.primary[0] == '\0') ||
+		    (k == EQ_COMP_PG_BACKUP && conf->postgres.backup[0] == '\0'))
 			continue;
 		for (unsigned s = 0; s < EQ_CSTATE__COUNT; s++)
 			pr_buf_printf(b, "eq_component_state{component=\"%s\",state=\"%s\"} %d\n",
