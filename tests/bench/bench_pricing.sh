@@ -23,7 +23,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${1:-${EQ_BUILD_DIR:-$REPO/build}}
+BUILD=$(cd "${1:-${EQ_BUILD_DIR:-$REPO/build}}" && pwd)
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}

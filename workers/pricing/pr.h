@@ -40,6 +40,8 @@ struct pr {
 	struct pr_batch *free_batches;
 	uint64_t rng;                        /* xorshift state for quote sampling */
 	void *owner;                         /* the process's main state (pr_main.c) */
+	/* "X-Equilibrium-Source: S\r\nX-Equilibrium-Mode: M\r\n", made once. */
+	char src_mode_hdr[EQ_SOURCE__COUNT][EQ_MODE__COUNT][80];
 };
 
 /* pr_http callbacks; arg is the struct pr. */

@@ -149,14 +149,11 @@ static void on_price(const struct pr_answer *a, void *arg)
 {
 	struct pr_req *r = arg;
 	struct pr *p = r->app;
-	char extra[96];
 
 	count_answer(p, a);
 	pr_buf_reset(&p->body, 1 << 20);
 	pr_price_json(&p->body, a);
-	snprintf(extra, sizeof(extra), "X-Equilibrium-Source: %s\r\nX-Equilibrium-Mode: %s\r\n",
-	         shm_source_name(a->source), shm_mode_name(a->mode));
-	respond_json(r, 200, extra);
+	respond_json(r, 200, p->src_mode_hdr[a->source][a->mode]);
 }
 
 static void do_price(struct pr *p, struct pr_req *r, const struct pr_route_match *m)
@@ -503,6 +500,11 @@ void pr_api_init(struct pr *p)
 	const char *q = getenv("EQ_PRICING_QUOTES");
 
 	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;
+	for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
+		for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+			snprintf(p->src_mode_hdr[src][m], sizeof(p->src_mode_hdr[src][m]),
+			         "X-Equilibrium-Source: %s\r\nX-Equilibrium-Mode: %s\r\n",
+			         shm_source_name(src), shm_mode_name(m));
 	p->quotes = !(q && strcmp(q, "0") == 0);
 	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)
 		p->rng = util_mono_us();

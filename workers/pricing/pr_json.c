@@ -2,6 +2,7 @@
 #include "workers/pricing/pr_json.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -96,10 +97,57 @@ int pr_json_str(struct pr_buf *b, const char *str, size_t len)
 	return 0;
 }
 
+/* Fast path for prices: d = m / 10^k exactly as a double division, for
+ * an integer m < 2^53 and k <= 6.  IEEE division is correctly rounded and
+ * so is strtod, so the decimal "m / 10^k" reads back to d: no need for the
+ * printf/strtod round trip.  Returns the length, or 0 when d is not such
+ * a number (then the general path decides). */
+static size_t fmt_decimal(double d, char *buf, size_t len)
+{
+	static const double p10[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6 };
+	double a = fabs(d);
+	char tmp[40], *e = tmp + sizeof(tmp), *p = e;
+
+	if (!(a < 1e9) || len < 32)
+		return 0;
+	for (unsigned k = 0; k < sizeof(p10) / sizeof(p10[0]); k++) {
+		double v = a * p10[k];
+		uint64_t m;
+
+		if (v != (double)(uint64_t)v)
+			continue;
+		m = (uint64_t)v;
+		if ((double)m / p10[k] != a)
+			continue;            /* the product was rounded: not exact */
+		if (k == 0) {
+			*--p = '0';          /* integral: "12.0" */
+			*--p = '.';
+		}
+		for (unsigned i = 0; i < k; i++, m /= 10)
+			*--p = (char)('0' + m % 10);
+		if (k)
+			*--p = '.';
+		do {
+			*--p = (char)('0' + m % 10);
+			m /= 10;
+		} while (m);
+		if (signbit(d))
+			*--p = '-';
+		/* Trailing zeros of the fraction cannot occur: k is minimal. */
+		memcpy(buf, p, (size_t)(e - p));
+		buf[e - p] = '\0';
+		return (size_t)(e - p);
+	}
+	return 0;
+}
+
 size_t pr_json_fmt_double(double d, char *buf, size_t len)
 {
 	int n = 0;
+	size_t fast = fmt_decimal(d, buf, len);
 
+	if (fast)
+		return fast;
 	if (!isfinite(d)) {
 		n = snprintf(buf, len, "null");
 		return (size_t)n;

@@ -376,6 +376,28 @@ int pr_price_lookup(struct pr_price *e, const char *zone, size_t len, pr_price_c
 
 /* ---- JSON ---- */
 
+/* "2026-11-27T03:00:00.123Z" for unix ms; the part up to the seconds is
+ * formatted once per second (gmtime and printf cost more than the rest of
+ * a price object). */
+static void fmt_timestamp(uint64_t ms, char out[32])
+{
+	static _Thread_local uint64_t cached_sec = UINT64_MAX;
+	static _Thread_local char cached[32];
+	uint64_t sec = ms / 1000u;
+	unsigned frac = (unsigned)(ms % 1000u);
+
+	if (sec != cached_sec) {
+		util_fmt_iso8601(sec * 1000u, cached, sizeof(cached));
+		cached_sec = sec;
+	}
+	memcpy(out, cached, 20);                 /* "YYYY-MM-DDTHH:MM:SS." */
+	out[20] = (char)('0' + frac / 100);
+	out[21] = (char)('0' + frac / 10 % 10);
+	out[22] = (char)('0' + frac % 10);
+	out[23] = 'Z';
+	out[24] = '\0';
+}
+
 int pr_price_json(struct pr_buf *b, const struct pr_answer *a)
 {
 	char ts[32];
@@ -398,7 +420,7 @@ int pr_price_json(struct pr_buf *b, const struct pr_answer *a)
 	pr_buf_puts(b, a->freshness);
 	PR_JSON_LIT(b, "\",\"age_ms\":");
 	pr_buf_put_u64(b, a->age_ms);
-	util_fmt_iso8601(a->ts_ms, ts, sizeof(ts));
+	fmt_timestamp(a->ts_ms, ts);
 	PR_JSON_LIT(b, ",\"timestamp\":\"");
 	pr_buf_puts(b, ts);
 	PR_JSON_LIT(b, "\",\"mode\":\"");

@@ -157,6 +157,37 @@ START_TEST(json_double_round_trips)
 }
 END_TEST
 
+START_TEST(json_double_fast_path_round_trips)
+{
+	/* Decimal prices take the exact fast path; everything read back must
+	 * be the same double, bit for bit, decimal-looking or not. */
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+
+	ck_assert_str_eq(dbl(123456.789), "123456.789");
+	ck_assert_str_eq(dbl(0.000001), "0.000001");
+	ck_assert_str_eq(dbl(-2.25), "-2.25");
+	ck_assert_str_eq(dbl(-0.0), "-0.0");
+	ck_assert_str_eq(dbl(100.0), "100.0");
+	ck_assert_str_eq(dbl(1.7000000000000002), "1.7000000000000002");
+	for (int i = 0; i < 200000; i++) {
+		double d;
+		const char *s;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		if (i % 2)
+			d = (double)(x % 100000000) / (double)(1u << (x % 7)) / 100.0;
+		else
+			memcpy(&d, &x, sizeof(d));
+		if (!isfinite(d))
+			continue;
+		s = dbl(d);
+		ck_assert_msg(strtod(s, NULL) == d && signbit(strtod(s, NULL)) == signbit(d),
+		              "%s does not read back to %.17g", s, d);
+	}
+}
+END_TEST
+
 START_TEST(json_double_non_finite)
 {
 	ck_assert_str_eq(dbl(NAN), "null");
@@ -447,6 +478,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, json_worst_case_growth);
 	tcase_add_test(tc, json_double_shortest);
 	tcase_add_test(tc, json_double_round_trips);
+	tcase_add_test(tc, json_double_fast_path_round_trips);
 	tcase_add_test(tc, json_double_non_finite);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("route");
