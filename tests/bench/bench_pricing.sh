@@ -14,10 +14,12 @@
 #   5. redis-benchmark HGETALL pricing:z1 at the same concurrency, no
 #      pipelining.
 # CPU per request comes from /proc/PID/stat (utime + stime) before and
-# after, for the eq-pricing worker and the nginx worker.
+# after, for the eq-pricing worker and the nginx worker.  eq-pricing and
+# nginx runs are interleaved ROUNDS times and medians printed, because the
+# machine may be shared.
 #
 # Usage: tests/bench/bench_pricing.sh [BUILD_DIR]
-# Env:   DURATION (10)  WARMUP (2)  CONNS (64)  KEEP=1 (keep the temp dir)
+# Env:   DURATION (10)  WARMUP (2)  CONNS (64)  ROUNDS (3)  KEEP=1 (keep the temp dir)
 # This is a benchmark, not a test: it prints figures and whether the
 # issue's targets were met, and exits 0 unless something failed to run.
 set -euo pipefail
@@ -27,6 +29,7 @@ BUILD=$(cd "${1:-${EQ_BUILD_DIR:-$REPO/build}}" && pwd)
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-3}
 TOKEN=bench-token
 TICK=$(getconf CLK_TCK)
 
@@ -145,27 +148,19 @@ stop_daemon() {
 
 URL="http://127.0.0.1:$HPORT/v1/pricing/z1"
 declare -A R P C
+add() {   # name: appends this run's figures to the lists
+  R[$1]="${R[$1]:-} $RPS"; P[$1]="${P[$1]:-} $P99_MS"; C[$1]="${C[$1]:-} $US_PER_REQ"
+}
+median() { python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 
 start_daemon
 BODY_BYTES=$(curl -s -H "Authorization: Bearer $TOKEN" "$URL" | wc -c)
-echo "eq-pricing worker pid(s): $PRICING; answer body $BODY_BYTES bytes; $KAFKA_NOTE"
-run_wrk "$URL" $PRICING; R[normal]=$RPS; P[normal]=$P99_MS; C[normal]=$US_PER_REQ
-"$BUILD/eqctl/eqctl" --shm "$SHM" mode emergency >/dev/null
-curl -s -H "Authorization: Bearer $TOKEN" "$URL" | grep -q '"source":"stale"' ||
-  { echo "bench_pricing: the emergency answer is not from the stale table" >&2; exit 1; }
-run_wrk "$URL" $PRICING; R[stale]=$RPS; P[stale]=$P99_MS; C[stale]=$US_PER_REQ
-"$BUILD/eqctl/eqctl" --shm "$SHM" mode auto >/dev/null
-stop_daemon
 
-start_daemon EQ_PRICING_QUOTES=0
-run_wrk "$URL" $PRICING; R[noquotes]=$RPS; P[noquotes]=$P99_MS; C[noquotes]=$US_PER_REQ
-stop_daemon
-
-# ---- nginx, same body size ----
+# ---- nginx, same body size (measured between our runs) ----
 NPORT=$(free_port)
 mkdir -p "$TMP/nginx"
 NBODY=$(python3 -c "print('x' * ($BODY_BYTES - 2))")
-cat >"$TMP/nginx/nginx.conf" <<EOF
+cat >"$TMP/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 daemon off;
 pid $TMP/nginx/nginx.pid;
@@ -178,20 +173,46 @@ http {
     location / { default_type application/json; return 200 '"$NBODY"'; }
   }
 }
-EOF
+NGINX
 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$NPORT/"
 NWORKER=$(pgrep -P "$(cat "$TMP/nginx/nginx.pid")" | head -1)
-run_wrk "http://127.0.0.1:$NPORT/v1/pricing/z1" "$NWORKER"; R[nginx]=$RPS; P[nginx]=$P99_MS; C[nginx]=$US_PER_REQ
+echo "eq-pricing worker pid(s): $PRICING; nginx worker $NWORKER; answer body $BODY_BYTES bytes; $KAFKA_NOTE"
 
-# ---- redis-benchmark ----
-RB=$(redis-benchmark -p "$RPORT" -c "$CONNS" -n 400000 -q HGETALL pricing:z1 2>/dev/null |
-  tr '\r' '\n' | awk '/requests per second/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9.]+$/) v=$i} END {print v}')
+# Interleaved rounds: the machine may be shared, so each figure is the
+# median of ROUNDS runs taken side by side rather than one run each.
+for round in $(seq 1 "$ROUNDS"); do
+  run_wrk "$URL" $PRICING; add normal
+  "$BUILD/eqctl/eqctl" --shm "$SHM" mode emergency >/dev/null
+  curl -s -H "Authorization: Bearer $TOKEN" "$URL" | grep -q '"source":"stale"' ||
+    { echo "bench_pricing: the emergency answer is not from the stale table" >&2; exit 1; }
+  run_wrk "$URL" $PRICING; add stale
+  "$BUILD/eqctl/eqctl" --shm "$SHM" mode auto >/dev/null
+  run_wrk "http://127.0.0.1:$NPORT/v1/pricing/z1" "$NWORKER"; add nginx
+done
+stop_daemon
+
+start_daemon EQ_PRICING_QUOTES=0
+for round in $(seq 1 "$ROUNDS"); do
+  run_wrk "$URL" $PRICING; add noquotes
+done
+stop_daemon
+
+# ---- redis-benchmark, no pipelining, same concurrency ----
+RBS=""
+for round in $(seq 1 "$ROUNDS"); do
+  RBS="$RBS $(redis-benchmark -p "$RPORT" -c "$CONNS" -n 300000 -q HGETALL pricing:z1 2>/dev/null |
+    tr '\r' '\n' | awk '/requests per second/ {for (i=1;i<=NF;i++) if ($i ~ /^[0-9.]+$/) v=$i} END {print v}')"
+done
+RB=$(median $RBS)
+for k in normal noquotes stale nginx; do
+  R[$k]=$(median ${R[$k]}); P[$k]=$(median ${P[$k]}); C[$k]=$(median ${C[$k]})
+done
 
 date_utc=$(date -u +%Y-%m-%dT%H:%MZ)
 echo
-echo "bench_pricing $date_utc  wrk -t1 -c$CONNS -d${DURATION}s  $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "bench_pricing $date_utc  wrk -t1 -c$CONNS -d${DURATION}s, median of $ROUNDS interleaved rounds, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 printf '%-34s %12s %10s %12s\n' "run" "req/s" "p99 ms" "CPU us/req"
 printf '%-34s %12s %10s %12s\n' "eq-pricing normal (Redis, quotes)" "${R[normal]}" "${P[normal]}" "${C[normal]}"
 printf '%-34s %12s %10s %12s\n' "eq-pricing normal, quotes off" "${R[noquotes]}" "${P[noquotes]}" "${C[noquotes]}"
