@@ -786,6 +786,8 @@ static void conn_finish(struct pr_conn *c)
 	if (c->shutting || c->closing)
 		return;
 	c->shutting = true;
+	/* Cap for the shutdown itself; on_shutdown sets the linger time. */
+	c->linger_until = uv_now(c->srv->loop) + c->srv->lim.idle_timeout_ms;
 	c->sreq.data = c;
 	if (c->reading) {
 		uv_read_stop((uv_stream_t *)&c->tcp);
