@@ -1073,7 +1073,7 @@ void be_pg_destroy(struct be_pg **pc)
 static int pg_submit(struct be_pg *c, enum op_kind kind, const char *text, be_pg_cb cb, void *arg)
 {
 	struct be_pg_op *op;
-	char msg[BE_ERRMSG_MAX];
+	char msg[BE_ERRMSG_MAX] = "";
 
 	if (!c || !text || !cb)
 		return -EINVAL;

@@ -161,7 +161,7 @@ static int check_email(const char *v, char *why, size_t whylen)
 const struct conf__key conf__keys[] = {
 	S(shm, name, "/equilibrium", 2, check_shm_name, RESTART),
 	U(shm, zones_capacity, "65536", 1, 16777216, RESTART),
-	U(shm, ring_bytes, "16777216", 65536, UINT64_C(4294967296), RESTART),
+	U(shm, ring_bytes, "16777216", 65536, UINT64_C(536870912), RESTART),  /* event ring: 2^20 slots of 512 B at most */
 	S(shm, group, "", 0, check_group, RESTART),
 
 	{ "http", "listen", CONF__LISTEN, FIELD(http, listen), "127.0.0.1:8080",

@@ -22,6 +22,12 @@ struct shm {
 	struct shm_prices *prices;
 	void *ring;
 	uint64_t ring_bytes;
+	/* Validated at attach and kept here: the segment's copies may be
+	 * changed by any process, and indexing with them must stay in bounds. */
+	struct shm_section sections[SHM_SEC__COUNT];
+	uint32_t zones_capacity;             /* as created */
+	uint64_t price_slots;                /* entries[] length */
+	uint64_t hash_seed;                  /* keys the price hash */
 };
 
 /* Bounded retries for seqlock readers before they report "busy". */
@@ -38,5 +44,7 @@ void shm__history_init(struct shm *s);
 void shm__prices_init(struct shm *s, uint32_t zones_capacity);
 uint64_t shm__prices_bytes(uint32_t zones_capacity);
 uint64_t shm__prices_slots(uint32_t zones_capacity);
+/* Removes later duplicates of a zone just inserted (shm_prices.c). */
+void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len);
 
 #endif

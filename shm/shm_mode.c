@@ -5,6 +5,7 @@
  * by CAS on the one mode word, so a writer killed at any instant leaves
  * either the old or the new word, never a mix.
  */
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,15 +22,31 @@ struct mode_word {
 	uint16_t seq;
 };
 
+/* The word is shared data: a 2-bit field can hold 3, which is no mode.
+ * Out-of-range values read as the most severe one, and the effective mode
+ * is always recomputed as max(auto, override), so nothing derived from the
+ * word can index a per-mode array out of bounds (shm_check still reports
+ * the raw word; the next change rewrites it whole). */
+static unsigned clamp_mode(unsigned v)
+{
+	return v < EQ_MODE__COUNT ? v : EQ_MODE__COUNT - 1;
+}
+
+static unsigned clamp_override(unsigned v)
+{
+	return v < EQ_OVERRIDE__COUNT ? v : EQ_OVERRIDE__COUNT - 1;
+}
+
 static struct mode_word unpack(uint64_t w)
 {
-	return (struct mode_word){
-		.auto_mode = (unsigned)(w & 3u),
-		.override = (unsigned)((w >> 2) & 3u),
-		.effective = (unsigned)((w >> 4) & 3u),
+	struct mode_word m = {
+		.auto_mode = clamp_mode((unsigned)(w & 3u)),
+		.override = clamp_override((unsigned)((w >> 2) & 3u)),
 		.since_ms = (w >> 6) & SINCE_MASK,
 		.seq = (uint16_t)(w >> 48),
 	};
+	m.effective = UTIL_MAX(m.auto_mode, m.override);
+	return m;
 }
 
 static uint64_t pack(const struct mode_word *m)
@@ -57,7 +74,7 @@ void shm_mode_get(const struct shm *s, struct shm_mode_view *out)
 enum eq_mode shm_mode_effective(const struct shm *s)
 {
 	uint64_t w = atomic_load_explicit(&s->mode->word, memory_order_acquire);
-	return (enum eq_mode)((w >> 4) & 3u);
+	return (enum eq_mode)unpack(w).effective;
 }
 
 /* Applies fn to the mode word by CAS; records the transition.  Returns 1 if
@@ -101,7 +118,7 @@ static int mode_update(struct shm *s, int kind, unsigned value, int expect, int 
 		.component = (uint8_t)(component < 0 ? 0xff : component),
 		.pid = (int32_t)pid,
 	};
-	util_strlcpy(r.cause, cause != NULL ? cause : "", sizeof(r.cause));
+	util_strlcpy_utf8(r.cause, cause != NULL ? cause : "", sizeof(r.cause));
 	uint64_t idx = shm_history_append(s, &r);
 	atomic_store_explicit(&s->mode->last_history, idx, memory_order_release);
 	return 1;
@@ -109,11 +126,13 @@ static int mode_update(struct shm *s, int kind, unsigned value, int expect, int 
 
 int shm_mode_set_auto(struct shm *s, enum eq_mode m, int component, const char *cause)
 {
+	assert((unsigned)m < EQ_MODE__COUNT);
 	return mode_update(s, EQ_HIST_AUTO, (unsigned)m, -1, component, getpid(), cause);
 }
 
 int shm_mode_set_override(struct shm *s, enum eq_override o, pid_t pid, const char *cause)
 {
+	assert((unsigned)o < EQ_OVERRIDE__COUNT);
 	return mode_update(s, EQ_HIST_OVERRIDE, (unsigned)o, -1, -1, pid, cause);
 }
 
@@ -161,7 +180,7 @@ uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r)
 	e->mode_to = r->mode_to;
 	e->component = r->component;
 	e->pid = r->pid;
-	util_strlcpy(e->cause, r->cause, sizeof(e->cause));
+	util_strlcpy_utf8(e->cause, r->cause, sizeof(e->cause));
 	atomic_store_explicit(&e->seq, 2 * idx + 2, memory_order_release);
 	return idx;
 }
@@ -193,6 +212,7 @@ size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
 			continue;
+		util_utf8_sanitize(r.cause);            /* another process's bytes */
 		out[n++] = r;
 	}
 	return n;

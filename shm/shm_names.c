@@ -20,7 +20,7 @@ static const int http_codes[] = { EQ_HTTP_CODE_TBL(CODE_VAL) };
 #define BKT_VAL(us) us,
 static const uint64_t buckets[] = { EQ_LATENCY_BUCKET_TBL(BKT_VAL) };
 
-#define LOOKUP(tbl, i) ((i) < sizeof(tbl) / sizeof(tbl[0]) ? tbl[i] : "invalid")
+#define LOOKUP(tbl, i) ((i) < sizeof(tbl) / sizeof((tbl)[0]) ? (tbl)[i] : "invalid")
 
 const char *shm_mode_name(unsigned m) { return LOOKUP(mode_names, m); }
 const char *shm_override_name(unsigned o) { return LOOKUP(override_names, o); }

@@ -4,17 +4,29 @@
  * by everyone.  Protocol (see shm_types.h and docs/shared-memory.md):
  *
  *   lock = (writer pid << 32) | seq32.  Writers take a slot by CAS from the
- *   exact stable value they scanned to (pid, seq+1), write, then release with
- *   (0, seq+2).  Readers copy between two loads of lock and retry while it is
- *   odd or changed; after SHM__READ_RETRIES they treat the slot as absent.
- *   A slot held by a dead pid is never waited on: writers take it over (all
- *   fields are rewritten), the supervisor's reaper releases it as free.
+ *   exact stable value they scanned to (pid, odd seq), write, then release
+ *   with (0, next even seq).  Readers copy between two loads of lock and
+ *   retry while it is odd or changed; after SHM__READ_RETRIES they treat the
+ *   slot as absent.  A slot held by a dead pid is never waited on: writers
+ *   take it over (all fields are rewritten), the supervisor's reaper
+ *   releases it as free.
+ *
+ *   seq32: bit 0 = held; bit 1 (only while held) = the slot was USED as
+ *   last published, i.e. as readers last saw it; bits 2..31 count releases
+ *   and takeovers (a take sets the low bits and the pid: the word changes).
+ *   The bit lets whoever finishes a dead writer's hold (a taking-over
+ *   writer, the reaper) keep `used` exact: the dead writer's own `flags`
+ *   byte may already hold what it meant to publish.  A takeover keeps the
+ *   bit, since nothing was published in between.  `used` itself changes
+ *   after the release; a writer killed in those few instructions leaves it
+ *   off by one, so decrements saturate at zero.
  *
  * The data copy between the two lock loads races with writers by design (a
  * seqlock); the second load discards any copy a writer touched.
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,11 +38,19 @@
 #define LOCK_SEQ(w)   ((uint32_t)(w))
 #define LOCK_HELD(w)  (((w) & 1u) != 0)
 #define LOCK_MAKE(pid, seq) (((uint64_t)(uint32_t)(pid) << 32) | (uint32_t)(seq))
+#define SEQ_HELD      1u
+#define SEQ_WAS_USED  2u              /* held word: published state was USED */
+#define SEQ_STEP      4u
+#define LOCK_WAS_USED(w) ((LOCK_SEQ(w) & SEQ_WAS_USED) != 0)
 
 /* Attempts a store makes before giving up when slots keep changing under it. */
 #define STORE_ATTEMPTS 8
-/* Spins a writer waits for a live writer's slot in its window. */
+/* Spins a writer waits for a live writer's slot in its window, and how
+ * often it asks the kernel whether the holder still lives (a kill(2) costs
+ * about a microsecond; asking on every spin made one store meeting a
+ * stalled writer cost 6 ms of the caller's event loop). */
 #define WRITER_SPINS 4000
+#define WRITER_ALIVE_EVERY 512
 
 uint64_t shm__prices_slots(uint32_t zones_capacity)
 {
@@ -51,15 +71,17 @@ void shm__prices_init(struct shm *s, uint32_t zones_capacity)
 	/* Entries are zero (fresh tmpfs pages): lock 0 = never used. */
 }
 
-static inline uint64_t home_slot(const struct shm_prices *p, uint64_t h)
+/* Slot math uses the handle's validated slot count (s->price_slots), never
+ * the segment's copy, which any process could change under us. */
+static inline uint64_t home_slot(uint64_t slots, uint64_t h)
 {
 	__extension__ typedef unsigned __int128 u128;
-	return (uint64_t)(((u128)h * p->slots) >> 64);
+	return (uint64_t)(((u128)h * slots) >> 64);
 }
 
-static inline uint64_t next_slot(const struct shm_prices *p, uint64_t i)
+static inline uint64_t next_slot(uint64_t slots, uint64_t i)
 {
-	return ++i == p->slots ? 0 : i;
+	return ++i == slots ? 0 : i;
 }
 
 /* The entry fields after `lock`, copied as one block. */
@@ -102,6 +124,8 @@ static void to_public(const struct shm_price_entry *c, struct shm_price *out)
 	size_t len = c->zone_len <= SHM_ZONE_ID_MAX ? c->zone_len : SHM_ZONE_ID_MAX;
 	memcpy(out->zone_id, c->zone_id, len);
 	out->zone_id[len] = '\0';
+	len = strlen(out->zone_id);             /* a NUL inside: the id ends there */
+	util_utf8_sanitize(out->zone_id);       /* for JSON and terminals (eqctl) */
 	out->zone_len = len;
 	out->base_fare = c->base_fare;
 	out->surge_multiplier = c->surge_multiplier;
@@ -117,10 +141,10 @@ int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct 
 	if (len == 0 || len > SHM_ZONE_ID_MAX)
 		return -EINVAL;
 	const struct shm_prices *p = s->prices;
-	uint64_t h = util_hash64(zone, len, s->hdr->hash_seed);
-	uint64_t i = home_slot(p, h);
+	uint64_t h = util_hash64(zone, len, s->hash_seed);
+	uint64_t i = home_slot(s->price_slots, h);
 	bool busy = false;
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		const struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
@@ -171,12 +195,46 @@ static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_p
 	memset(e->zone_id + len, 0, SHM_ZONE_ID_MAX - len);
 }
 
-/* Takes slot e from the scanned word w (stable, or held by a dead pid).
- * Returns the held word we now own, or 0 if e changed since the scan. */
-static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
+/* Our pid, cached: getpid(2) is a real system call (glibc stopped caching
+ * it) and cost most of a refresh store here.  A fork() child clears the
+ * cache before it runs (pthread_atfork), so it never writes the parent's
+ * pid into a lock word. */
+static _Atomic pid_t prices__pid_cache;
+static pthread_once_t prices__pid_once = PTHREAD_ONCE_INIT;
+
+static void prices__pid_forget(void)
 {
-	uint32_t seq = LOCK_SEQ(w) + (LOCK_HELD(w) ? 2u : 1u);   /* stays odd */
-	uint64_t mine = LOCK_MAKE(getpid(), seq);
+	atomic_store_explicit(&prices__pid_cache, 0, memory_order_relaxed);
+}
+
+static void prices__pid_once_init(void)
+{
+	pthread_atfork(NULL, NULL, prices__pid_forget);
+}
+
+static pid_t prices__getpid(void)
+{
+	pid_t pid = atomic_load_explicit(&prices__pid_cache, memory_order_relaxed);
+	if (pid == 0) {
+		pthread_once(&prices__pid_once, prices__pid_once_init);
+		pid = getpid();
+		atomic_store_explicit(&prices__pid_cache, pid, memory_order_relaxed);
+	}
+	return pid;
+}
+
+/* Takes slot e from the scanned word w: stable, with was_used = whether the
+ * copy that went with w had SHM_PRICE_F_USED; or held by a dead pid (the
+ * held word already carries the published state; was_used is ignored).
+ * Returns the held word we now own, or 0 if e changed since the scan. */
+static uint64_t take_slot(struct shm_price_entry *e, uint64_t w, bool was_used)
+{
+	uint32_t seq;
+	if (LOCK_HELD(w))
+		seq = LOCK_SEQ(w) + SEQ_STEP;            /* keeps held + was-used */
+	else
+		seq = (LOCK_SEQ(w) & ~(SEQ_STEP - 1)) | SEQ_HELD | (was_used ? SEQ_WAS_USED : 0);
+	uint64_t mine = LOCK_MAKE(prices__getpid(), seq);
 	if (!atomic_compare_exchange_strong_explicit(&e->lock, &w, mine,
 	                                             memory_order_acq_rel, memory_order_relaxed))
 		return 0;
@@ -185,60 +243,61 @@ static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
 	return mine;
 }
 
+/* Publishes the entry: (0, next counter), even.  The counter wraps after
+ * 2^30 writes to one slot (hours for a hot zone); the stable word 0 means
+ * "never used" and ends every probe, so the wrap skips it. */
 static void release_slot(struct shm_price_entry *e, uint64_t mine)
 {
-	atomic_store_explicit(&e->lock, LOCK_MAKE(0, LOCK_SEQ(mine) + 1u), memory_order_release);
+	uint32_t seq = (LOCK_SEQ(mine) & ~(SEQ_STEP - 1)) + SEQ_STEP;
+	if (seq == 0)
+		seq = SEQ_STEP;
+	atomic_store_explicit(&e->lock, LOCK_MAKE(0, seq), memory_order_release);
 }
 
-/* After inserting key at slot `mine_idx`, removes a duplicate that a racing
- * inserter may have created: of two copies the one earlier in probe order
- * stays (both racers apply the same rule, so exactly one copy survives). */
-static void dedup_after_insert(struct shm *s, uint64_t h, const char *zone, size_t len, uint64_t mine_idx)
+/* used - 1, never below zero (see the header: a kill between a release and
+ * its count update leaves the count off by one). */
+static void used_dec(struct shm_prices *p)
+{
+	uint64_t v = atomic_load_explicit(&p->used, memory_order_relaxed);
+	while (v > 0 && !atomic_compare_exchange_weak_explicit(&p->used, &v, v - 1, memory_order_relaxed,
+	                                                       memory_order_relaxed))
+		;
+}
+
+/* After inserting key, removes a duplicate that a racing inserter may have
+ * created: of two copies the one earlier in probe order stays.  Every slot
+ * is judged by a stable copy taken now, our own included: it may have been
+ * evicted or replaced since we released it, and then it is no copy.  A copy
+ * is removed only if an earlier one was seen stable in this same scan, so
+ * racers applying the same rule never remove the earliest copy between
+ * them; slots held mid-write are unknown and left alone (a duplicate that
+ * stays is shadowed by the earlier copy, never a wrong answer). */
+void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len)
 {
 	struct shm_prices *p = s->prices;
-	uint64_t i = home_slot(p, h);
-	bool seen_mine = false;
-	uint64_t first = UINT64_MAX;
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	uint64_t i = home_slot(s->price_slots, h);
+	bool have_first = false;
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
 			break;
-		if (i == mine_idx) {
-			seen_mine = true;
-			if (first == UINT64_MAX)
-				first = i;
-			continue;
-		}
 		if (LOCK_HELD(w) || __atomic_load_n(&e->hash, __ATOMIC_RELAXED) != h)
 			continue;
 		struct shm_price_entry c;
 		if (!copy_if_stable(e, w, &c) || !key_equal(&c, h, zone, len))
 			continue;
-		if (first == UINT64_MAX) {
-			first = i;      /* an earlier copy: ours is the duplicate */
+		if (!have_first) {
+			have_first = true;      /* the earliest copy: it stays */
 			continue;
 		}
-		/* A later copy than the first: remove it. */
-		uint64_t held = take_slot(e, w);
+		/* A later copy: remove it, unless it changed since the copy. */
+		uint64_t held = take_slot(e, w, true);
 		if (held == 0)
 			continue;
 		e->flags = SHM_PRICE_F_RECLAIMED;
 		release_slot(e, held);
-		atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
-	}
-	if (seen_mine && first != mine_idx) {
-		struct shm_price_entry *e = &p->entries[mine_idx];
-		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
-		struct shm_price_entry c;
-		if (!LOCK_HELD(w) && copy_if_stable(e, w, &c) && key_equal(&c, h, zone, len)) {
-			uint64_t held = take_slot(e, w);
-			if (held != 0) {
-				e->flags = SHM_PRICE_F_RECLAIMED;
-				release_slot(e, held);
-				atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
-			}
-		}
+		used_dec(p);
 	}
 }
 
@@ -249,12 +308,12 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 	    (in->source != EQ_SOURCE_REDIS && in->source != EQ_SOURCE_DATABASE))
 		return -EINVAL;
 	struct shm_prices *p = s->prices;
-	uint64_t h = util_hash64(in->zone_id, len, s->hdr->hash_seed);
+	uint64_t h = util_hash64(in->zone_id, len, s->hash_seed);
 
 	/* Fast path, the common case: refreshing a zone that is present.  Only
 	 * entries with our hash are copied (like a lookup). */
-	uint64_t i = home_slot(p, h);
-	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+	uint64_t i = home_slot(s->price_slots, h);
+	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0 || LOCK_HELD(w))
@@ -266,7 +325,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		if (!key_equal(&c, h, in->zone_id, len))
 			continue;
-		uint64_t held = take_slot(e, w);
+		uint64_t held = take_slot(e, w, true);
 		if (held == 0)
 			break;
 		fill_entry(e, h, in, len);
@@ -275,13 +334,12 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 	}
 
 	for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
-		i = home_slot(p, h);
+		i = home_slot(s->price_slots, h);
 		int64_t match = -1, free_slot = -1, dead = -1, oldest = -1;
 		uint64_t match_w = 0, free_w = 0, dead_w = 0, oldest_w = 0, oldest_read = UINT64_MAX;
 		bool restart = false, live_held = false;
-		uint8_t dead_flags = 0;
 
-		for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+		for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 			struct shm_price_entry *e = &p->entries[i];
 			uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 			if (w == 0) {                   /* never used: end of the chain */
@@ -292,7 +350,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 				break;
 			}
 			for (int spin = 0; LOCK_HELD(w) && spin < WRITER_SPINS; spin++) {
-				if (!shm_pid_alive(LOCK_PID(w)))
+				if (spin % WRITER_ALIVE_EVERY == 0 && !shm_pid_alive(LOCK_PID(w)))
 					break;
 				shm__cpu_relax();
 				w = atomic_load_explicit(&e->lock, memory_order_acquire);
@@ -303,7 +361,6 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 				} else if (dead < 0) {
 					dead = (int64_t)i;
 					dead_w = w;
-					dead_flags = __atomic_load_n(&e->flags, __ATOMIC_RELAXED);
 				}
 				continue;
 			}
@@ -354,7 +411,8 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			return -EBUSY;
 		}
 		struct shm_price_entry *e = &p->entries[t];
-		uint64_t held = take_slot(e, tw);
+		/* A free slot was not USED as published; match and evict were. */
+		uint64_t held = take_slot(e, tw, kind == T_MATCH || kind == T_EVICT);
 		if (held == 0)
 			continue;               /* changed since the scan: rescan */
 		fill_entry(e, h, in, len);
@@ -368,7 +426,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		case T_DEAD:
 			atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
-			if (!(dead_flags & SHM_PRICE_F_USED))
+			if (!LOCK_WAS_USED(dead_w))
 				atomic_fetch_add_explicit(&p->used, 1, memory_order_relaxed);
 			break;
 		case T_EVICT:
@@ -376,7 +434,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 			break;
 		}
 		if (kind != T_MATCH)
-			dedup_after_insert(s, h, in->zone_id, len, (uint64_t)t);
+			shm__prices_dedup(s, h, in->zone_id, len);
 		return 0;
 	}
 	atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
@@ -386,8 +444,8 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 void shm_prices_stats(const struct shm *s, struct shm_prices_stats *out)
 {
 	const struct shm_prices *p = s->prices;
-	out->slots = p->slots;
-	out->capacity = s->hdr->zones_capacity;
+	out->slots = s->price_slots;
+	out->capacity = s->zones_capacity;
 	out->used = atomic_load(&p->used);
 	out->replaced = atomic_load(&p->replaced);
 	out->busy = atomic_load(&p->busy);
@@ -398,7 +456,7 @@ size_t shm_prices_foreach(const struct shm *s, int (*fn)(const struct shm_price 
 {
 	const struct shm_prices *p = s->prices;
 	size_t n = 0;
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		const struct shm_price_entry *e = &p->entries[i];
 		if (atomic_load_explicit(&e->lock, memory_order_relaxed) == 0)
 			continue;
@@ -420,19 +478,21 @@ size_t shm_prices_release_pid(struct shm *s, pid_t pid)
 {
 	struct shm_prices *p = s->prices;
 	size_t n = 0;
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (!LOCK_HELD(w) || LOCK_PID(w) != pid)
 			continue;
-		uint64_t held = take_slot(e, w);
+		uint64_t held = take_slot(e, w, false);
 		if (held == 0)
 			continue;
-		/* Whatever pid wrote was never visible: the slot becomes free. */
-		if (e->flags & SHM_PRICE_F_USED)
-			atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+		/* Whatever pid wrote was never visible: the slot becomes free.
+		 * It leaves the count if readers last saw it USED (the held word
+		 * says; pid's half-written flags do not). */
 		e->flags = SHM_PRICE_F_RECLAIMED;
 		release_slot(e, held);
+		if (LOCK_WAS_USED(w))
+			used_dec(p);
 		atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
 		n++;
 	}
@@ -453,7 +513,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 {
 	const struct shm_prices *p = s->prices;
 	char buf[256];
-	for (uint64_t i = 0; i < p->slots; i++) {
+	for (uint64_t i = 0; i < s->price_slots; i++) {
 		const struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
 		if (w == 0)
@@ -477,16 +537,16 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 		bool bad = c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX ||
 		           (c.source != EQ_SOURCE_REDIS && c.source != EQ_SOURCE_DATABASE) ||
 		           !isfinite(c.base_fare) || !isfinite(c.surge_multiplier);
-		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hdr->hash_seed) != c.hash)
+		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hash_seed) != c.hash)
 			bad = true;
 		if (!bad) {
 			/* Reachable: within the probe window of its home slot. */
-			uint64_t home = home_slot(p, c.hash);
-			uint64_t dist = i >= home ? i - home : i + p->slots - home;
-			if (dist >= p->window)
+			uint64_t home = home_slot(s->price_slots, c.hash);
+			uint64_t dist = i >= home ? i - home : i + s->price_slots - home;
+			if (dist >= SHM_PRICE_WINDOW)
 				bad = true;
 			/* Shadowed duplicate: an earlier copy in its window. */
-			for (uint64_t j = home; !bad && j != i; j = next_slot(p, j)) {
+			for (uint64_t j = home; !bad && j != i; j = next_slot(s->price_slots, j)) {
 				const struct shm_price_entry *o = &p->entries[j];
 				struct shm_price_entry oc;
 				if (!LOCK_HELD(snapshot(o, &oc, 64)) &&

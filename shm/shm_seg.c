@@ -3,6 +3,7 @@
  * Called by equilibriumd (create/attach RW, lock), the workers (attach RW)
  * and eqctl (attach RO).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -25,9 +26,22 @@
 struct layout {
 	struct shm_section sec[SHM_SEC__COUNT];
 	uint64_t total;
+	uint32_t zones_capacity;             /* the capacity it was computed for */
 };
 
-static void compute_layout(uint32_t zones_capacity, uint64_t ring_bytes, struct layout *l)
+/* The largest event ring this build formats (its slot count is bounded). */
+#ifndef EQ_SHM_NO_RING
+#define RING_BYTES_MAX shm_ring_bytes_for(SHM_RING_MAX_SLOTS)
+#else
+#define RING_BYTES_MAX (UINT64_C(1) << 40)
+#endif
+#define RING_BYTES_MIN 65536u
+
+/* Lays the sections out for these capacities: the layout is a function of
+ * them, so attach recomputes it instead of trusting the stored table.
+ * Returns false if the sizes overflow (only a hostile header gets there:
+ * shm_create bounds its inputs). */
+static bool compute_layout(uint32_t zones_capacity, uint64_t ring_bytes, struct layout *l)
 {
 	const uint64_t bytes[SHM_SEC__COUNT] = {
 		[SHM_SEC_MODE] = sizeof(struct shm_mode_table),
@@ -39,25 +53,35 @@ static void compute_layout(uint32_t zones_capacity, uint64_t ring_bytes, struct 
 		[SHM_SEC_RING] = ring_bytes,
 	};
 	uint64_t off = sizeof(struct shm_header);
+	l->zones_capacity = zones_capacity;
 	for (int i = 0; i < SHM_SEC__COUNT; i++) {
+		uint64_t end;
 		l->sec[i].offset = off;
 		l->sec[i].bytes = bytes[i];
-		off = ALIGN_UP(off + bytes[i]);
+		if (__builtin_add_overflow(off, bytes[i], &end) || end > UINT64_MAX - PAGE)
+			return false;
+		off = ALIGN_UP(end);
 	}
 	l->total = off;
+	return true;
 }
 
+/* 0 if the parameters cannot be laid out (sizes beyond 2^64). */
 uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes)
 {
 	struct layout l;
-	compute_layout(zones_capacity, ring_bytes, &l);
-	return l.total;
+	return compute_layout(zones_capacity, ring_bytes, &l) ? l.total : 0;
 }
 
-static void bind_sections(struct shm *s)
+/* Points the handle at the sections of layout l (computed here, never read
+ * back from the segment, which another process may change at any time) and
+ * keeps the price table's geometry and hash seed in the handle for the
+ * same reason. */
+static void bind_sections(struct shm *s, const struct layout *l, uint64_t hash_seed)
 {
 	s->hdr = (struct shm_header *)s->base;
-	const struct shm_section *sec = s->hdr->sections;
+	memcpy(s->sections, l->sec, sizeof(s->sections));
+	const struct shm_section *sec = s->sections;
 	s->mode = (struct shm_mode_table *)(s->base + sec[SHM_SEC_MODE].offset);
 	s->comps = (struct shm_component *)(s->base + sec[SHM_SEC_COMPONENTS].offset);
 	s->workers = (struct shm_worker *)(s->base + sec[SHM_SEC_WORKERS].offset);
@@ -66,6 +90,9 @@ static void bind_sections(struct shm *s)
 	s->prices = (struct shm_prices *)(s->base + sec[SHM_SEC_PRICES].offset);
 	s->ring = s->base + sec[SHM_SEC_RING].offset;
 	s->ring_bytes = sec[SHM_SEC_RING].bytes;
+	s->zones_capacity = l->zones_capacity;
+	s->price_slots = shm__prices_slots(l->zones_capacity);
+	s->hash_seed = hash_seed;
 }
 
 static int valid_name(const char *name, char *err, size_t errlen)
@@ -78,7 +105,7 @@ static int valid_name(const char *name, char *err, size_t errlen)
 	return 0;
 }
 
-static void init_segment(struct shm *s, const struct shm_params *p, const struct layout *l)
+static int init_segment(struct shm *s, const struct shm_params *p, const struct layout *l)
 {
 	struct shm_header *h = s->hdr;
 	memcpy(h->magic, SHM_MAGIC, sizeof(h->magic));
@@ -93,7 +120,7 @@ static void init_segment(struct shm *s, const struct shm_params *p, const struct
 	if (util_random(&h->hash_seed, sizeof(h->hash_seed)) != 0)
 		h->hash_seed = util_mono_us() ^ ((uint64_t)getpid() << 32);
 	memcpy(h->sections, l->sec, sizeof(l->sec));
-	bind_sections(s);
+	bind_sections(s, l, h->hash_seed);
 
 	uint64_t now = util_now_ms();
 	atomic_store(&s->mode->word, (now & ((1ULL << 42) - 1)) << 6);
@@ -104,10 +131,13 @@ static void init_segment(struct shm *s, const struct shm_params *p, const struct
 	shm__history_init(s);
 	shm__prices_init(s, p->zones_capacity);
 #ifndef EQ_SHM_NO_RING
-	shm_ring_format(s->ring, s->ring_bytes);
+	int rc = shm_ring_format(s->ring, s->ring_bytes);
+	if (rc != 0)
+		return rc;
 #endif
 	/* Everything above is visible before the marker (release). */
 	atomic_store_explicit(&h->ready, SHM_READY_MARKER, memory_order_release);
+	return 0;
 }
 
 static int apply_group(int fd, const char *group, char *err, size_t errlen)
@@ -132,12 +162,16 @@ int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t e
 	int rc = valid_name(p->name, err, errlen);
 	if (rc != 0)
 		return rc;
-	if (p->zones_capacity < 1 || p->ring_bytes < 65536) {
-		snprintf(err, errlen, "invalid segment parameters: zones_capacity >= 1 and ring_bytes >= 65536 required");
+	if (p->zones_capacity < 1 || p->ring_bytes < RING_BYTES_MIN || p->ring_bytes > RING_BYTES_MAX) {
+		snprintf(err, errlen, "invalid segment parameters: [shm] zones_capacity must be >= 1 and ring_bytes between %u and %llu (it is %llu)",
+		         RING_BYTES_MIN, (unsigned long long)RING_BYTES_MAX, (unsigned long long)p->ring_bytes);
 		return -EINVAL;
 	}
 	struct layout l;
-	compute_layout(p->zones_capacity, p->ring_bytes, &l);
+	if (!compute_layout(p->zones_capacity, p->ring_bytes, &l)) {
+		snprintf(err, errlen, "invalid segment parameters: the segment would exceed 2^64 bytes");
+		return -EINVAL;
+	}
 
 	struct shm *s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -178,7 +212,12 @@ int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t e
 	}
 	s->size = l.total;
 	s->hdr = (struct shm_header *)s->base;
-	init_segment(s, p, &l);
+	rc = init_segment(s, p, &l);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot format the event ring of segment %s (%s): check [shm] ring_bytes",
+		         p->name, strerror(-rc));
+		goto fail;
+	}
 	*out = s;
 	return 0;
 fail:
@@ -190,7 +229,10 @@ fail:
 	return rc;
 }
 
-static int validate(const struct shm *s, const struct stat *st, char *err, size_t errlen)
+/* Checks the header against the file (st) and this build, and computes the
+ * layout it implies into l.  The segment is another process's data: every
+ * refusal is a one-line reason naming the fix, never an assertion. */
+static int validate(const struct shm *s, const struct stat *st, struct layout *l, char *err, size_t errlen)
 {
 	const struct shm_header *h = s->hdr;
 	if (memcmp(h->magic, SHM_MAGIC, sizeof(h->magic)) != 0) {
@@ -203,13 +245,18 @@ static int validate(const struct shm *s, const struct stat *st, char *err, size_
 	}
 	if (h->version_major != SHM_VERSION_MAJOR) {
 		snprintf(err, errlen, "segment %s has layout version %u.%u, this build speaks %u.x; stop the old daemon and recreate it with equilibriumd --reset-shm",
-		         s->name, h->version_major, h->version_minor, SHM_VERSION_MAJOR);
+		         s->name, (unsigned)h->version_major, (unsigned)h->version_minor, (unsigned)SHM_VERSION_MAJOR);
 		return -EPROTO;
 	}
-	if (h->header_bytes != sizeof(struct shm_header) || h->segment_bytes != (uint64_t)st->st_size ||
-	    h->segment_bytes != shm_size_for(h->zones_capacity, h->ring_bytes)) {
+	/* One read of each field the checks below depend on. */
+	const uint32_t zones = h->zones_capacity;
+	const uint64_t ring = h->ring_bytes, seg_bytes = h->segment_bytes;
+	bool laid_out = zones >= 1 && ring >= RING_BYTES_MIN && ring <= RING_BYTES_MAX &&
+	                compute_layout(zones, ring, l);
+	if (h->header_bytes != sizeof(struct shm_header) || seg_bytes != (uint64_t)st->st_size ||
+	    !laid_out || seg_bytes != l->total) {
 		snprintf(err, errlen, "segment %s has the wrong size (%lld bytes, header says %llu); recreate it with equilibriumd --reset-shm",
-		         s->name, (long long)st->st_size, (unsigned long long)h->segment_bytes);
+		         s->name, (long long)st->st_size, (unsigned long long)seg_bytes);
 		return -EINVAL;
 	}
 	if (h->owner_uid != (uint32_t)st->st_uid) {
@@ -217,13 +264,18 @@ static int validate(const struct shm *s, const struct stat *st, char *err, size_
 		         s->name, h->owner_uid, (unsigned)st->st_uid);
 		return -EPERM;
 	}
-	for (int i = 0; i < SHM_SEC__COUNT; i++) {
-		const struct shm_section *sec = &h->sections[i];
-		if (sec->offset < sizeof(struct shm_header) || sec->offset % PAGE != 0 ||
-		    sec->offset + sec->bytes > h->segment_bytes) {
-			snprintf(err, errlen, "segment %s has a corrupt section table; recreate it with equilibriumd --reset-shm", s->name);
-			return -EPROTO;
-		}
+	/* The stored table must be the layout these capacities give (bounds,
+	 * sizes and order all follow); the handle then uses l, not the table. */
+	struct shm_section stored[SHM_SEC__COUNT];
+	memcpy(stored, h->sections, sizeof(stored));
+	if (memcmp(stored, l->sec, sizeof(stored)) != 0) {
+		snprintf(err, errlen, "segment %s has a corrupt section table; recreate it with equilibriumd --reset-shm", s->name);
+		return -EPROTO;
+	}
+	const struct shm_prices *p = (const struct shm_prices *)(s->base + l->sec[SHM_SEC_PRICES].offset);
+	if (p->slots != shm__prices_slots(zones) || p->window != SHM_PRICE_WINDOW) {
+		snprintf(err, errlen, "segment %s has a corrupt price table header; recreate it with equilibriumd --reset-shm", s->name);
+		return -EPROTO;
 	}
 	return 0;
 }
@@ -285,10 +337,11 @@ int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t 
 		goto fail;
 	}
 	s->hdr = (struct shm_header *)s->base;
-	rc = validate(s, &st, err, errlen);
+	struct layout l;
+	rc = validate(s, &st, &l, err, errlen);
 	if (rc != 0)
 		goto fail;
-	bind_sections(s);
+	bind_sections(s, &l, s->hdr->hash_seed);
 	*out = s;
 	return 0;
 fail:
@@ -341,7 +394,8 @@ const struct shm_header *shm_header(const struct shm *s)
 
 void *shm_section(const struct shm *s, enum shm_section_id id, uint64_t *bytes)
 {
-	const struct shm_section *sec = &s->hdr->sections[id];
+	assert((unsigned)id < SHM_SEC__COUNT);
+	const struct shm_section *sec = &s->sections[id];      /* as validated */
 	if (bytes != NULL)
 		*bytes = sec->bytes;
 	return s->base + sec->offset;

@@ -51,6 +51,18 @@ uint64_t util_hash64(const void *data, size_t len, uint64_t seed);
  * Returns strlen(src); a result >= dstlen means it was truncated. */
 size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
 
+/* Like util_strlcpy, but a truncation never cuts a UTF-8 character in
+ * two: the cut moves back to the start of the character it would split.
+ * Returns strlen(src). */
+size_t util_strlcpy_utf8(char *dst, const char *src, size_t dstlen);
+
+/* Replaces, in place, every byte of s that is not part of a valid UTF-8
+ * sequence (overlong forms, surrogates and code points above U+10FFFF
+ * included) with '?', so text another process wrote can go into JSON
+ * (jansson refuses invalid UTF-8) and onto a terminal.  The length does
+ * not change.  Returns the number of bytes replaced. */
+size_t util_utf8_sanitize(char *s);
+
 /* Parses a base-10 integer/double that must fill the whole string.
  * Returns 0, or -EINVAL (not a number) / -ERANGE (out of [min, max]). */
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);

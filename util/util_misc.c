@@ -79,6 +79,67 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstlen)
 	return n;
 }
 
+size_t util_strlcpy_utf8(char *dst, const char *src, size_t dstlen)
+{
+	size_t n = strlen(src);
+	if (dstlen == 0)
+		return n;
+	size_t c = n < dstlen - 1 ? n : dstlen - 1;
+	/* src[c] is the first byte left out: if it continues a character, that
+	 * character started before the cut and goes out whole (at most 3 back). */
+	if (c < n)
+		for (int back = 0; back < 3 && c > 0 && ((unsigned char)src[c] & 0xc0) == 0x80; back++)
+			c--;
+	memcpy(dst, src, c);
+	dst[c] = '\0';
+	return n;
+}
+
+/* Length of the valid UTF-8 sequence at p with n bytes left (1..4), 0 if
+ * p does not start one. */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	size_t len;
+	uint32_t cp, min;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, cp = c & 0x1f, min = 0x80;
+	else if ((c & 0xf0) == 0xe0)
+		len = 3, cp = c & 0x0f, min = 0x800;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, cp = c & 0x07, min = 0x10000;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3fu);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+size_t util_utf8_sanitize(char *s)
+{
+	size_t n = strlen(s), bad = 0;
+	unsigned char *p = (unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_seq_len(p + i, n - i);
+		if (l == 0) {
+			p[i++] = '?';
+			bad++;
+		} else {
+			i += l;
+		}
+	}
+	return bad;
+}
+
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	if (s == NULL || *s == '\0' || *s == '-' || *s == '+')

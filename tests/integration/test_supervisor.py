@@ -349,7 +349,9 @@ def test_pricing_restart_never_refuses_a_connection(daemon, workers):
     """One pricing worker: while it is dead the listen socket stays open in
     the supervisor, so connections wait in the backlog and are answered by
     its successor."""
-    d = daemon(dict(workers, **{"pricing.workers": "1"}), **FAST)
+    # A 400 ms restart delay keeps the no-worker gap wide enough that some
+    # connections surely land in it, even on a loaded machine.
+    d = daemon(dict(workers, **{"pricing.workers": "1", "supervisor.restart_base_ms": "400"}), **FAST)
     wait_all_ready(d, 3)
     path = "/" if workers else "/healthz"
     assert http_get(d.port, path)[0] == 200

@@ -474,7 +474,7 @@ START_TEST(test_out_of_range)
 	conf_free(&C);
 	expect_error("[shm]\nring_bytes = 99999999999999999999999\n",
 	             "config.ini:2: [shm] ring_bytes = 99999999999999999999999: must be between "
-	             "65536 and 4294967296");
+	             "65536 and 536870912");
 	conf_free(&C);
 	expect_error("[shm]\nzones_capacity = 16777217\n",
 	             "config.ini:2: [shm] zones_capacity = 16777217: must be between 1 and 16777216");
@@ -489,9 +489,9 @@ START_TEST(test_out_of_range)
 	             "config.ini:2: [http] header_timeout_ms = 0: must be between 1 and 3600000");
 	/* The edges themselves are accepted. */
 	conf_free(&C);
-	expect_ok("[shm]\nring_bytes = 4294967296\nzones_capacity = 16777216\n[pricing]\n"
+	expect_ok("[shm]\nring_bytes = 536870912\nzones_capacity = 16777216\n[pricing]\n"
 	          "workers = 62\n[probe]\nfall = 100\n[redis]\nport = 65535\n");
-	ck_assert_uint_eq(C.shm.ring_bytes, 4294967296ull);
+	ck_assert_uint_eq(C.shm.ring_bytes, 536870912ull);
 	ck_assert_uint_eq(C.pricing.workers, 62);
 	ck_assert_uint_eq(C.redis.port, 65535);
 }
