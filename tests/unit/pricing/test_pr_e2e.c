@@ -35,7 +35,7 @@ struct e2e {
 	uv_async_t cmd;
 	sem_t ready;
 	unsigned port;
-	volatile int stop;
+	volatile int stop, drain;
 };
 
 static struct e2e E;
@@ -44,6 +44,11 @@ static void on_cmd(uv_async_t *a)
 {
 	struct e2e *e = a->data;
 
+	if (e->drain == 1) {
+		e->drain = 2;
+		e->pr.ready = false;
+		pr_http_drain(e->pr.http);
+	}
 	if (e->stop) {
 		pr_http_close(e->pr.http);
 		pr_backend_close(e->be);
@@ -809,6 +814,31 @@ START_TEST(quotes_degraded_sampled)
 }
 END_TEST
 
+START_TEST(readyz_503_while_draining)
+{
+	struct tclient *c;
+	struct tresp r;
+	char v[32];
+
+	start();
+	c = tc_connect(E.port);
+	tc_sends(c, "GET /readyz HTTP/1.1\r\n");      /* half a request */
+	usleep(50000);
+	E.drain = 1;
+	uv_async_send(&E.cmd);
+	usleep(50000);
+	tc_sends(c, "\r\n");                           /* completes during the drain */
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_str_eq(r.body, "{\"ready\":false,\"mode\":\"normal\",\"reason\":\"draining\"}");
+	ck_assert_str_eq(hdr_value(&r, "Connection", v, sizeof(v)), "close");
+	tresp_free(&r);
+	ck_assert(tc_wait_closed(c, 3000));
+	tc_close(c);
+	stop();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pricing-e2e");
@@ -837,6 +867,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, auth_and_errors);
 	tcase_add_test(tc, batch_in_order);
 	tcase_add_test(tc, status_and_metrics);
+	tcase_add_test(tc, readyz_503_while_draining);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("events");
 	tcase_add_checked_fixture(tc, pg_fixture, NULL);
