@@ -1,0 +1,525 @@
+/*
+ * pr_api: DESIGN.md's HTTP endpoints (see pr.h).
+ *
+ * Order of checks for every request: unknown path 404, wrong method 405
+ * (with Allow), missing/wrong token 401 (protected paths only), then the
+ * endpoint's own checks (mode, input).  Every answer is counted in our
+ * worker slot by pr_api_on_answered.
+ */
+#include <errno.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/proto.h"
+#include "shm/shm_ring.h"
+#include "shm/shm_status.h"
+#include "util/util.h"
+#include "workers/pricing/pr.h"
+#include "workers/pricing/pr_auth.h"
+#include "workers/pricing/pr_events.h"
+#include "workers/pricing/pr_json.h"
+#include "workers/pricing/pr_route.h"
+
+#define JSON_CT  "application/json"
+#define RETRY_AFTER_S "5"
+
+struct pr_batch;
+
+struct pr_batch_slot {
+	struct pr_batch *b;
+	unsigned i;
+};
+
+/* One GET /v1/pricing?zones=... in flight: answers are collected in
+ * request order and rendered when the last lookup completes. */
+struct pr_batch {
+	struct pr *p;
+	struct pr_req *r;
+	struct pr_batch *next;               /* free list */
+	unsigned n, done;
+	bool started;                        /* all lookups issued */
+	bool failed;                         /* a lookup could not start (no memory) */
+	struct pr_batch_slot slot[PR_BATCH_MAX];
+	struct pr_answer ans[PR_BATCH_MAX];
+};
+
+/* Buffers of one POST /v1/events: parsed events, their encodings, the
+ * ring records pointing into them. */
+struct pr_ev_scratch {
+	struct pr_event ev[PR_EVENTS_MAX];
+	struct proto_event pe;
+	struct proto_packed packed[PR_EVENTS_MAX];
+	struct shm_ring_rec recs[PR_EVENTS_MAX];
+	char ids[PR_EVENTS_MAX][PROTO_EVENT_ID_LEN + 1];
+};
+
+void pr_limits_from_conf(const struct conf *c, struct pr_http_limits *lim)
+{
+	memset(lim, 0, sizeof(*lim));
+	lim->max_header_bytes = c->http.max_header_bytes;
+	lim->max_body_bytes = c->http.max_body_bytes;
+	lim->header_timeout_ms = c->http.header_timeout_ms;
+	lim->idle_timeout_ms = c->http.idle_timeout_ms;
+	lim->max_connections = c->http.max_connections;
+}
+
+/* ---- answers ---- */
+
+static void respond_json(struct pr_req *r, int status, const char *extra)
+{
+	struct pr *p = r->app;
+
+	if (p->body.oom) {
+		pr_buf_reset(&p->body, 0);
+		pr_http_error(r, 500, "internal_error", "out of memory rendering the answer", NULL);
+		return;
+	}
+	pr_http_respond(r, status, JSON_CT, extra, p->body.data, p->body.len);
+	pr_buf_reset(&p->body, 1 << 20);
+}
+
+static void feature_disabled(struct pr_req *r, const char *what, enum eq_mode m)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "%s is disabled in %s mode", what, shm_mode_name(m));
+	pr_http_error(r, 503, "feature_disabled", msg, "Retry-After: " RETRY_AFTER_S "\r\n");
+}
+
+/* xorshift64*: uniform in [0, 1). */
+static double rand01(struct pr *p)
+{
+	p->rng ^= p->rng >> 12;
+	p->rng ^= p->rng << 25;
+	p->rng ^= p->rng >> 27;
+	return (double)((p->rng * 0x2545F4914F6CDD1DULL) >> 11) * 0x1.0p-53;
+}
+
+/* Offers a quote event for a to the ring, per the mode's sampling rule:
+ * every answer in normal mode, a modes.degraded_quote_sample fraction in
+ * degraded mode, none in emergency.  A full ring (or any other failure)
+ * drops the quote and counts it; the answer never waits on or fails
+ * because of it. */
+static void offer_quote(struct pr *p, const struct pr_answer *a)
+{
+	struct proto_event ev;
+	struct proto_packed pk;
+	struct shm_ring_rec rec;
+	struct proto_quote *q = &ev.u.quote;
+
+	if (!p->quotes || !p->events_enabled || a->mode == EQ_MODE_EMERGENCY)
+		return;
+	if (a->mode == EQ_MODE_DEGRADED && rand01(p) >= p->conf->modes.degraded_quote_sample)
+		return;
+	if (proto_event_init(&ev, PROTO_TYPE_QUOTE) != 0)
+		goto drop;
+	memcpy(q->zone_id, a->zone, a->zone_len + 1);
+	q->base_fare = a->base_fare;
+	q->surge_multiplier = a->surge_multiplier;
+	q->supply_count = a->supply_count;
+	q->demand_count = a->demand_count;
+	q->confidence = a->confidence;
+	util_strlcpy(q->source, shm_source_name(a->source), sizeof(q->source));
+	util_strlcpy(q->freshness, a->freshness, sizeof(q->freshness));
+	util_strlcpy(q->mode, shm_mode_name(a->mode), sizeof(q->mode));
+	q->age_ms = a->age_ms;
+	if (a->reason != PR_REASON_NONE)
+		util_strlcpy(q->fallback_reason, pr_reason_name(a->reason), sizeof(q->fallback_reason));
+	if (proto_event_pack(&ev, &pk) != 0)
+		goto drop;
+	rec = (struct shm_ring_rec){ pk.topic, pk.key_len, pk.len, pk.key, pk.buf };
+	if (shm_ring_append(p->shm, &rec, 1) == 0)
+		return;
+drop:
+	shm_count_event(p->shm, EQ_EVC_DROPPED, 1);
+}
+
+static void count_answer(struct pr *p, const struct pr_answer *a)
+{
+	shm_count_answer(p->shm, p->slot, a->source);
+	offer_quote(p, a);
+}
+
+/* ---- GET /v1/pricing/{zone_id} ---- */
+
+static void on_price(const struct pr_answer *a, void *arg)
+{
+	struct pr_req *r = arg;
+	struct pr *p = r->app;
+
+	count_answer(p, a);
+	pr_buf_reset(&p->body, 1 << 20);
+	pr_price_json(&p->body, a);
+	respond_json(r, 200, p->src_mode_hdr[a->source][a->mode]);
+}
+
+static void do_price(struct pr *p, struct pr_req *r, const struct pr_route_match *m)
+{
+	char msg[200];
+
+	if (!pr_zone_id_valid(m->zone, m->zone_len)) {
+		snprintf(msg, sizeof(msg), "zone_id must be 1 to %d characters of [A-Za-z0-9_.:-]",
+		         PR_ZONE_ID_MAX);
+		pr_http_error(r, 400, "invalid_zone_id", msg, NULL);
+		return;
+	}
+	if (pr_price_lookup(p->price, m->zone, m->zone_len, on_price, r) != 0)
+		pr_http_error(r, 500, "internal_error", "out of memory starting the lookup", NULL);
+}
+
+/* ---- GET /v1/pricing?zones=a,b ---- */
+
+static void batch_put(struct pr *p, struct pr_batch *b)
+{
+	b->next = p->free_batches;
+	p->free_batches = b;
+}
+
+static void batch_finish(struct pr_batch *b)
+{
+	struct pr *p = b->p;
+	struct pr_req *r = b->r;
+	char extra[64];
+
+	if (b->failed) {
+		batch_put(p, b);
+		pr_http_error(r, 500, "internal_error", "out of memory during the batch", NULL);
+		return;
+	}
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"prices\":[");
+	for (unsigned i = 0; i < b->n; i++) {
+		if (i)
+			pr_buf_putc(&p->body, ',');
+		pr_price_json(&p->body, &b->ans[i]);
+	}
+	PR_JSON_LIT(&p->body, "]}");
+	snprintf(extra, sizeof(extra), "X-Equilibrium-Mode: %s\r\n", shm_mode_name(b->ans[0].mode));
+	batch_put(p, b);
+	respond_json(r, 200, extra);
+}
+
+static void on_batch_price(const struct pr_answer *a, void *arg)
+{
+	struct pr_batch_slot *s = arg;
+	struct pr_batch *b = s->b;
+
+	b->ans[s->i] = *a;
+	count_answer(b->p, a);
+	b->done++;
+	if (b->started && b->done == b->n)
+		batch_finish(b);
+}
+
+static void do_batch(struct pr *p, struct pr_req *r)
+{
+	struct pr_zone_ref z[PR_BATCH_MAX], bad;
+	enum eq_mode m = shm_mode_effective(p->shm);
+	struct pr_batch *b;
+	size_t n = 0;
+
+	if (m != EQ_MODE_NORMAL) {
+		feature_disabled(r, "batch pricing", m);
+		return;
+	}
+	switch (pr_route_zones(r->query, r->query_len, z, &n, &bad)) {
+	case PR_ZONES_OK:
+		break;
+	case PR_ZONES_MISSING:
+		pr_http_error(r, 400, "invalid_zone_id",
+		              "zones= is required: a comma-separated list of 1 to 100 zone ids", NULL);
+		return;
+	case PR_ZONES_TOO_MANY:
+		pr_http_error(r, 400, "too_many_zones", "at most 100 zones per batch request", NULL);
+		return;
+	case PR_ZONES_INVALID: {
+		struct pr_buf e = { 0 };
+		pr_buf_puts(&e, "invalid zone_id ");
+		pr_json_str(&e, bad.id, bad.len > 80 ? 80 : bad.len);
+		pr_buf_puts(&e, ": each must be 1 to 64 characters of [A-Za-z0-9_.:-]");
+		pr_buf_putc(&e, '\0');
+		pr_http_error(r, 400, "invalid_zone_id", e.oom ? "invalid zone_id" : e.data, NULL);
+		pr_buf_free(&e);
+		return;
+	}
+	}
+	b = p->free_batches;
+	if (b)
+		p->free_batches = b->next;
+	else if ((b = malloc(sizeof(*b))) == NULL) {
+		pr_http_error(r, 500, "internal_error", "out of memory starting the batch", NULL);
+		return;
+	}
+	b->p = p;
+	b->r = r;
+	b->n = (unsigned)n;
+	b->done = 0;
+	b->started = b->failed = false;
+	for (unsigned i = 0; i < b->n; i++) {
+		b->slot[i].b = b;
+		b->slot[i].i = i;
+		if (pr_price_lookup(p->price, z[i].id, z[i].len, on_batch_price, &b->slot[i]) != 0) {
+			b->failed = true;
+			b->done++;
+		}
+	}
+	b->started = true;
+	if (b->done == b->n)
+		batch_finish(b);
+}
+
+/* ---- POST /v1/events ---- */
+
+static void events_invalid(struct pr *p, struct pr_req *r, const struct pr_events_err *e)
+{
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"error\":\"invalid_event\",\"message\":");
+	pr_json_cstr(&p->body, e->message);
+	if (e->index >= 0) {
+		PR_JSON_LIT(&p->body, ",\"index\":");
+		pr_buf_put_i64(&p->body, e->index);
+	}
+	pr_buf_putc(&p->body, '}');
+	respond_json(r, 400, NULL);
+}
+
+static void do_events(struct pr *p, struct pr_req *r)
+{
+	enum eq_mode m = shm_mode_effective(p->shm);
+	struct pr_ev_scratch *x;
+	struct pr_events_err err;
+	size_t n = 0;
+	int rc;
+
+	if (m == EQ_MODE_EMERGENCY) {
+		feature_disabled(r, "event ingestion", m);
+		return;
+	}
+	if (!p->events_enabled) {
+		pr_http_error(r, 503, "feature_disabled",
+		              "event ingestion is not available: the segment has no valid event ring",
+		              "Retry-After: " RETRY_AFTER_S "\r\n");
+		return;
+	}
+	if (p->ev == NULL && (p->ev = malloc(sizeof(*p->ev))) == NULL) {
+		pr_http_error(r, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	x = p->ev;
+	if (pr_events_parse(r->body, r->body_len, x->ev, &n, &err) != 0) {
+		events_invalid(p, r, &err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct pr_event *e = &x->ev[i];
+		struct proto_ingest *in = &x->pe.u.ingest;
+
+		rc = proto_event_init(&x->pe, e->type == PR_EVENT_SUPPLY ? PROTO_TYPE_SUPPLY
+		                                                         : PROTO_TYPE_DEMAND);
+		if (rc == 0) {
+			memcpy(in->zone_id, e->zone_id, e->zone_len + 1);
+			in->count = (uint64_t)e->count;
+			in->has_client_ts = e->ts_ms >= 0;
+			in->client_ts = e->ts_ms >= 0 ? (uint64_t)e->ts_ms : 0;
+			rc = proto_event_pack(&x->pe, &x->packed[i]);
+		}
+		if (rc != 0) {
+			pr_http_error(r, 500, "internal_error", "could not encode the event", NULL);
+			return;
+		}
+		memcpy(x->ids[i], x->pe.event_id, sizeof(x->ids[i]));
+		x->recs[i] = (struct shm_ring_rec){ x->packed[i].topic, x->packed[i].key_len,
+		                                    x->packed[i].len, x->packed[i].key,
+		                                    x->packed[i].buf };
+	}
+	/* All or nothing: 202 only once every event is in the ring. */
+	rc = shm_ring_append(p->shm, x->recs, (unsigned)n);
+	if (rc == -ENOBUFS || rc == -EMSGSIZE) {
+		pr_http_error(r, 503, "ring_full", rc == -ENOBUFS ?
+		              "the event buffer is full (Kafka and the spool are behind): retry later" :
+		              "this batch is larger than the whole event buffer: send fewer at a time",
+		              "Retry-After: " RETRY_AFTER_S "\r\n");
+		return;
+	}
+	if (rc != 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "the event buffer refused the batch: %s", strerror(-rc));
+		pr_http_error(r, 503, "ring_unavailable", msg, "Retry-After: " RETRY_AFTER_S "\r\n");
+		return;
+	}
+	shm_count_event(p->shm, EQ_EVC_ACCEPTED, n);
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"accepted\":");
+	pr_buf_put_u64(&p->body, n);
+	PR_JSON_LIT(&p->body, ",\"event_ids\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			pr_buf_putc(&p->body, ',');
+		pr_buf_putc(&p->body, '"');
+		pr_buf_append(&p->body, x->ids[i], PROTO_EVENT_ID_LEN);
+		pr_buf_putc(&p->body, '"');
+	}
+	PR_JSON_LIT(&p->body, "]}");
+	respond_json(r, 202, NULL);
+}
+
+/* ---- GET /v1/status, /healthz, /readyz, /metrics ---- */
+
+static void do_status(struct pr *p, struct pr_req *r)
+{
+	json_t *j = shm_status_json(p->shm);
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+	if (s == NULL) {
+		json_decref(j);
+		pr_http_error(r, 500, "internal_error", "could not render the status", NULL);
+		return;
+	}
+	pr_http_respond(r, 200, JSON_CT, NULL, s, strlen(s));
+	free(s);
+	json_decref(j);
+}
+
+static void do_readyz(struct pr *p, struct pr_req *r)
+{
+	enum eq_mode m = shm_mode_effective(p->shm);
+	bool draining = pr_http_draining(p->http);
+	bool ready = p->ready && !draining;
+
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"ready\":");
+	pr_buf_puts(&p->body, ready ? "true" : "false");
+	PR_JSON_LIT(&p->body, ",\"mode\":\"");
+	pr_buf_puts(&p->body, shm_mode_name(m));
+	pr_buf_putc(&p->body, '"');
+	if (!ready) {
+		PR_JSON_LIT(&p->body, ",\"reason\":\"");
+		pr_buf_puts(&p->body, draining ? "draining" : "starting");
+		pr_buf_putc(&p->body, '"');
+	}
+	pr_buf_putc(&p->body, '}');
+	respond_json(r, ready ? 200 : 503, NULL);
+}
+
+static void do_metrics(struct pr *p, struct pr_req *r)
+{
+	pr_buf_reset(&p->body, 1 << 20);
+	pr_metrics_render(p->shm, p->conf, &p->body);
+	if (p->body.oom) {
+		respond_json(r, 500, NULL);
+		return;
+	}
+	pr_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
+	                p->body.data, p->body.len);
+	pr_buf_reset(&p->body, 1 << 20);
+}
+
+/* ---- dispatch ---- */
+
+static const int route_endpoint[] = {
+	[PR_ROUTE_NONE] = EQ_EP_OTHER,
+	[PR_ROUTE_PRICE] = EQ_EP_PRICING,
+	[PR_ROUTE_BATCH] = EQ_EP_BATCH,
+	[PR_ROUTE_EVENTS] = EQ_EP_EVENTS,
+	[PR_ROUTE_STATUS] = EQ_EP_STATUS,
+	[PR_ROUTE_HEALTHZ] = EQ_EP_HEALTHZ,
+	[PR_ROUTE_READYZ] = EQ_EP_READYZ,
+	[PR_ROUTE_METRICS] = EQ_EP_METRICS,
+};
+
+void pr_api_on_request(struct pr_req *r, void *arg)
+{
+	struct pr *p = arg;
+	struct pr_route_match m;
+	enum pr_auth_result ar;
+
+	r->app = p;
+	pr_route_match(r->path, r->path_len, &m);
+	r->endpoint = route_endpoint[m.route];
+	if (m.route == PR_ROUTE_NONE) {
+		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
+		return;
+	}
+	if (!pr_route_method_ok(&m, r->method)) {
+		char extra[64], msg[96];
+		snprintf(extra, sizeof(extra), "Allow: %s\r\n", m.allow);
+		snprintf(msg, sizeof(msg), "%s is not allowed here; allowed: %s",
+		         http_method_str(r->method), m.allow);
+		pr_http_error(r, 405, "method_not_allowed", msg, extra);
+		return;
+	}
+	if (m.needs_auth && (ar = pr_auth_check(p->conf, r->auth, r->auth_len)) != PR_AUTH_OK) {
+		pr_http_error(r, 401, "unauthorized", pr_auth_message(ar),
+		              "WWW-Authenticate: Bearer\r\n");
+		return;
+	}
+	switch (m.route) {
+	case PR_ROUTE_PRICE:
+		do_price(p, r, &m);
+		return;
+	case PR_ROUTE_BATCH:
+		do_batch(p, r);
+		return;
+	case PR_ROUTE_EVENTS:
+		do_events(p, r);
+		return;
+	case PR_ROUTE_STATUS:
+		do_status(p, r);
+		return;
+	case PR_ROUTE_HEALTHZ:
+		pr_http_respond(r, 200, "text/plain", NULL, "ok", 2);
+		return;
+	case PR_ROUTE_READYZ:
+		do_readyz(p, r);
+		return;
+	case PR_ROUTE_METRICS:
+		do_metrics(p, r);
+		return;
+	case PR_ROUTE_NONE:
+		break;
+	}
+	pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
+}
+
+void pr_api_on_answered(const struct pr_req *r, int status, void *arg)
+{
+	struct pr *p = arg;
+	uint64_t now = util_mono_us();
+	enum eq_endpoint ep = r->endpoint >= 0 ? (enum eq_endpoint)r->endpoint : EQ_EP_OTHER;
+
+	shm_count_request(p->shm, p->slot, ep, status, shm_mode_effective(p->shm),
+	                  now > r->start_us ? now - r->start_us : 0);
+}
+
+void pr_api_init(struct pr *p)
+{
+	struct shm_ring *ring;
+	const char *q = getenv("EQ_PRICING_QUOTES");
+
+	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;
+	for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
+		for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+			snprintf(p->src_mode_hdr[src][m], sizeof(p->src_mode_hdr[src][m]),
+			         "X-Equilibrium-Source: %s\r\nX-Equilibrium-Mode: %s\r\n",
+			         shm_source_name(src), shm_mode_name(m));
+	p->quotes = !(q && strcmp(q, "0") == 0);
+	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)
+		p->rng = util_mono_us();
+	p->rng |= 1;
+}
+
+void pr_api_fini(struct pr *p)
+{
+	struct pr_batch *b;
+
+	while ((b = p->free_batches)) {
+		p->free_batches = b->next;
+		free(b);
+	}
+	pr_buf_free(&p->body);
+	free(p->ev);
+	p->ev = NULL;
+}

@@ -1,0 +1,37 @@
+/*
+ * pr_auth: bearer-token check for eq-pricing's protected endpoints.
+ *
+ * Runs in eq-pricing.  The config holds only SHA-256 digests of accepted
+ * tokens ([auth] token_sha256, conf.h); the token a client sends is hashed
+ * and compared with every configured digest using CRYPTO_memcmp, without an
+ * early exit, so the time taken does not depend on which digest matched or
+ * on how many leading bytes agreed.  With no digest configured auth is off
+ * (the worker logs that loudly at start).
+ */
+#ifndef EQ_PR_AUTH_H
+#define EQ_PR_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct conf;
+
+enum pr_auth_result {
+	PR_AUTH_OK = 0,                      /* token accepted, or auth off */
+	PR_AUTH_MISSING,                     /* no Authorization header */
+	PR_AUTH_MALFORMED,                   /* not "Bearer <token>" */
+	PR_AUTH_WRONG,                       /* no digest matches */
+};
+
+/* Checks an Authorization header value (value == NULL: header absent)
+ * against the digests in c.  Pure apart from the hashing. */
+enum pr_auth_result pr_auth_check(const struct conf *c, const char *value, size_t len);
+
+/* Whether c turns auth on at all. */
+bool pr_auth_enabled(const struct conf *c);
+
+/* One-line description of a result for the 401 message. */
+const char *pr_auth_message(enum pr_auth_result r);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * pr_metrics: GET /metrics in Prometheus text format (0.0.4), with the
+ * names of DESIGN.md ("Metrics"), summed over the counters every worker
+ * keeps in its own block of the segment, so any worker answers for all.
+ * Label values come from the shm_tbl.h tables, like eqctl's names.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "util/util.h"
+#include "workers/pricing/pr.h"
+#include "workers/pricing/pr_json.h"
+
+static uint64_t ld(const _Atomic uint64_t *a)
+{
+	return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+static void help(struct pr_buf *b, const char *name, const char *type, const char *text)
+{
+	pr_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+/* Seconds from microseconds/milliseconds, printed so they round-trip. */
+static void put_seconds(struct pr_buf *b, uint64_t v, double per_second)
+{
+	pr_json_double(b, (double)v / per_second);
+}
+
+int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_buf *b)
+{
+	const struct shm_counters *c = shm_counters(shm);
+	struct shm_mode_view mv;
+	uint64_t answers[EQ_SOURCE__COUNT] = { 0 };
+	uint64_t now = util_now_ms();
+
+	shm_mode_get(shm, &mv);
+
+	help(b, "eq_mode", "gauge", "1 for the effective mode, 0 for the others.");
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+		pr_buf_printf(b, "eq_mode{mode=\"%s\"} %d\n", shm_mode_name(m), m == mv.effective);
+
+	help(b, "eq_component_state", "gauge",
+	     "1 for each configured component's current state, 0 for its other states.");
+	for (unsigned k = 0; k < EQ_COMP__COUNT; k++) {
+		unsigned st = shm_component_state(shm, k);
+		/* Configured per our own config (the prober may not have
+		 * written the record yet): the databases only when given. */
+		if ((k == EQ_COMP_PG_PRIMARY && conf->postgres.primary[0] == '\0') ||
+		    (k == EQ_COMP_PG_BACKUP && conf->postgres.backup[0] == '\0'))
+			continue;
+		for (unsigned s = 0; s < EQ_CSTATE__COUNT; s++)
+			pr_buf_printf(b, "eq_component_state{component=\"%s\",state=\"%s\"} %d\n",
+			              shm_component_name(k), shm_cstate_name(s), s == st);
+	}
+
+	help(b, "eq_requests_total", "counter", "HTTP requests answered, by endpoint, status code and mode.");
+	for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
+		for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
+			for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+				uint64_t n = 0;
+				for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
+					n += ld(&c->workers[w].requests[ep][code][m]);
+				if (n == 0)
+					continue;
+				pr_buf_printf(b, "eq_requests_total{endpoint=\"%s\",code=\"%d\",mode=\"%s\"} ",
+				              shm_endpoint_name(ep), shm_http_code_value(code), shm_mode_name(m));
+				pr_buf_put_u64(b, n);
+				pr_buf_putc(b, '\n');
+			}
+
+	help(b, "eq_mode_seconds_total", "counter", "Time spent in each effective mode.");
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+		pr_buf_printf(b, "eq_mode_seconds_total{mode=\"%s\"} ", shm_mode_name(m));
+		put_seconds(b, mv.ms_total[m], 1e3);
+		pr_buf_putc(b, '\n');
+	}
+
+	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
+		for (unsigned s = 0; s < EQ_SOURCE__COUNT; s++)
+			answers[s] += ld(&c->workers[w].answers[s]);
+	help(b, "eq_price_answers_total", "counter", "Price answers by source.");
+	for (unsigned s = 0; s < EQ_SOURCE__COUNT; s++) {
+		pr_buf_printf(b, "eq_price_answers_total{source=\"%s\"} ", shm_source_name(s));
+		pr_buf_put_u64(b, answers[s]);
+		pr_buf_putc(b, '\n');
+	}
+
+	help(b, "eq_request_duration_seconds", "histogram", "HTTP request duration by mode.");
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+		uint64_t cum = 0, sum_us = 0;
+		for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
+			sum_us += ld(&c->workers[w].latency_sum_us[m]);
+		for (unsigned k = 0; k <= EQ_LATENCY_BUCKETS; k++) {
+			for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
+				cum += ld(&c->workers[w].latency_bucket[m][k]);
+			pr_buf_printf(b, "eq_request_duration_seconds_bucket{mode=\"%s\",le=\"", shm_mode_name(m));
+			if (k < EQ_LATENCY_BUCKETS)
+				put_seconds(b, shm_latency_bucket_us(k), 1e6);
+			else
+				pr_buf_puts(b, "+Inf");
+			pr_buf_puts(b, "\"} ");
+			pr_buf_put_u64(b, cum);
+			pr_buf_putc(b, '\n');
+		}
+		pr_buf_printf(b, "eq_request_duration_seconds_sum{mode=\"%s\"} ", shm_mode_name(m));
+		put_seconds(b, sum_us, 1e6);
+		pr_buf_printf(b, "\neq_request_duration_seconds_count{mode=\"%s\"} ", shm_mode_name(m));
+		pr_buf_put_u64(b, cum);
+		pr_buf_putc(b, '\n');
+	}
+
+	help(b, "eq_events_total", "counter", "Events by outcome.");
+	for (unsigned e = 0; e < EQ_EVC__COUNT; e++) {
+		pr_buf_printf(b, "eq_events_total{outcome=\"%s\"} ", shm_event_counter_name(e));
+		pr_buf_put_u64(b, ld(&c->events[e]));
+		pr_buf_putc(b, '\n');
+	}
+
+	help(b, "eq_event_lag_seconds", "gauge", "Age of the oldest event not yet delivered to Kafka (0: none).");
+	{
+		uint64_t oldest = ld(&c->oldest_undelivered_ms);
+		pr_buf_puts(b, "eq_event_lag_seconds ");
+		put_seconds(b, oldest && now > oldest ? now - oldest : 0, 1e3);
+		pr_buf_putc(b, '\n');
+	}
+
+	help(b, "eq_worker_restarts_total", "counter", "Worker restarts by role.");
+	for (unsigned r = 0; r < EQ_ROLE__COUNT; r++) {
+		pr_buf_printf(b, "eq_worker_restarts_total{role=\"%s\"} ", shm_role_name(r));
+		pr_buf_put_u64(b, ld(&c->worker_restarts[r]));
+		pr_buf_putc(b, '\n');
+	}
+	return b->oom ? -ENOMEM : 0;
+}

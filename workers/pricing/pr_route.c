@@ -1,0 +1,124 @@
+/* pr_route: path -> endpoint, zone ids, zones= lists (see pr_route.h). */
+#include "workers/pricing/pr_route.h"
+
+#include <http_parser.h>
+#include <string.h>
+
+#define PREFIX_PRICE "/v1/pricing/"
+
+static bool path_is(const char *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+
+	return n == l && memcmp(p, lit, l) == 0;
+}
+
+void pr_route_match(const char *p, size_t n, struct pr_route_match *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->route = PR_ROUTE_NONE;
+	m->allow = "GET, HEAD";
+	m->needs_auth = true;
+	if (n >= sizeof(PREFIX_PRICE) - 1 && memcmp(p, PREFIX_PRICE, sizeof(PREFIX_PRICE) - 1) == 0) {
+		m->route = PR_ROUTE_PRICE;
+		m->zone = p + sizeof(PREFIX_PRICE) - 1;
+		m->zone_len = n - (sizeof(PREFIX_PRICE) - 1);
+	} else if (path_is(p, n, "/v1/pricing")) {
+		m->route = PR_ROUTE_BATCH;
+	} else if (path_is(p, n, "/v1/events")) {
+		m->route = PR_ROUTE_EVENTS;
+		m->allow = "POST";
+	} else if (path_is(p, n, "/v1/status")) {
+		m->route = PR_ROUTE_STATUS;
+	} else if (path_is(p, n, "/healthz")) {
+		m->route = PR_ROUTE_HEALTHZ;
+		m->needs_auth = false;
+	} else if (path_is(p, n, "/readyz")) {
+		m->route = PR_ROUTE_READYZ;
+		m->needs_auth = false;
+	} else if (path_is(p, n, "/metrics")) {
+		m->route = PR_ROUTE_METRICS;
+		m->needs_auth = false;
+	} else {
+		m->needs_auth = false;       /* 404 says nothing secret */
+		m->allow = NULL;
+	}
+}
+
+bool pr_route_method_ok(const struct pr_route_match *m, unsigned method)
+{
+	if (m->route == PR_ROUTE_EVENTS)
+		return method == HTTP_POST;
+	return method == HTTP_GET || method == HTTP_HEAD;
+}
+
+/* [A-Za-z0-9_.:-] */
+static const unsigned char zone_ok[256] = {
+	['-'] = 1, ['.'] = 1, [':'] = 1, ['_'] = 1,
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+	['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
+	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+	['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
+	['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+	['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+	['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+	['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+bool pr_zone_id_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > PR_ZONE_ID_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!zone_ok[(unsigned char)s[i]])
+			return false;
+	return true;
+}
+
+enum pr_zones_result pr_route_zones(const char *q, size_t qlen, struct pr_zone_ref *out,
+                                    size_t *n, struct pr_zone_ref *bad)
+{
+	const char *v = NULL, *e = q + qlen, *p = q;
+	size_t vlen = 0, count = 0;
+
+	*n = 0;
+	/* Find the first "zones=" among the &-separated parameters. */
+	while (q && p < e) {
+		const char *amp = memchr(p, '&', (size_t)(e - p));
+		const char *end = amp ? amp : e;
+		if ((size_t)(end - p) >= 6 && memcmp(p, "zones=", 6) == 0) {
+			v = p + 6;
+			vlen = (size_t)(end - v);
+			break;
+		}
+		p = end + (amp ? 1 : 0);
+	}
+	if (v == NULL)
+		return PR_ZONES_MISSING;
+	p = v;
+	e = v + vlen;
+	/* Too many is decided on the count alone, before any id is checked. */
+	for (const char *c = v; c < e; c++)
+		if (*c == ',' && ++count >= PR_BATCH_MAX)
+			return PR_ZONES_TOO_MANY;
+	count = 0;
+	for (;;) {
+		const char *comma = memchr(p, ',', (size_t)(e - p));
+		const char *end = comma ? comma : e;
+		if (!pr_zone_id_valid(p, (size_t)(end - p))) {
+			bad->id = p;
+			bad->len = (size_t)(end - p);
+			return PR_ZONES_INVALID;
+		}
+		out[count].id = p;
+		out[count].len = (size_t)(end - p);
+		count++;
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	*n = count;
+	return PR_ZONES_OK;
+}
