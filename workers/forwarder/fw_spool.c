@@ -507,7 +507,8 @@ static int segs_load(struct fw_spool *sp, char *err, size_t errlen)
 		}
 		seqs[n++] = seq;
 	}
-	qsort(seqs, n, sizeof(*seqs), cmp_seq);
+	if (n > 1)
+		qsort(seqs, n, sizeof(*seqs), cmp_seq);
 
 	for (size_t i = 0; i < n; i++) {
 		struct fw_seg s = { .name_seq = seqs[i], .fd = -1 };
