@@ -42,7 +42,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_ZONE_ID_MAX      64
 #define SHM_ERROR_TEXT       160
 #define SHM_CAUSE_TEXT       128
-#define SHM_PRICE_WINDOW     16             /* probe window of the price table */
+#define SHM_PRICE_WINDOW     32             /* probe window of the price table */
 
 /* ---- enums generated from shm_tbl.h ---- */
 #define SHM__ENUM(pfx, name, str) pfx##name,
@@ -111,7 +111,7 @@ struct shm_header {
 	_Atomic uint64_t sup_generation;     /* +1 per supervisor attach */
 	_Atomic uint32_t ready;              /* SHM_READY_MARKER, stored last */
 	uint32_t pad0;
-	uint8_t reserved[3792];              /* future fields (minor version) */
+	uint8_t reserved[3888];              /* future fields (minor version) */
 };
 _Static_assert(sizeof(struct shm_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct shm_header, sections) == 56, "header layout");
@@ -223,7 +223,7 @@ struct shm_counters {
 };
 
 /* Stale-price table: open addressing over `slots` entries (slots =
- * zones_capacity * 5/4, indexed by multiply-shift of the keyed hash), a
+ * zones_capacity * 3/2, indexed by multiply-shift of the keyed hash), a
  * probe window of SHM_PRICE_WINDOW slots; when the window has neither the
  * key nor a free slot, the entry read longest ago is replaced.  Entries are
  * never deleted, only replaced, so a lookup may stop at a never-used slot.

@@ -1,0 +1,470 @@
+/*
+ * shm_prices: the stale-price table — open addressing keyed by zone_id,
+ * fixed capacity, written concurrently by every eq-pricing process and read
+ * by everyone.  Protocol (see shm_types.h and docs/shared-memory.md):
+ *
+ *   lock = (writer pid << 32) | seq32.  Writers take a slot by CAS from the
+ *   exact stable value they scanned to (pid, seq+1), write, then release with
+ *   (0, seq+2).  Readers copy between two loads of lock and retry while it is
+ *   odd or changed; after SHM__READ_RETRIES they treat the slot as absent.
+ *   A slot held by a dead pid is never waited on: writers take it over (all
+ *   fields are rewritten), the supervisor's reaper releases it as free.
+ *
+ * The data copy between the two lock loads races with writers by design (a
+ * seqlock); the second load discards any copy a writer touched.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shm/shm_internal.h"
+#include "util/util.h"
+
+#define LOCK_PID(w)   ((pid_t)((w) >> 32))
+#define LOCK_SEQ(w)   ((uint32_t)(w))
+#define LOCK_HELD(w)  (((w) & 1u) != 0)
+#define LOCK_MAKE(pid, seq) (((uint64_t)(uint32_t)(pid) << 32) | (uint32_t)(seq))
+
+/* Attempts a store makes before giving up when slots keep changing under it. */
+#define STORE_ATTEMPTS 8
+/* Spins a writer waits for a live writer's slot in its window. */
+#define WRITER_SPINS 4000
+
+uint64_t shm__prices_slots(uint32_t zones_capacity)
+{
+	uint64_t n = (uint64_t)zones_capacity + zones_capacity / 2;
+	return n < SHM_PRICE_WINDOW ? SHM_PRICE_WINDOW : n;
+}
+
+uint64_t shm__prices_bytes(uint32_t zones_capacity)
+{
+	return sizeof(struct shm_prices) + shm__prices_slots(zones_capacity) * sizeof(struct shm_price_entry);
+}
+
+void shm__prices_init(struct shm *s, uint32_t zones_capacity)
+{
+	struct shm_prices *p = s->prices;
+	p->slots = shm__prices_slots(zones_capacity);
+	p->window = SHM_PRICE_WINDOW;
+	/* Entries are zero (fresh tmpfs pages): lock 0 = never used. */
+}
+
+static inline uint64_t home_slot(const struct shm_prices *p, uint64_t h)
+{
+	__extension__ typedef unsigned __int128 u128;
+	return (uint64_t)(((u128)h * p->slots) >> 64);
+}
+
+static inline uint64_t next_slot(const struct shm_prices *p, uint64_t i)
+{
+	return ++i == p->slots ? 0 : i;
+}
+
+/* The entry fields after `lock`, copied as one block. */
+#define ENTRY_DATA_OFF offsetof(struct shm_price_entry, hash)
+#define ENTRY_DATA_LEN (sizeof(struct shm_price_entry) - ENTRY_DATA_OFF)
+
+/* Copies e into *out if it is stable and equal to lock value w across the
+ * copy.  Returns true on a consistent copy. */
+static bool copy_if_stable(const struct shm_price_entry *e, uint64_t w, struct shm_price_entry *out)
+{
+	memcpy((char *)out + ENTRY_DATA_OFF, (const char *)e + ENTRY_DATA_OFF, ENTRY_DATA_LEN);
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&e->lock, memory_order_relaxed) == w;
+}
+
+/* Consistent snapshot with bounded retries.  Returns the stable lock word,
+ * or 1 (odd: never a stable value) if the slot stayed held or kept moving. */
+static uint64_t snapshot(const struct shm_price_entry *e, struct shm_price_entry *out, int retries)
+{
+	for (int i = 0; i < retries; i++) {
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (LOCK_HELD(w)) {
+			shm__cpu_relax();
+			continue;
+		}
+		if (copy_if_stable(e, w, out))
+			return w;
+	}
+	return 1;
+}
+
+static inline bool key_equal(const struct shm_price_entry *c, uint64_t h, const char *zone, size_t len)
+{
+	return (c->flags & SHM_PRICE_F_USED) && c->hash == h && c->zone_len == len &&
+	       memcmp(c->zone_id, zone, len) == 0;
+}
+
+static void to_public(const struct shm_price_entry *c, struct shm_price *out)
+{
+	size_t len = c->zone_len <= SHM_ZONE_ID_MAX ? c->zone_len : SHM_ZONE_ID_MAX;
+	memcpy(out->zone_id, c->zone_id, len);
+	out->zone_id[len] = '\0';
+	out->zone_len = len;
+	out->base_fare = c->base_fare;
+	out->surge_multiplier = c->surge_multiplier;
+	out->supply_count = c->supply_count;
+	out->demand_count = c->demand_count;
+	out->source = c->source;
+	out->updated_ms = c->updated_ms;
+	out->read_ms = c->read_ms;
+}
+
+int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct shm_price *out)
+{
+	if (len == 0 || len > SHM_ZONE_ID_MAX)
+		return -EINVAL;
+	const struct shm_prices *p = s->prices;
+	uint64_t h = util_hash64(zone, len, s->hdr->hash_seed);
+	uint64_t i = home_slot(p, h);
+	bool busy = false;
+	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+		const struct shm_price_entry *e = &p->entries[i];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (w == 0)
+			break;          /* never used: the key cannot be further on */
+		/* Cheap filter: a stable entry for this key has this hash. */
+		if (!LOCK_HELD(w) && __atomic_load_n(&e->hash, __ATOMIC_RELAXED) != h)
+			continue;
+		struct shm_price_entry c;
+		if (LOCK_HELD(snapshot(e, &c, SHM__READ_RETRIES))) {
+			busy = true;
+			continue;
+		}
+		if (key_equal(&c, h, zone, len)) {
+			to_public(&c, out);
+			return 0;
+		}
+	}
+	return busy ? -EAGAIN : -ENOENT;
+}
+
+/* Writes the entry while we hold its lock (lock word = held). */
+static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_price *p, size_t len)
+{
+	e->hash = h;
+	e->base_fare = p->base_fare;
+	e->surge_multiplier = p->surge_multiplier;
+	e->supply_count = p->supply_count;
+	e->demand_count = p->demand_count;
+	e->updated_ms = p->updated_ms;
+	e->read_ms = p->read_ms;
+	e->source = p->source;
+	e->zone_len = (uint8_t)len;
+	e->flags = SHM_PRICE_F_USED;
+	memset(e->pad, 0, sizeof(e->pad));
+	memcpy(e->zone_id, p->zone_id, len);
+	memset(e->zone_id + len, 0, SHM_ZONE_ID_MAX - len);
+}
+
+/* Takes slot e from the scanned word w (stable, or held by a dead pid).
+ * Returns the held word we now own, or 0 if e changed since the scan. */
+static uint64_t take_slot(struct shm_price_entry *e, uint64_t w)
+{
+	uint32_t seq = LOCK_SEQ(w) + (LOCK_HELD(w) ? 2u : 1u);   /* stays odd */
+	uint64_t mine = LOCK_MAKE(getpid(), seq);
+	if (!atomic_compare_exchange_strong_explicit(&e->lock, &w, mine,
+	                                             memory_order_acq_rel, memory_order_relaxed))
+		return 0;
+	/* The held word is visible before any data store below. */
+	atomic_thread_fence(memory_order_release);
+	return mine;
+}
+
+static void release_slot(struct shm_price_entry *e, uint64_t mine)
+{
+	atomic_store_explicit(&e->lock, LOCK_MAKE(0, LOCK_SEQ(mine) + 1u), memory_order_release);
+}
+
+/* After inserting key at slot `mine_idx`, removes a duplicate that a racing
+ * inserter may have created: of two copies the one earlier in probe order
+ * stays (both racers apply the same rule, so exactly one copy survives). */
+static void dedup_after_insert(struct shm *s, uint64_t h, const char *zone, size_t len, uint64_t mine_idx)
+{
+	struct shm_prices *p = s->prices;
+	uint64_t i = home_slot(p, h);
+	bool seen_mine = false;
+	uint64_t first = UINT64_MAX;
+	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+		struct shm_price_entry *e = &p->entries[i];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (w == 0)
+			break;
+		if (i == mine_idx) {
+			seen_mine = true;
+			if (first == UINT64_MAX)
+				first = i;
+			continue;
+		}
+		if (LOCK_HELD(w) || __atomic_load_n(&e->hash, __ATOMIC_RELAXED) != h)
+			continue;
+		struct shm_price_entry c;
+		if (!copy_if_stable(e, w, &c) || !key_equal(&c, h, zone, len))
+			continue;
+		if (first == UINT64_MAX) {
+			first = i;      /* an earlier copy: ours is the duplicate */
+			continue;
+		}
+		/* A later copy than the first: remove it. */
+		uint64_t held = take_slot(e, w);
+		if (held == 0)
+			continue;
+		e->flags = SHM_PRICE_F_RECLAIMED;
+		release_slot(e, held);
+		atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+	}
+	if (seen_mine && first != mine_idx) {
+		struct shm_price_entry *e = &p->entries[mine_idx];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		struct shm_price_entry c;
+		if (!LOCK_HELD(w) && copy_if_stable(e, w, &c) && key_equal(&c, h, zone, len)) {
+			uint64_t held = take_slot(e, w);
+			if (held != 0) {
+				e->flags = SHM_PRICE_F_RECLAIMED;
+				release_slot(e, held);
+				atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+			}
+		}
+	}
+}
+
+int shm_prices_store(struct shm *s, const struct shm_price *in)
+{
+	size_t len = in->zone_len ? in->zone_len : strnlen(in->zone_id, SHM_ZONE_ID_MAX + 1);
+	if (len == 0 || len > SHM_ZONE_ID_MAX ||
+	    (in->source != EQ_SOURCE_REDIS && in->source != EQ_SOURCE_DATABASE))
+		return -EINVAL;
+	struct shm_prices *p = s->prices;
+	uint64_t h = util_hash64(in->zone_id, len, s->hdr->hash_seed);
+
+	for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
+		uint64_t i = home_slot(p, h);
+		int64_t match = -1, free_slot = -1, dead = -1, oldest = -1;
+		uint64_t match_w = 0, free_w = 0, dead_w = 0, oldest_w = 0, oldest_read = UINT64_MAX;
+		bool restart = false, live_held = false;
+		uint8_t dead_flags = 0;
+
+		for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+			struct shm_price_entry *e = &p->entries[i];
+			uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+			if (w == 0) {                   /* never used: end of the chain */
+				if (free_slot < 0) {
+					free_slot = (int64_t)i;
+					free_w = 0;
+				}
+				break;
+			}
+			for (int spin = 0; LOCK_HELD(w) && spin < WRITER_SPINS; spin++) {
+				if (!shm_pid_alive(LOCK_PID(w)))
+					break;
+				shm__cpu_relax();
+				w = atomic_load_explicit(&e->lock, memory_order_acquire);
+			}
+			if (LOCK_HELD(w)) {
+				if (shm_pid_alive(LOCK_PID(w))) {
+					live_held = true;       /* might hold our key: don't guess */
+				} else if (dead < 0) {
+					dead = (int64_t)i;
+					dead_w = w;
+					dead_flags = __atomic_load_n(&e->flags, __ATOMIC_RELAXED);
+				}
+				continue;
+			}
+			struct shm_price_entry c;
+			if (!copy_if_stable(e, w, &c)) {
+				restart = true;
+				break;
+			}
+			if (key_equal(&c, h, in->zone_id, len)) {
+				match = (int64_t)i;
+				match_w = w;
+				break;
+			}
+			if (!(c.flags & SHM_PRICE_F_USED)) {
+				if (free_slot < 0) {
+					free_slot = (int64_t)i;
+					free_w = w;
+				}
+				continue;
+			}
+			if (c.read_ms < oldest_read) {
+				oldest_read = c.read_ms;
+				oldest = (int64_t)i;
+				oldest_w = w;
+			}
+		}
+		if (restart)
+			continue;
+		if (match < 0 && live_held) {
+			atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
+			return -EBUSY;
+		}
+
+		int64_t t;
+		uint64_t tw;
+		enum { T_MATCH, T_FREE, T_DEAD, T_EVICT } kind;
+		if (match >= 0) {
+			t = match, tw = match_w, kind = T_MATCH;
+		} else if (dead >= 0) {
+			/* A dead writer's slot first: it frees a stuck slot. */
+			t = dead, tw = dead_w, kind = T_DEAD;
+		} else if (free_slot >= 0) {
+			t = free_slot, tw = free_w, kind = T_FREE;
+		} else if (oldest >= 0) {
+			t = oldest, tw = oldest_w, kind = T_EVICT;
+		} else {
+			atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
+			return -EBUSY;
+		}
+		struct shm_price_entry *e = &p->entries[t];
+		uint64_t held = take_slot(e, tw);
+		if (held == 0)
+			continue;               /* changed since the scan: rescan */
+		fill_entry(e, h, in, len);
+		release_slot(e, held);
+
+		switch (kind) {
+		case T_MATCH:
+			break;
+		case T_FREE:
+			atomic_fetch_add_explicit(&p->used, 1, memory_order_relaxed);
+			break;
+		case T_DEAD:
+			atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
+			if (!(dead_flags & SHM_PRICE_F_USED))
+				atomic_fetch_add_explicit(&p->used, 1, memory_order_relaxed);
+			break;
+		case T_EVICT:
+			atomic_fetch_add_explicit(&p->replaced, 1, memory_order_relaxed);
+			break;
+		}
+		if (kind != T_MATCH)
+			dedup_after_insert(s, h, in->zone_id, len, (uint64_t)t);
+		return 0;
+	}
+	atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
+	return -EBUSY;
+}
+
+void shm_prices_stats(const struct shm *s, struct shm_prices_stats *out)
+{
+	const struct shm_prices *p = s->prices;
+	out->slots = p->slots;
+	out->capacity = s->hdr->zones_capacity;
+	out->used = atomic_load(&p->used);
+	out->replaced = atomic_load(&p->replaced);
+	out->busy = atomic_load(&p->busy);
+	out->reclaimed = atomic_load(&p->reclaimed);
+}
+
+size_t shm_prices_foreach(const struct shm *s, int (*fn)(const struct shm_price *p, void *arg), void *arg)
+{
+	const struct shm_prices *p = s->prices;
+	size_t n = 0;
+	for (uint64_t i = 0; i < p->slots; i++) {
+		const struct shm_price_entry *e = &p->entries[i];
+		if (atomic_load_explicit(&e->lock, memory_order_relaxed) == 0)
+			continue;
+		struct shm_price_entry c;
+		if (LOCK_HELD(snapshot(e, &c, 64)) || !(c.flags & SHM_PRICE_F_USED))
+			continue;
+		if (c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX)
+			continue;
+		struct shm_price pub;
+		to_public(&c, &pub);
+		n++;
+		if (fn(&pub, arg) != 0)
+			break;
+	}
+	return n;
+}
+
+size_t shm_prices_release_pid(struct shm *s, pid_t pid)
+{
+	struct shm_prices *p = s->prices;
+	size_t n = 0;
+	for (uint64_t i = 0; i < p->slots; i++) {
+		struct shm_price_entry *e = &p->entries[i];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (!LOCK_HELD(w) || LOCK_PID(w) != pid)
+			continue;
+		uint64_t held = take_slot(e, w);
+		if (held == 0)
+			continue;
+		/* Whatever pid wrote was never visible: the slot becomes free. */
+		if (e->flags & SHM_PRICE_F_USED)
+			atomic_fetch_sub_explicit(&p->used, 1, memory_order_relaxed);
+		e->flags = SHM_PRICE_F_RECLAIMED;
+		release_slot(e, held);
+		atomic_fetch_add_explicit(&p->reclaimed, 1, memory_order_relaxed);
+		n++;
+	}
+	return n;
+}
+
+/* ---- used by shm_check.c ---- */
+void shm__prices_check(const struct shm *s, struct shm_check_report *r);
+
+static void note(struct shm_check_report *r, const char *what)
+{
+	r->problems++;
+	if (r->first[0] == '\0')
+		util_strlcpy(r->first, what, sizeof(r->first));
+}
+
+void shm__prices_check(const struct shm *s, struct shm_check_report *r)
+{
+	const struct shm_prices *p = s->prices;
+	char buf[256];
+	for (uint64_t i = 0; i < p->slots; i++) {
+		const struct shm_price_entry *e = &p->entries[i];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (w == 0)
+			continue;
+		struct shm_price_entry c;
+		uint64_t sw = snapshot(e, &c, 256);
+		if (LOCK_HELD(sw)) {
+			w = atomic_load_explicit(&e->lock, memory_order_acquire);
+			if (LOCK_HELD(w) && !shm_pid_alive(LOCK_PID(w))) {
+				r->prices_locked_dead++;
+				snprintf(buf, sizeof(buf), "price slot %llu is held by dead pid %d",
+				         (unsigned long long)i, (int)LOCK_PID(w));
+				note(r, buf);
+			} else {
+				r->prices_locked_live++;
+			}
+			continue;
+		}
+		if (!(c.flags & SHM_PRICE_F_USED))
+			continue;
+		bool bad = c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX ||
+		           (c.source != EQ_SOURCE_REDIS && c.source != EQ_SOURCE_DATABASE) ||
+		           !isfinite(c.base_fare) || !isfinite(c.surge_multiplier);
+		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hdr->hash_seed) != c.hash)
+			bad = true;
+		if (!bad) {
+			/* Reachable: within the probe window of its home slot. */
+			uint64_t home = home_slot(p, c.hash);
+			uint64_t dist = i >= home ? i - home : i + p->slots - home;
+			if (dist >= p->window)
+				bad = true;
+			/* Shadowed duplicate: an earlier copy in its window. */
+			for (uint64_t j = home; !bad && j != i; j = next_slot(p, j)) {
+				const struct shm_price_entry *o = &p->entries[j];
+				struct shm_price_entry oc;
+				if (!LOCK_HELD(snapshot(o, &oc, 64)) &&
+				    key_equal(&oc, c.hash, c.zone_id, c.zone_len)) {
+					r->prices_duplicates++;
+					break;
+				}
+			}
+		}
+		if (bad) {
+			r->prices_bad++;
+			snprintf(buf, sizeof(buf), "price slot %llu has invalid contents", (unsigned long long)i);
+			note(r, buf);
+		}
+	}
+}
