@@ -1131,6 +1131,11 @@ int fw_spool_sync(struct fw_spool *sp)
 
 /* ---- figures ---- */
 
+uint64_t fw_spool_unread(const struct fw_spool *sp)
+{
+	return sp->total_records - sp->acked_records - sp->inf_len;
+}
+
 uint64_t fw_spool_oldest_ts(struct fw_spool *sp)
 {
 	if (sp->inf_len > 0)
@@ -1153,6 +1158,14 @@ void fw_spool_stats(struct fw_spool *sp, struct fw_spool_stats *st)
 	st->acked_through = sp->acked_through;
 	st->next_seq = sp->next_seq;
 	st->oldest_ts_ms = fw_spool_oldest_ts(sp);
+}
+
+void fw_spool_set_limits(struct fw_spool *sp, uint64_t max_bytes, enum fw_spool_fsync f)
+{
+	if (sp->fsync != FW_SPOOL_FSYNC_NEVER && f != sp->fsync)
+		fw_spool_sync(sp);           /* what was written under the old policy */
+	sp->max_bytes = max_bytes;
+	sp->fsync = f;
 }
 
 int fw_spool_fsync_parse(const char *s)

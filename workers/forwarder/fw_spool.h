@@ -142,6 +142,14 @@ int fw_spool_sync(struct fw_spool *sp);
 /* Fills *st (peeks the oldest unacked record's ts, hence not const). */
 void fw_spool_stats(struct fw_spool *sp, struct fw_spool_stats *st);
 
+/* Applies a reloaded spool.max_bytes and fsync policy (the directory and the
+ * segment size stay).  Lowering max_bytes below what is stored only stops
+ * further appends until enough is acked. */
+void fw_spool_set_limits(struct fw_spool *sp, uint64_t max_bytes, enum fw_spool_fsync f);
+
+/* Records not yet handed out (cheap; no I/O). */
+uint64_t fw_spool_unread(const struct fw_spool *sp);
+
 /* ts of the oldest unacked record (peeks without handing it out), 0 = none. */
 uint64_t fw_spool_oldest_ts(struct fw_spool *sp);
 
