@@ -19,16 +19,36 @@
 #ifndef EQ_CONF_H
 #define EQ_CONF_H
 
+#include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <limits.h>
+#include <stdio.h>
+#include <sys/socket.h>
 
 #define CONF_MAX_TOKENS      64
 #define CONF_ZONE_ID_MAX     64      /* same bound as the HTTP zone_id */
 #define CONF_STR_MAX         256
 #define CONF_CONNINFO_MAX    1024
 #define CONF_MAX_ERRORS      64
-#define CONF_LINE_MAX        4096    /* longer lines are rejected by name */
+#define CONF_MAX_ZONES       1000000 /* [zone:ID] sections per file */
+#define CONF_MAX_RDKAFKA     256     /* rdkafka.* properties per file */
+/* The worker table has SHM_MAX_WORKERS (64) slots; the supervisor keeps two
+ * for the prober and the forwarder, the rest may be pricing workers.
+ * Written out so conf does not depend on the segment layout;
+ * tests/unit/conf asserts it equals SHM_MAX_WORKERS - 2. */
+#define CONF_PRICING_WORKERS_MAX 62
+#define CONF_MAX_FILE_BYTES  (64u << 20) /* bigger files are refused */
+/*
+ * Longest accepted line, in bytes, not counting the line terminator ("\n"
+ * or "\r\n").  Debian's inih 55 reads each line into a 200-byte buffer
+ * (INI_MAX_LINE: 199 bytes plus NUL) and silently splits anything longer
+ * into two lines; conf's reader rejects such a line by name instead
+ * ("FILE:LINE: line too long (N bytes, max 199): [section] key").  This is
+ * what bounds conninfo strings in practice: use service=NAME with a
+ * pg_service.conf for long ones.
+ */
+#define CONF_LINE_MAX        199
 
 enum conf_fsync {
 	CONF_FSYNC_ALWAYS,
@@ -159,25 +179,35 @@ struct conf {
 	} supervisor;
 };
 
-/* Error list filled by the loaders: each entry "FILE:LINE: message". */
+/* Error list filled by the loaders: each entry "FILE:LINE: message",
+ * sorted by line.  Values of secret keys never appear in a message. */
 struct conf_errors {
 	unsigned count;                      /* errors found (may exceed stored) */
 	char msg[CONF_MAX_ERRORS][512];
 };
 
-/* Fills *c with every default.  Never fails. */
+/* Fills *c with every default (the pointers NULL, the rest of the struct,
+ * padding included, zeroed first so two conf_defaults() compare equal with
+ * conf_equal).  Never fails. */
 void conf_defaults(struct conf *c);
 
 /* Parses the INI file at path into *c (defaults first, then the file).
+ * *c is output only: a previously loaded conf must be conf_free'd first.
  * Returns 0 if valid; -EINVAL with errs filled if not; -errno if the file
- * cannot be read (errs holds "FILE: strerror").  On failure *c is freed
- * and left with defaults. */
+ * cannot be read (errs holds "FILE: strerror"); -EFBIG past
+ * CONF_MAX_FILE_BYTES; -ENOMEM.  On failure *c is freed and left with
+ * defaults.  errs may be NULL. */
 int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs);
 
-/* Same, from text already in memory (the supervisor's validated copy).
- * name is used in messages and stored in c->path. */
+/* Same, from text already in memory (the supervisor's validated copy; it
+ * need not be NUL-terminated, and a NUL byte inside is an error).  name is
+ * used in messages and stored in c->path. */
 int conf_load_buffer(const char *name, const char *text, size_t len,
                      struct conf *c, struct conf_errors *errs);
+
+/* Prints every stored error on its own line to f, then "... and N more"
+ * if more were found than stored. */
+void conf_errors_print(const struct conf_errors *errs, FILE *f);
 
 /* Frees the malloc'd parts (zones, rdkafka) and resets them to empty. */
 void conf_free(struct conf *c);
@@ -190,5 +220,33 @@ const struct conf_zone *conf_zone_find(const struct conf *c, const char *zone_id
  * Returns the number of such keys. */
 int conf_restart_keys_changed(const struct conf *old_c, const struct conf *new_c,
                               char *buf, size_t len);
+
+/* True if a and b hold the same settings (path ignored; zones and rdkafka
+ * properties compared by content, in order). */
+bool conf_equal(const struct conf *a, const struct conf *b);
+
+/* Parses a validated http.listen ("1.2.3.4:80", "[::1]:80") into a socket
+ * address.  Returns 0, or -EINVAL if text is not such an address. */
+int conf_listen_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Names of the enum values as written in the file ("batch", "stale"). */
+const char *conf_fsync_name(enum conf_fsync v);
+const char *conf_emergency_pricing_name(enum conf_emergency_pricing v);
+
+/* The key schema, for docs, tests and tools.  Keys are in file order;
+ * [zone:ID] keys and [kafka] rdkafka.* are not listed (see conf.c). */
+#define CONF_KEY_SECRET   0x1u               /* value never printed */
+#define CONF_KEY_RESTART  0x2u               /* change needs a restart */
+#define CONF_KEY_REPEAT   0x4u               /* may appear on several lines */
+struct conf_key_info {
+	const char *section;                 /* "probe" */
+	const char *key;                     /* "interval_ms" */
+	const char *default_text;            /* "1000", "" if none */
+	char range_text[96];                 /* "1..3600000", "always|batch|never" */
+	unsigned flags;                      /* CONF_KEY_* */
+};
+size_t conf_schema_count(void);
+/* Fills *out for key i < conf_schema_count().  Returns 0 or -ERANGE. */
+int conf_schema_get(size_t i, struct conf_key_info *out);
 
 #endif

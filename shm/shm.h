@@ -230,6 +230,11 @@ struct shm_check_report {
 /* Scans everything; fills r.  Returns 0 if clean, 1 if problems found. */
 int shm_check(const struct shm *s, struct shm_check_report *r);
 
+/* Test/debug only: makes this process's price writes spin `spins` times
+ * half-way through an entry, so crash and concurrency tests hit the
+ * mid-write window often.  Never called by the daemons. */
+void shm_debug_slow_writes(unsigned spins);
+
 /* Whether pid is alive (kill(pid, 0) != ESRCH). */
 bool shm_pid_alive(pid_t pid);
 

@@ -141,12 +141,24 @@ int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct 
 	return busy ? -EAGAIN : -ENOENT;
 }
 
+/* Debug/test only: spins inside every price write, between the first and
+ * second half of the fields, to widen the window in which a crash or a
+ * concurrent reader meets a half-written entry.  0 in production. */
+static unsigned debug_write_spins;
+
+void shm_debug_slow_writes(unsigned spins)
+{
+	debug_write_spins = spins;
+}
+
 /* Writes the entry while we hold its lock (lock word = held). */
 static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_price *p, size_t len)
 {
 	e->hash = h;
 	e->base_fare = p->base_fare;
 	e->surge_multiplier = p->surge_multiplier;
+	for (unsigned i = 0; i < debug_write_spins; i++)
+		__asm__ __volatile__("" ::: "memory");
 	e->supply_count = p->supply_count;
 	e->demand_count = p->demand_count;
 	e->updated_ms = p->updated_ms;
@@ -239,8 +251,31 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 	struct shm_prices *p = s->prices;
 	uint64_t h = util_hash64(in->zone_id, len, s->hdr->hash_seed);
 
+	/* Fast path, the common case: refreshing a zone that is present.  Only
+	 * entries with our hash are copied (like a lookup). */
+	uint64_t i = home_slot(p, h);
+	for (unsigned k = 0; k < p->window; k++, i = next_slot(p, i)) {
+		struct shm_price_entry *e = &p->entries[i];
+		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);
+		if (w == 0 || LOCK_HELD(w))
+			break;          /* end of chain, or contended: full path */
+		if (__atomic_load_n(&e->hash, __ATOMIC_RELAXED) != h)
+			continue;
+		struct shm_price_entry c;
+		if (!copy_if_stable(e, w, &c))
+			break;
+		if (!key_equal(&c, h, in->zone_id, len))
+			continue;
+		uint64_t held = take_slot(e, w);
+		if (held == 0)
+			break;
+		fill_entry(e, h, in, len);
+		release_slot(e, held);
+		return 0;
+	}
+
 	for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
-		uint64_t i = home_slot(p, h);
+		i = home_slot(p, h);
 		int64_t match = -1, free_slot = -1, dead = -1, oldest = -1;
 		uint64_t match_w = 0, free_w = 0, dead_w = 0, oldest_w = 0, oldest_read = UINT64_MAX;
 		bool restart = false, live_held = false;

@@ -1,0 +1,186 @@
+/* shm_status: status JSON shared by eqctl and eq-pricing's /v1/status. */
+#include <string.h>
+#include <unistd.h>
+
+#include "shm/shm_internal.h"
+#include "shm/shm_status.h"
+#include "util/util.h"
+#ifndef EQ_SHM_NO_RING
+#include "shm/shm_ring.h"
+#endif
+
+static json_t *iso_time(uint64_t ms)
+{
+	if (ms == 0)
+		return json_null();
+	char buf[32];
+	util_fmt_iso8601(ms, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+void shm_mode_stats(const struct shm *s, struct shm_mode_stats out[EQ_MODE__COUNT])
+{
+	memset(out, 0, sizeof(struct shm_mode_stats) * EQ_MODE__COUNT);
+	struct shm_mode_view mv;
+	shm_mode_get(s, &mv);
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+		out[m].ms_total = mv.ms_total[m];
+	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++) {
+		const struct shm_worker_counters *c = &s->counters->workers[w];
+		for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+			for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
+				for (unsigned code = 0; code < EQ_HTTP__COUNT; code++) {
+					uint64_t n = atomic_load_explicit(&c->requests[ep][code][m], memory_order_relaxed);
+					out[m].requests += n;
+					if (shm_http_code_value(code) >= 500)
+						out[m].errors += n;
+				}
+			for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++)
+				out[m].latency_count += atomic_load_explicit(&c->latency_bucket[m][b], memory_order_relaxed);
+			out[m].latency_sum_us += atomic_load_explicit(&c->latency_sum_us[m], memory_order_relaxed);
+		}
+	}
+}
+
+static json_t *components_json(const struct shm *s)
+{
+	json_t *o = json_object();
+	for (unsigned c = 0; c < EQ_COMP__COUNT; c++) {
+		struct shm_component_view v;
+		json_t *j = json_object();
+		if (shm_component_read(s, (enum eq_component)c, &v) != 0) {
+			json_object_set_new(j, "state", json_string(shm_cstate_name(shm_component_state(s, c))));
+			json_object_set_new(j, "busy", json_true());
+			json_object_set_new(o, shm_component_name(c), j);
+			continue;
+		}
+		json_object_set_new(j, "state", json_string(shm_cstate_name(v.state)));
+		json_object_set_new(j, "configured", json_boolean(v.configured));
+		json_object_set_new(j, "latency_ms", json_real(v.latency_us / 1000.0));
+		json_object_set_new(j, "consecutive_failures", json_integer(v.consecutive_failures));
+		json_object_set_new(j, "consecutive_successes", json_integer(v.consecutive_successes));
+		json_object_set_new(j, "last_error", v.last_error[0] ? json_string(v.last_error) : json_null());
+		json_object_set_new(j, "last_ok", iso_time(v.last_ok_ms));
+		json_object_set_new(j, "last_fail", iso_time(v.last_fail_ms));
+		json_object_set_new(j, "since", iso_time(v.since_ms));
+		json_object_set_new(j, "backoff_ms", json_integer(v.backoff_ms));
+		json_object_set_new(o, shm_component_name(c), j);
+	}
+	return o;
+}
+
+static json_t *workers_json(const struct shm *s)
+{
+	json_t *a = json_array();
+	uint64_t now = util_mono_ms();
+	for (unsigned i = 0; i < SHM_MAX_WORKERS; i++) {
+		struct shm_worker_view v;
+		shm_worker_read(s, i, &v);
+		if (v.state == EQ_WSTATE_EMPTY && v.pid == 0 && v.restarts == 0)
+			continue;
+		json_t *j = json_object();
+		json_object_set_new(j, "slot", json_integer(i));
+		json_object_set_new(j, "role", json_string(shm_role_name(v.role)));
+		json_object_set_new(j, "index", json_integer(v.index));
+		json_object_set_new(j, "state", json_string(shm_wstate_name(v.state)));
+		json_object_set_new(j, "pid", v.pid ? json_integer(v.pid) : json_null());
+		json_object_set_new(j, "restarts", json_integer((json_int_t)v.restarts));
+		json_object_set_new(j, "heartbeat_age_ms",
+		                    v.pid && v.heartbeat_mono_ms ? json_integer((json_int_t)(now > v.heartbeat_mono_ms ? now - v.heartbeat_mono_ms : 0))
+		                                                 : json_null());
+		json_object_set_new(j, "ready", json_boolean(v.pid && v.ready));
+		json_object_set_new(j, "started", iso_time(v.started_ms));
+		json_array_append_new(a, j);
+	}
+	return a;
+}
+
+static json_t *events_json(const struct shm *s)
+{
+	const struct shm_counters *c = s->counters;
+	json_t *j = json_object();
+	uint64_t ring_used = 0, ring_capacity = 0;
+#ifndef EQ_SHM_NO_RING
+	struct shm_ring_stats rs;
+	if (shm_ring_stats(s, &rs) == 0) {
+		ring_used = rs.used;
+		ring_capacity = rs.capacity;
+	}
+#endif
+	json_object_set_new(j, "ring_used", json_integer((json_int_t)ring_used));
+	json_object_set_new(j, "ring_capacity", json_integer((json_int_t)ring_capacity));
+	json_object_set_new(j, "spooled", json_integer((json_int_t)atomic_load(&c->spool_records)));
+	json_object_set_new(j, "spool_bytes", json_integer((json_int_t)atomic_load(&c->spool_bytes)));
+	for (unsigned e = 0; e < EQ_EVC__COUNT; e++) {
+		char key[48];
+		snprintf(key, sizeof(key), "%s%s", shm_event_counter_name(e),
+		         e == EQ_EVC_SPOOLED ? "_total" : "");
+		json_object_set_new(j, key, json_integer((json_int_t)atomic_load(&c->events[e])));
+	}
+	uint64_t oldest = atomic_load(&c->oldest_undelivered_ms), now = util_now_ms();
+	json_object_set_new(j, "oldest_undelivered_age_ms",
+	                    oldest ? json_integer((json_int_t)(now > oldest ? now - oldest : 0)) : json_integer(0));
+	return j;
+}
+
+json_t *shm_status_json(const struct shm *s)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	struct shm_mode_view mv;
+	shm_mode_get(s, &mv);
+	json_object_set_new(o, "mode", json_string(shm_mode_name(mv.effective)));
+	json_object_set_new(o, "auto_mode", json_string(shm_mode_name(mv.auto_mode)));
+	json_object_set_new(o, "override", json_string(shm_override_name(mv.override)));
+	json_object_set_new(o, "mode_since", iso_time(mv.since_ms));
+	json_object_set_new(o, "components", components_json(s));
+	json_object_set_new(o, "workers", workers_json(s));
+
+	struct shm_prices_stats ps;
+	shm_prices_stats(s, &ps);
+	json_t *pj = json_object();
+	json_object_set_new(pj, "entries", json_integer((json_int_t)ps.used));
+	json_object_set_new(pj, "capacity", json_integer((json_int_t)ps.capacity));
+	json_object_set_new(pj, "slots", json_integer((json_int_t)ps.slots));
+	json_object_set_new(pj, "replaced", json_integer((json_int_t)ps.replaced));
+	json_object_set_new(pj, "busy", json_integer((json_int_t)ps.busy));
+	json_object_set_new(pj, "reclaimed", json_integer((json_int_t)ps.reclaimed));
+	json_object_set_new(o, "prices", pj);
+
+	json_object_set_new(o, "events", events_json(s));
+
+	struct shm_mode_stats ms[EQ_MODE__COUNT];
+	shm_mode_stats(s, ms);
+	json_t *mj = json_object();
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+		json_t *j = json_object();
+		json_object_set_new(j, "seconds", json_real(ms[m].ms_total / 1000.0));
+		json_object_set_new(j, "requests", json_integer((json_int_t)ms[m].requests));
+		json_object_set_new(j, "errors", json_integer((json_int_t)ms[m].errors));
+		json_object_set_new(j, "error_rate", json_real(ms[m].requests ? (double)ms[m].errors / (double)ms[m].requests : 0.0));
+		json_object_set_new(j, "request_rate", json_real(ms[m].ms_total ? ms[m].requests * 1000.0 / (double)ms[m].ms_total : 0.0));
+		json_object_set_new(j, "avg_latency_ms",
+		                    json_real(ms[m].latency_count ? ms[m].latency_sum_us / 1000.0 / (double)ms[m].latency_count : 0.0));
+		json_object_set_new(mj, shm_mode_name(m), j);
+	}
+	json_object_set_new(o, "modes", mj);
+
+	const struct shm_header *h = s->hdr;
+	json_t *sj = json_object();
+	int64_t sp = atomic_load(&h->sup_pid);
+	json_object_set_new(sj, "pid", sp > 0 ? json_integer(sp) : json_null());
+	json_object_set_new(sj, "started", iso_time(atomic_load(&h->sup_started_ms)));
+	json_object_set_new(sj, "generation", json_integer((json_int_t)atomic_load(&h->sup_generation)));
+	json_object_set_new(o, "supervisor", sj);
+
+	json_t *seg = json_object();
+	json_object_set_new(seg, "name", json_string(s->name));
+	json_object_set_new(seg, "bytes", json_integer((json_int_t)h->segment_bytes));
+	char ver[16];
+	snprintf(ver, sizeof(ver), "%u.%u", h->version_major, h->version_minor);
+	json_object_set_new(seg, "layout_version", json_string(ver));
+	json_object_set_new(seg, "created", iso_time(h->created_ms));
+	json_object_set_new(o, "segment", seg);
+	return o;
+}
