@@ -1131,6 +1131,17 @@ int fw_spool_sync(struct fw_spool *sp)
 
 /* ---- figures ---- */
 
+int fw_spool_segment(const struct fw_spool *sp, size_t i, struct fw_spool_seg_info *out)
+{
+	if (i >= sp->nsegs)
+		return -ENOENT;
+	const struct fw_seg *s = &sp->segs[i];
+	*out = (struct fw_spool_seg_info){ .name_seq = s->name_seq, .first_seq = s->first_seq,
+	                                   .last_seq = s->last_seq, .records = s->nrecords,
+	                                   .bytes = s->size };
+	return 0;
+}
+
 uint64_t fw_spool_unread(const struct fw_spool *sp)
 {
 	return sp->total_records - sp->acked_records - sp->inf_len;

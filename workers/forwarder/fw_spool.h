@@ -147,6 +147,16 @@ void fw_spool_stats(struct fw_spool *sp, struct fw_spool_stats *st);
  * further appends until enough is acked. */
 void fw_spool_set_limits(struct fw_spool *sp, uint64_t max_bytes, enum fw_spool_fsync f);
 
+/* One segment, for eqctl: i in [0, segments). */
+struct fw_spool_seg_info {
+	uint64_t name_seq;                   /* the file is spool-<name_seq>.seg */
+	uint64_t first_seq, last_seq;        /* 0 = no valid record */
+	uint64_t records;                    /* valid records (acked ones included) */
+	uint64_t bytes;                      /* valid bytes */
+};
+/* 0 and *out, or -ENOENT past the last segment. */
+int fw_spool_segment(const struct fw_spool *sp, size_t i, struct fw_spool_seg_info *out);
+
 /* Records not yet handed out (cheap; no I/O). */
 uint64_t fw_spool_unread(const struct fw_spool *sp);
 
