@@ -106,6 +106,7 @@ struct fw {
 };
 
 static void fw_tick_cb(uv_timer_t *t);
+static void publish_gauges(struct fw *f);
 
 /* ---- small containers ---- */
 
@@ -391,6 +392,8 @@ static void kpoll_cb(uv_poll_t *h, int status, int events)
 	(void)events;
 	if (f->kafka)
 		fw_kafka_poll(f->kafka);
+	if (!f->drain_done)
+		publish_gauges(f);
 }
 
 static int kafka_open(struct fw *f, char *err, size_t errlen)
@@ -514,20 +517,31 @@ static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 	return n;
 }
 
-/* Appends the batch collected in f->batch_* to the spool.  On success the
- * ring entries are done; on failure they are kept as retries (custody stays
- * in the ring). */
+/* Appends the batch collected in f->batch_* to the spool, as much of it as
+ * fits (halving the chunk on -ENOSPC, so the spool fills up to its bound).
+ * Appended records are done in the ring; the rest are kept as retries
+ * (custody stays in the ring). */
 static void flush_batch(struct fw *f, size_t n, const unsigned *topics)
 {
-	if (n == 0)
-		return;
-	uint64_t first;
-	int rc = fw_spool_appendv(f->spool, f->batch_items, n, &first);
-	if (rc == 0) {
-		for (size_t i = 0; i < n; i++)
-			ring_done(f, f->batch_rq[i]);
-		f->n_spooled += n;
-		shm_count_event(f->shm, EQ_EVC_SPOOLED, n);
+	size_t start = 0, chunk = n;
+	int rc = 0;
+
+	while (start < n) {
+		size_t c = UTIL_MIN(chunk, n - start);
+		rc = fw_spool_appendv(f->spool, f->batch_items + start, c, NULL);
+		if (rc == 0) {
+			for (size_t i = start; i < start + c; i++)
+				ring_done(f, f->batch_rq[i]);
+			f->n_spooled += c;
+			shm_count_event(f->shm, EQ_EVC_SPOOLED, c);
+			start += c;
+			continue;
+		}
+		if (rc != -ENOSPC || c == 1)
+			break;
+		chunk = c / 2;
+	}
+	if (start == n) {
 		f->spool_blocked = false;
 		return;
 	}
@@ -535,7 +549,7 @@ static void flush_batch(struct fw *f, size_t n, const unsigned *topics)
 		log_warn("forwarder: cannot spool (%s): events stay in the ring; when it fills, "
 		         "POST /v1/events answers 503", rc == -ENOSPC ? "spool full" : strerror(-rc));
 	f->spool_blocked = true;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = start; i < n; i++) {
 		struct fw_rec r;
 		fw_rec_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
 		retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, topics[i], r.key, r.key_len,
@@ -587,8 +601,12 @@ static size_t take_ring(struct fw *f, size_t max)
 	while (n < max) {
 		if (direct && inflight(f) >= FW_MAX_INFLIGHT)
 			break;
-		if (!direct && (f->spool_blocked || f->rt_len > 0))
-			break;                   /* no room: leave records in the ring */
+		/* Spooling: older ring records still inside librdkafka or waiting
+		 * as retries go first (they come back as failures after a purge),
+		 * so the spool keeps ring order.  And with no room, records stay
+		 * in the ring. */
+		if (!direct && (f->spool_blocked || f->rt_len > 0 || f->ring_inflight > 0))
+			break;
 		struct shm_ring_view v;
 		int rc = shm_ring_peek(&f->cons, &v);
 		if (rc == -EAGAIN || rc == -EBUSY) {
