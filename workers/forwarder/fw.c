@@ -52,7 +52,6 @@ struct fw {
 	struct shm *shm;
 	uv_loop_t *loop;
 
-	struct shm_ring *ring;
 	struct shm_ring_consumer cons;
 	bool cons_open;
 	uint64_t committed_upto;             /* last tail we set */
@@ -674,9 +673,10 @@ static void publish_gauges(struct fw *f)
 	struct fw_spool_stats st;
 	uint64_t oldest = 0;
 
-	shm_ring_stats(f->ring, &rs);
+
+	if (shm_ring_stats(f->shm, &rs) == 0)
+		oldest = rs.oldest_ms;
 	fw_spool_stats(f->spool, &st);
-	oldest = rs.oldest_ms;
 	if (st.oldest_ts_ms && (!oldest || st.oldest_ts_ms < oldest))
 		oldest = st.oldest_ts_ms;
 	atomic_store_explicit(&c->oldest_undelivered_ms, oldest, memory_order_relaxed);
@@ -865,22 +865,17 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	if (rc)
 		goto fail;
 
-	rc = shm_ring_of(shm, &f->ring);
-	if (rc) {
-		snprintf(err, errlen, "the segment has no usable event ring: %s", strerror(-rc));
-		goto fail;
-	}
-	rc = shm_ring_consumer_open(f->ring, &f->cons);
+	rc = shm_ring_consumer_open(shm, &f->cons);
 	if (rc) {
 		if (rc == -EBUSY)
 			snprintf(err, errlen, "the event ring is consumed by another eq-forwarder "
 			         "(pid %d); only one may run per segment", (int)f->cons.busy_pid);
 		else
-			snprintf(err, errlen, "cannot consume the event ring: %s", strerror(-rc));
+			snprintf(err, errlen, "the segment has no usable event ring: %s", strerror(-rc));
 		goto fail;
 	}
 	f->cons_open = true;
-	f->committed_upto = shm_ring_tail(f->ring);
+	f->committed_upto = shm_ring_tail(&f->cons);
 
 	rc = kafka_open(f, err, errlen);
 	if (rc) {

@@ -34,7 +34,6 @@
 
 static char tmpdir[256], spooldir[300], shmname[64];
 static struct shm *seg;
-static struct shm_ring *ring;
 static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mc;
 static const char *bootstraps;
@@ -97,7 +96,6 @@ static void setup_common(const char *kafka_extra, const char *spool_extra, uint6
 	char err[512];
 	shm_unlink_name(shmname);
 	ck_assert_msg(shm_create(&p, &seg, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_int_eq(shm_ring_of(seg, &ring), 0);
 	mock_start();
 	conf_build(kafka_extra, spool_extra);
 }
@@ -162,7 +160,7 @@ static size_t append_events(size_t n, unsigned keys, unsigned batch)
 			                               .value = pk[i].buf };
 			memcpy(sent.ids[sent.n + i], ev.event_id, sizeof(sent.ids[0]));
 		}
-		int rc = shm_ring_append(ring, rr, b);
+		int rc = shm_ring_append(seg, rr, b);
 		if (rc == -ENOBUFS)
 			return done;
 		ck_assert_int_eq(rc, 0);
@@ -306,7 +304,7 @@ static bool run_until(uv_loop_t *loop, struct fw *f, bool (*pred)(struct fw *, v
 static bool ring_empty(void)
 {
 	struct shm_ring_stats rs;
-	shm_ring_stats(ring, &rs);
+	ck_assert_int_eq(shm_ring_stats(seg, &rs), 0);
 	return rs.tail == rs.head;
 }
 
@@ -483,7 +481,7 @@ START_TEST(test_full_spool_fills_ring_never_drops)
 	struct fw_status st;
 	fw_get_status(f, &st);
 	struct shm_ring_stats rs;
-	shm_ring_stats(ring, &rs);
+	ck_assert_int_eq(shm_ring_stats(seg, &rs), 0);
 	ck_assert_msg(rs.used > 0 && rs.full > 0, "the ring never filled (used %" PRIu64 ")", rs.used);
 	ck_assert_uint_le(st.spool_bytes, 1048576);
 	ck_assert_uint_gt(st.spool_bytes, 1048576 - 600);    /* filled to within a record */
