@@ -132,7 +132,8 @@ static int conf__err_cmp(const void *a, const void *b)
 
 static void conf__errors_out(struct conf__parse *p, struct conf_errors *errs)
 {
-	qsort(p->errs, p->n_errs, sizeof(*p->errs), conf__err_cmp);
+	if (p->n_errs > 0)
+		qsort(p->errs, p->n_errs, sizeof(*p->errs), conf__err_cmp);
 	if (errs == NULL)
 		return;
 	errs->count = p->err_count;
@@ -760,6 +761,23 @@ void conf_free(struct conf *c)
 	c->kafka.n_rdkafka = 0;
 }
 
+static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
+{
+	if (errs == NULL)
+		return;
+	errs->count = 1;
+	int n = snprintf(errs->msg[0], sizeof(errs->msg[0]), "%s: ", path);
+	if (n < 0 || (size_t)n >= sizeof(errs->msg[0]))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(errs->msg[0] + n, sizeof(errs->msg[0]) - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
 int conf_load_buffer(const char *name, const char *text, size_t len,
                      struct conf *c, struct conf_errors *errs)
 {
@@ -770,8 +788,10 @@ int conf_load_buffer(const char *name, const char *text, size_t len,
 	util_strlcpy(c->path, name, sizeof(c->path));
 	if (errs != NULL)
 		errs->count = 0;
-	if (p == NULL)
+	if (p == NULL) {
+		conf__file_error(errs, name, "out of memory");
 		return -ENOMEM;
+	}
 	p->c = c;
 	p->name = name;
 	p->buf = text;
@@ -813,100 +833,132 @@ int conf_load_buffer(const char *name, const char *text, size_t len,
 	return ret;
 }
 
-static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void conf__file_error(struct conf_errors *errs, const char *path, const char *fmt, ...)
-{
-	if (errs == NULL)
-		return;
-	errs->count = 1;
-	int n = snprintf(errs->msg[0], sizeof(errs->msg[0]), "%s: ", path);
-	if (n < 0 || (size_t)n >= sizeof(errs->msg[0]))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(errs->msg[0] + n, sizeof(errs->msg[0]) - (size_t)n, fmt, ap);
-	va_end(ap);
-}
-
-int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs)
+/* Reads all of fd into a malloc'd buffer.  Seekable fds are read with
+ * pread from offset 0, so the file offset - which a memfd dup'd into
+ * several workers shares - is neither used nor moved; pipes with read. */
+static int conf__read_fd(int fd, const char *name, char **text, size_t *len,
+                         struct conf_errors *errs)
 {
 	char *buf = NULL;
-	size_t len = 0;
-	int ret = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int open_errno = errno;              /* conf_defaults may change errno */
-
-	conf_defaults(c);
-	util_strlcpy(c->path, path, sizeof(c->path));
-	if (errs != NULL)
-		errs->count = 0;
-	if (fd == -1) {
-		ret = -open_errno;
-		conf__file_error(errs, path, "%s", strerror(open_errno));
-		goto out;
-	}
+	size_t used = 0, cap;
+	int ret = 0, positional = 1;
 	struct stat st;
+
+	*text = NULL;
+	*len = 0;
 	if (fstat(fd, &st) == -1) {
 		ret = -errno;
-		conf__file_error(errs, path, "%s", strerror(-ret));
+		conf__file_error(errs, name, "%s", strerror(-ret));
 		goto out;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		ret = -EISDIR;
-		conf__file_error(errs, path, "%s", strerror(EISDIR));
+		conf__file_error(errs, name, "%s", strerror(EISDIR));
 		goto out;
 	}
 	/* Read to EOF rather than trusting st_size (pipes, /proc files). */
-	size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 &&
-	             (uint64_t)st.st_size <= CONF_MAX_FILE_BYTES ? (size_t)st.st_size + 1 : 4096;
+	cap = S_ISREG(st.st_mode) && st.st_size > 0 &&
+	      (uint64_t)st.st_size <= CONF_MAX_FILE_BYTES ? (size_t)st.st_size + 1 : 4096;
 	buf = malloc(cap);
 	if (buf == NULL) {
 		ret = -ENOMEM;
-		conf__file_error(errs, path, "out of memory");
+		conf__file_error(errs, name, "out of memory");
 		goto out;
 	}
 	for (;;) {
-		if (len == cap) {
+		if (used == cap) {
 			if (cap > CONF_MAX_FILE_BYTES) {
 				ret = -EFBIG;
-				conf__file_error(errs, path, "file too large (more than %u bytes)",
+				conf__file_error(errs, name, "file too large (more than %u bytes)",
 				                 CONF_MAX_FILE_BYTES);
 				goto out;
 			}
 			char *nb = realloc(buf, cap * 2);
 			if (nb == NULL) {
 				ret = -ENOMEM;
-				conf__file_error(errs, path, "out of memory");
+				conf__file_error(errs, name, "out of memory");
 				goto out;
 			}
 			buf = nb;
 			cap *= 2;
 		}
-		ssize_t n = read(fd, buf + len, cap - len);
+		ssize_t n = positional ? pread(fd, buf + used, cap - used, (off_t)used)
+		                       : read(fd, buf + used, cap - used);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
+			if (errno == ESPIPE && positional && used == 0) {
+				positional = 0;
+				continue;
+			}
 			ret = -errno;
-			conf__file_error(errs, path, "%s", strerror(-ret));
+			conf__file_error(errs, name, "%s", strerror(-ret));
 			goto out;
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
+		used += (size_t)n;
 	}
-	if (len > CONF_MAX_FILE_BYTES) {
+	if (used > CONF_MAX_FILE_BYTES) {
 		ret = -EFBIG;
-		conf__file_error(errs, path, "file too large (more than %u bytes)",
+		conf__file_error(errs, name, "file too large (more than %u bytes)",
 		                 CONF_MAX_FILE_BYTES);
 		goto out;
 	}
-	ret = conf_load_buffer(path, buf, len, c, errs);
+	*text = buf;
+	*len = used;
+	buf = NULL;
 out:
-	if (fd != -1)
-		close(fd);
 	free(buf);
+	return ret;
+}
+
+int conf_read_file(const char *path, char **text, size_t *len, struct conf_errors *errs)
+{
+	if (errs != NULL)
+		errs->count = 0;
+	*text = NULL;
+	*len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1) {
+		int ret = -errno;
+		conf__file_error(errs, path, "%s", strerror(-ret));
+		return ret;
+	}
+	int ret = conf__read_fd(fd, path, text, len, errs);
+	close(fd);
+	return ret;
+}
+
+int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs)
+{
+	char *text;
+	size_t len;
+	int ret = conf_read_file(path, &text, &len, errs);
+	if (ret < 0) {
+		conf_defaults(c);
+		util_strlcpy(c->path, path, sizeof(c->path));
+		return ret;
+	}
+	ret = conf_load_buffer(path, text, len, c, errs);
+	free(text);
+	return ret;
+}
+
+int conf_load_fd(const char *name, int fd, struct conf *c, struct conf_errors *errs)
+{
+	char *text;
+	size_t len;
+	if (errs != NULL)
+		errs->count = 0;
+	int ret = conf__read_fd(fd, name, &text, &len, errs);
+	if (ret < 0) {
+		conf_defaults(c);
+		util_strlcpy(c->path, name, sizeof(c->path));
+		return ret;
+	}
+	ret = conf_load_buffer(name, text, len, c, errs);
+	free(text);
 	return ret;
 }
 

@@ -1,10 +1,12 @@
 /*
  * conf: the one typed configuration every Equilibrium process uses.
  *
- * Who: equilibriumd loads and validates the INI file (conf_load_file) and
- * hands the validated text to its workers on EQ_FD_CONFIG (proto/eq_fds.h);
- * workers parse that text with conf_load_buffer and never re-read the file.
- * eqctl may load it read-only to find the segment name.
+ * Who: equilibriumd reads the INI file once (conf_read_file), validates
+ * those bytes (conf_load_buffer) and hands the same bytes to its workers on
+ * EQ_FD_CONFIG (proto/eq_fds.h); workers parse them with conf_load_fd and
+ * never re-read the file.  eqctl may load it read-only (conf_load_file) to
+ * find the segment name.  The loaders keep no global state and may run in
+ * any thread; a struct conf is owned by whoever loaded it.
  *
  * Invariants: every default from DESIGN.md ("Config") lives in conf_defaults()
  * and nowhere else; a struct conf that conf_load_* returned 0 for is fully
@@ -12,9 +14,10 @@
  * re-validate.  Unknown sections/keys, bad numbers and out-of-range values
  * are errors reported as "FILE:LINE: message".
  *
- * Secrets (redis.password, postgres conninfo, alert URLs, routing key) live
- * only in this process-local struct; never log them and never copy them into
- * the shared-memory segment.
+ * Secrets (redis.password, postgres conninfo, alert URLs, routing key,
+ * rdkafka.* values) live only in this process-local struct; conf's own
+ * messages never quote them; never log them and never copy them into the
+ * shared-memory segment.
  */
 #ifndef EQ_CONF_H
 #define EQ_CONF_H
@@ -205,6 +208,18 @@ int conf_load_file(const char *path, struct conf *c, struct conf_errors *errs);
 int conf_load_buffer(const char *name, const char *text, size_t len,
                      struct conf *c, struct conf_errors *errs);
 
+/* Reads the whole file at path into a malloc'd buffer (*text, *len; not
+ * NUL-terminated; the caller frees it), with conf_load_file's errors.  For
+ * the supervisor: validate exactly these bytes with conf_load_buffer, then
+ * hand the same bytes to the workers, so what they get is what was checked. */
+int conf_read_file(const char *path, char **text, size_t *len, struct conf_errors *errs);
+
+/* conf_load_buffer on the whole content of fd (a worker's EQ_FD_CONFIG
+ * memfd).  A seekable fd is read with pread from offset 0, so its file
+ * offset, shared by every dup of it, is neither needed nor moved; a pipe is
+ * read to EOF.  name is used in messages.  Returns as conf_load_file. */
+int conf_load_fd(const char *name, int fd, struct conf *c, struct conf_errors *errs);
+
 /* Prints every stored error on its own line to f, then "... and N more"
  * if more were found than stored. */
 void conf_errors_print(const struct conf_errors *errs, FILE *f);
@@ -212,7 +227,9 @@ void conf_errors_print(const struct conf_errors *errs, FILE *f);
 /* Frees the malloc'd parts (zones, rdkafka) and resets them to empty. */
 void conf_free(struct conf *c);
 
-/* The per-zone default for zone_id, or NULL (then use pricing.default_*). */
+/* The per-zone default for zone_id (len bytes, need not be NUL-terminated),
+ * or NULL (then use pricing.default_*).  Binary search: c->zones is sorted
+ * by id (bytewise) and holds no duplicates. */
 const struct conf_zone *conf_zone_find(const struct conf *c, const char *zone_id, size_t len);
 
 /* Lists the keys whose change needs a restart ([shm], http.listen,
@@ -242,7 +259,7 @@ struct conf_key_info {
 	const char *section;                 /* "probe" */
 	const char *key;                     /* "interval_ms" */
 	const char *default_text;            /* "1000", "" if none */
-	char range_text[96];                 /* "1..3600000", "always|batch|never" */
+	char range_text[96];                 /* "1..3600000", "always, batch, never" */
 	unsigned flags;                      /* CONF_KEY_* */
 };
 size_t conf_schema_count(void);

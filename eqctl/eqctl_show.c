@@ -285,6 +285,8 @@ int eqctl_cmd_check(const struct eqctl_opts *o, int argc, char **argv)
 		json_object_set_new(j, "prices_duplicates", json_integer((json_int_t)r.prices_duplicates));
 		json_object_set_new(j, "history_incomplete", json_integer((json_int_t)r.history_incomplete));
 		json_object_set_new(j, "components_incomplete", json_integer((json_int_t)r.components_incomplete));
+		json_object_set_new(j, "ring_bad", json_integer((json_int_t)r.ring_bad));
+		json_object_set_new(j, "ring_claimed_dead", json_integer((json_int_t)r.ring_claimed_dead));
 		print_json(j);
 	} else if (bad) {
 		printf("segment %s: %u problem(s); first: %s\n", shm_header(s) ? o->shm_name : "", r.problems, r.first);

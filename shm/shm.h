@@ -225,6 +225,8 @@ struct shm_check_report {
 	uint64_t prices_duplicates;          /* one zone in two slots */
 	uint64_t history_incomplete;         /* records left mid-write */
 	uint64_t components_incomplete;
+	uint64_t ring_bad;                   /* ring words/records breaking the protocol */
+	uint64_t ring_claimed_dead;          /* runs a dead producer left (skipped by the consumer) */
 	char first[256];                     /* first problem, one line */
 };
 /* Scans everything; fills r.  Returns 0 if clean, 1 if problems found. */

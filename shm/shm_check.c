@@ -2,11 +2,15 @@
  * shm_check: integrity check of a live segment (eqctl check, tests).
  * Read-only; safe to run while every process writes.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "shm/shm_internal.h"
 #include "util/util.h"
+#ifndef EQ_SHM_NO_RING
+#include "shm/shm_ring.h"
+#endif
 
 void shm__prices_check(const struct shm *s, struct shm_check_report *r);
 
@@ -20,7 +24,7 @@ static void note(struct shm_check_report *r, const char *what)
 int shm_check(const struct shm *s, struct shm_check_report *r)
 {
 	memset(r, 0, sizeof(*r));
-	char buf[256];
+	char buf[320];
 
 	uint64_t w = atomic_load(&s->mode->word);
 	unsigned a = w & 3u, o = (w >> 2) & 3u, e = (w >> 4) & 3u;
@@ -59,5 +63,21 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 	}
 
 	shm__prices_check(s, r);
+
+#ifndef EQ_SHM_NO_RING
+	/* The ring moves under us; a few tries, then report what we saw. */
+	struct shm_ring_check_report rr;
+	int rc = -EAGAIN;
+	for (int i = 0; i < 20 && rc == -EAGAIN; i++)
+		rc = shm_ring_check(s, &rr);
+	if (rc >= 0) {
+		r->ring_bad = rr.bad_words + rr.bad_records;
+		r->ring_claimed_dead = rr.runs_claimed_dead;
+		if (rc == 1) {
+			snprintf(buf, sizeof(buf), "event ring: %s", rr.first);
+			note(r, buf);
+		}
+	}
+#endif
 	return r->problems == 0 ? 0 : 1;
 }

@@ -99,12 +99,15 @@ static json_t *events_json(const struct shm *s)
 {
 	const struct shm_counters *c = s->counters;
 	json_t *j = json_object();
-	uint64_t ring_used = 0, ring_capacity = 0;
+	uint64_t ring_used = 0, ring_capacity = 0, ring_abandoned = 0, ring_corrupt = 0, ring_oldest = 0;
 #ifndef EQ_SHM_NO_RING
 	struct shm_ring_stats rs;
 	if (shm_ring_stats(s, &rs) == 0) {
 		ring_used = rs.used;
 		ring_capacity = rs.capacity;
+		ring_abandoned = rs.abandoned;
+		ring_corrupt = rs.corrupt;
+		ring_oldest = rs.oldest_ms;
 	}
 #endif
 	json_object_set_new(j, "ring_used", json_integer((json_int_t)ring_used));
@@ -115,9 +118,19 @@ static json_t *events_json(const struct shm *s)
 		char key[48];
 		snprintf(key, sizeof(key), "%s%s", shm_event_counter_name(e),
 		         e == EQ_EVC_SPOOLED ? "_total" : "");
-		json_object_set_new(j, key, json_integer((json_int_t)atomic_load(&c->events[e])));
+		uint64_t v = atomic_load(&c->events[e]);
+		/* Ring-side losses of never-acknowledged records are counted by the ring. */
+		if (e == EQ_EVC_ABANDONED)
+			v += ring_abandoned;
+		else if (e == EQ_EVC_CORRUPT)
+			v += ring_corrupt;
+		json_object_set_new(j, key, json_integer((json_int_t)v));
 	}
+	/* Oldest undelivered: the forwarder's figure (spool and in flight), or
+	 * the oldest record still waiting in the ring if that is older. */
 	uint64_t oldest = atomic_load(&c->oldest_undelivered_ms), now = util_now_ms();
+	if (ring_oldest != 0 && (oldest == 0 || ring_oldest < oldest))
+		oldest = ring_oldest;
 	json_object_set_new(j, "oldest_undelivered_age_ms",
 	                    oldest ? json_integer((json_int_t)(now > oldest ? now - oldest : 0)) : json_integer(0));
 	return j;

@@ -7,16 +7,33 @@
  * EOF (supervisor gone: drain and exit).
  *
  * Runs in each worker process; writes only that worker's slot
- * (heartbeat_mono_ms, ready, ready_mono_ms).
+ * (heartbeat_mono_ms, ready, ready_mono_ms).  Standalone (-c FILE) there is
+ * no supervisor, so the worker also records its own identity in the slot.
+ *
+ * A drain starts on EQ_CHAN_DRAIN, on EOF or error on the status channel,
+ * and on SIGTERM/SIGINT (a new supervisor adopting the segment sends
+ * SIGTERM to the previous supervisor's workers).  It starts at most once:
+ * wk clears the slot's ready flag, calls on_drain, and arms a deadline
+ * (the DRAIN message's argument, else supervisor.drain_ms) after which the
+ * process exits with status 1 whether or not the worker finished.
+ * SIGHUP and SIGPIPE are ignored in workers: only the supervisor reloads.
  */
 #ifndef EQ_WK_H
 #define EQ_WK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "conf/conf.h"
 #include "shm/shm.h"
+
+/* Exit statuses a worker main uses (wk_init_exit_code maps wk_init's
+ * return value onto them). */
+#define WK_EXIT_OK       0
+#define WK_EXIT_FAILURE  1
+#define WK_EXIT_USAGE    2
+#define WK_EXIT_CONFIG   78                  /* EX_CONFIG: invalid config */
 
 struct wk;
 
@@ -25,7 +42,8 @@ struct wk_callbacks {
 	 * for the duration of the call; afterwards w->conf is the new one. */
 	void (*on_reload)(struct wk *w, const struct conf *old_conf, void *arg);
 	/* Stop accepting/consuming now, finish in flight, then call wk_exit().
-	 * reason: "drain requested" or "supervisor gone". */
+	 * reason: "drain requested", "supervisor gone" or "SIGTERM received".
+	 * NULL: wk_exit(w, 0) at once. */
 	void (*on_drain)(struct wk *w, const char *reason, void *arg);
 	void *arg;
 };
@@ -36,22 +54,39 @@ struct wk {
 	struct conf conf;                    /* validated */
 	struct shm *shm;                     /* attached read-write */
 	uv_loop_t *loop;
-	int listen_fd;                       /* EQ_FD_LISTEN if open, else -1 */
+	int listen_fd;                       /* EQ_FD_LISTEN if open, else -1; shared
+	                                      * by every eq-pricing: uv_listen() calls
+	                                      * listen() again, so pass it a backlog of
+	                                      * 4096 or more, never shrink the queue */
 	bool standalone;                     /* started with -c, no supervisor */
 	bool draining;
 	struct wk_callbacks cb;
 	uv_timer_t heartbeat;
 	uv_poll_t chan;
-	bool chan_active;
+	bool chan_active;                    /* chan initialised (wk_stop closes it) */
+	/* Private to wk.c below this line. */
+	int chan_fd;                         /* EQ_FD_STATUS, -1 standalone/closed */
+	bool started;                        /* wk_start ran: handles exist */
+	uv_timer_t drain_deadline;           /* exits the process on expiry */
+	uv_signal_t sig_term;
+	uv_signal_t sig_int;
 };
 
 /* Parses argv (--slot N, -c FILE, --help), loads config, attaches the
  * segment.  Prints usage and exits 0 on --help; logs a one-line reason and
- * returns -errno on failure (callers exit 1; 78 for a bad config). */
+ * returns -errno on failure: -EINVAL bad usage, -EBADMSG invalid config,
+ * anything else an environment failure (see wk_init_exit_code).
+ * Standalone eq-pricing binds http.listen itself (listen_fd). */
 int wk_init(struct wk *w, enum eq_role role, int argc, char **argv,
             const char *usage_extra);
 
-/* Starts the heartbeat timer and the status-channel watcher on loop. */
+/* WK_EXIT_USAGE for -EINVAL, WK_EXIT_CONFIG for -EBADMSG, else
+ * WK_EXIT_FAILURE: what a worker main returns when wk_init failed. */
+int wk_init_exit_code(int rc);
+
+/* Starts the heartbeat timer (first beat at once, then every
+ * heartbeat_timeout_ms / 5), the status-channel watcher and the
+ * SIGTERM/SIGINT watchers on loop. */
 int wk_start(struct wk *w, uv_loop_t *loop, const struct wk_callbacks *cb);
 
 /* Marks the slot ready (attached and serving) or not. */
@@ -60,7 +95,23 @@ void wk_set_ready(struct wk *w, bool ready);
 /* Stops wk's handles so the loop can end; detaches nothing. */
 void wk_stop(struct wk *w);
 
-/* Releases the config and the mapping. */
+/* Releases the config, the listen fd and the mapping. */
 void wk_fini(struct wk *w);
+
+/* The end of a drain: clears the ready flag, releases everything (wk_fini)
+ * and exits the process with status.  Call it once in-flight work is done. */
+_Noreturn void wk_exit(struct wk *w, int status);
+
+/* Logs each of errs' "FILE:LINE: message" lines at LOG_ERR, then "... and
+ * N more" if some were not stored (workers and equilibriumd). */
+void wk_log_conf_errors(const struct conf_errors *errs);
+
+/* Creates a listening TCP socket for a validated http.listen
+ * ("127.0.0.1:8080", "[::1]:8080"; conf_listen_parse): SO_REUSEADDR,
+ * non-blocking, close-on-exec, backlog = max(4096, net.core.somaxconn)
+ * (the kernel clamps it to somaxconn).  Used by equilibriumd, and by a
+ * standalone eq-pricing.  Returns the fd, or -errno with err filled
+ * ("cannot listen on ...: why (fix)"). */
+int wk_listen_open(const char *addr, char *err, size_t errlen);
 
 #endif

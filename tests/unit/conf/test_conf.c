@@ -12,11 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
 #include "conf/conf_int.h"
+#include "shm/shm_types.h"
+
+/* conf spells these out so it does not depend on the segment layout. */
+_Static_assert(CONF_PRICING_WORKERS_MAX == SHM_MAX_WORKERS - 2,
+               "pricing.workers leaves the prober's and forwarder's slots");
+_Static_assert(CONF_ZONE_ID_MAX == SHM_ZONE_ID_MAX, "one zone id bound");
 
 static struct conf C;
 static struct conf_errors E;
@@ -1045,6 +1052,58 @@ START_TEST(test_load_file_and_buffer_agree)
 }
 END_TEST
 
+/* The supervisor's path: read once, validate those bytes, hand them on. */
+START_TEST(test_read_file_then_buffer)
+{
+	const char *path = tmp_file(FULL);
+	char *text;
+	size_t len;
+	struct conf b;
+	ck_assert_int_eq(conf_read_file(path, &text, &len, &E), 0);
+	ck_assert_uint_eq(len, strlen(FULL));
+	ck_assert(memcmp(text, FULL, len) == 0);
+	ck_assert_int_eq(conf_load_buffer(path, text, len, &C, &E), 0);
+	ck_assert_int_eq(conf_load_file(path, &b, &E), 0);
+	ck_assert(conf_equal(&C, &b));
+	conf_free(&b);
+	free(text);
+	unlink(path);
+	ck_assert_int_eq(conf_read_file(path, &text, &len, &E), -ENOENT);
+	ck_assert_ptr_null(text);
+	ck_assert_uint_eq(E.count, 1);
+}
+END_TEST
+
+/* A worker's memfd: loaded whole whatever its offset, which stays put. */
+START_TEST(test_load_fd_memfd_and_pipe)
+{
+	int fd = memfd_create("eq-conf-test", MFD_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, FULL, strlen(FULL)), (ssize_t)strlen(FULL));
+	ck_assert_int_eq(lseek(fd, 5, SEEK_SET), 5);
+	struct conf b;
+	ck_assert_int_eq(conf_load_fd("memfd", fd, &C, &E), 0);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), 5);
+	ck_assert_int_eq(conf_load_buffer("x", FULL, strlen(FULL), &b, &E), 0);
+	ck_assert(conf_equal(&C, &b));
+	ck_assert_str_eq(C.path, "memfd");
+	conf_free(&b);
+	conf_free(&C);
+	close(fd);
+
+	int p[2];
+	ck_assert_int_eq(pipe(p), 0);
+	static const char text[] = "[probe]\nfall = 0\n";
+	ck_assert_int_eq(write(p[1], text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(p[1]);
+	ck_assert_int_eq(conf_load_fd("pipe", p[0], &C, &E), -EINVAL);
+	ck_assert_str_eq(E.msg[0], "pipe:2: [probe] fall = 0: must be between 1 and 100");
+	close(p[0]);
+	ck_assert_int_eq(conf_load_fd("closed", p[0], &C, &E), -EBADF);
+	ck_assert_str_eq(E.msg[0], "closed: Bad file descriptor");
+}
+END_TEST
+
 START_TEST(test_load_file_too_large)
 {
 	char path[64];
@@ -1281,6 +1340,8 @@ static Suite *conf_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_load_file_and_buffer_agree);
 	tcase_add_test(tc, test_load_file_too_large);
+	tcase_add_test(tc, test_read_file_then_buffer);
+	tcase_add_test(tc, test_load_fd_memfd_and_pipe);
 	tcase_add_test(tc, test_equal_and_restart_keys_per_key);
 	tcase_add_test(tc, test_restart_keys_changed);
 	tcase_add_test(tc, test_deploy_conf_is_defaults);

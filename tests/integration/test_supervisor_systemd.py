@@ -1,0 +1,75 @@
+"""deploy/systemd: the unit says what equilibriumd needs (DESIGN.md "Known
+limits": systemd; docs/operations.md "systemd") and stays well hardened.
+systemd is not PID 1 here, so the unit is checked as text and with
+`systemd-analyze security --offline=true`; the daemon's side of the
+protocol (READY/STATUS/WATCHDOG/STOPPING, socket activation) is exercised
+in test_supervisor.py."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from eqtest import util
+
+UNIT_DIR = os.path.join(util.SOURCE_ROOT, "deploy", "systemd")
+SERVICE = os.path.join(UNIT_DIR, "equilibrium.service")
+SOCKET = os.path.join(UNIT_DIR, "equilibrium.socket")
+
+
+def settings(path):
+    """{Key: [values...]} of a unit file (keys may repeat)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#;[":
+                continue
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def seconds(value):
+    m = re.fullmatch(r"(\d+)(s|min)?", value)
+    assert m, value
+    return int(m.group(1)) * (60 if m.group(2) == "min" else 1)
+
+
+def test_service_keeps_the_segment_and_speaks_notify():
+    s = settings(SERVICE)
+    assert s["Type"] == ["notify"]
+    assert s["RemoveIPC"] == ["no"]                 # the segment survives restarts
+    assert "DynamicUser" not in s                   # it would imply RemoveIPC=yes
+    assert s["User"] == ["equilibrium"]
+    assert "78" in s["RestartPreventExitStatus"][0].split()
+    assert s["Restart"] == ["on-failure"]
+    assert "-HUP $MAINPID" in s["ExecReload"][0]
+    assert s["KillMode"] == ["mixed"]               # equilibriumd drains its workers
+    assert s["StateDirectory"] == ["equilibrium"]   # the spool
+    # Longer than the defaults heartbeat_timeout_ms 5000 and drain_ms 5000 + 1 s.
+    assert seconds(s["WatchdogSec"][0]) * 1000 > 5000
+    assert seconds(s["TimeoutStopSec"][0]) * 1000 > 5000 + 1000
+    assert int(s["LimitNOFILE"][0]) > 10000         # http.max_connections per worker
+    assert any("--check-config" in v for v in s["ExecStartPre"])
+
+
+def test_socket_unit_matches_the_default_listen_address():
+    s = settings(SOCKET)
+    assert s["ListenStream"] == ["127.0.0.1:8080"]
+    assert s["Service"] == ["equilibrium.service"]
+    assert int(s["Backlog"][0]) >= 4096
+
+
+def test_service_exposure_score():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    r = subprocess.run([analyze, "security", "--offline=true", SERVICE],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for equilibrium\.service: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    # docs/operations.md reports 1.2; anything above 2.0 means hardening was lost.
+    assert float(m.group(1)) <= 2.0, r.stdout
