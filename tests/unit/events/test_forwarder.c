@@ -1,0 +1,754 @@
+/*
+ * test_forwarder: the forwarder logic (workers/forwarder/fw.h) against the
+ * real parts: a shared-memory segment with its event ring, the disk spool
+ * in a temp dir, and librdkafka's mock cluster in this process as the
+ * broker (taken down, slowed down, brought back).  Every test ends by
+ * reading the topics back and checking that each event appended to the ring
+ * is there (at least once; exactly once where no failure was injected).
+ */
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "proto/proto.h"
+#include "shm/shm.h"
+#include "shm/shm_ring.h"
+#include "util/util.h"
+#include "workers/forwarder/fw.h"
+#include "workers/forwarder/fw_spool.h"
+
+#define PARTITIONS 3
+
+static char tmpdir[256], spooldir[300], shmname[64];
+static struct shm *seg;
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mc;
+static const char *bootstraps;
+static struct conf cf;
+
+/* ---- fixture ---- */
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb; (void)flag; (void)f;
+	return remove(p);
+}
+
+static void mock_start(void)
+{
+	char err[256];
+	rd_kafka_conf_t *c = rd_kafka_conf_new();
+	rd_kafka_conf_set(c, "log_level", "0", err, sizeof(err));
+	mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
+	ck_assert_msg(mock_rk != NULL, "%s", err);
+	mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+	ck_assert_ptr_nonnull(mc);
+	bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+	const char *topics[] = { "pricing.quotes", "pricing.events", "system.events" };
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(rd_kafka_mock_topic_create(mc, topics[i], PARTITIONS, 1), 0);
+}
+
+/* Loads the config through the real parser.  kafka_extra goes into
+ * [kafka], spool_extra into [spool]. */
+static void conf_build(const char *kafka_extra, const char *spool_extra)
+{
+	char text[4096];
+	struct conf_errors errs;
+	snprintf(text, sizeof(text),
+	         "[shm]\nname = %s\n"
+	         "[kafka]\nbrokers = %s\n"
+	         "rdkafka.linger.ms = 2\n"
+	         "rdkafka.reconnect.backoff.max.ms = 200\n"
+	         "rdkafka.log_level = 3\n"
+	         "%s"
+	         "[spool]\ndir = %s\nfsync = batch\nfsync_ms = 50\n%s"
+	         "[probe]\nkafka_timeout_ms = 1500\nrecovery_base_ms = 100\nrecovery_max_ms = 400\n"
+	         "[supervisor]\ndrain_ms = 3000\n",
+	         shmname, bootstraps, kafka_extra ? kafka_extra : "", spooldir,
+	         spool_extra ? spool_extra : "");
+	conf_free(&cf);
+	int rc = conf_load_buffer("test.conf", text, strlen(text), &cf, &errs);
+	ck_assert_msg(rc == 0, "conf: %s", errs.count ? errs.msg[0] : "?");
+}
+
+static void setup_common(const char *kafka_extra, const char *spool_extra, uint64_t ring_bytes)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/eqt-fw-%d-XXXXXX", (int)getpid());
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(spooldir, sizeof(spooldir), "%s/spool", tmpdir);
+	static int n;
+	snprintf(shmname, sizeof(shmname), "/eqt-fw-%d-%d", (int)getpid(), n++);
+	struct shm_params p = { .name = shmname, .zones_capacity = 16, .ring_bytes = ring_bytes };
+	char err[512];
+	shm_unlink_name(shmname);
+	ck_assert_msg(shm_create(&p, &seg, err, sizeof(err)) == 0, "%s", err);
+	mock_start();
+	conf_build(kafka_extra, spool_extra);
+}
+
+static void setup(void)
+{
+	setup_common(NULL, NULL, 4 << 20);
+}
+
+static void teardown(void)
+{
+	if (mc)
+		rd_kafka_mock_cluster_destroy(mc);
+	mc = NULL;
+	if (mock_rk)
+		rd_kafka_destroy(mock_rk);
+	mock_rk = NULL;
+	shm_detach(&seg);
+	shm_unlink_name(shmname);
+	conf_free(&cf);
+	nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- events ---- */
+
+struct sent {
+	char (*ids)[PROTO_EVENT_ID_LEN + 1];
+	size_t n, cap;
+};
+static struct sent sent;
+
+/* Appends n demand events for zones "z0".."z<keys-1>" (round robin; count =
+ * a running number per zone, to check order) in all-or-nothing batches.
+ * Returns how many were appended (stops at the first -ENOBUFS). */
+static size_t append_events(size_t n, unsigned keys, unsigned batch)
+{
+	static uint64_t per_key[64];
+	static uint64_t rr_next;
+	struct proto_packed pk[64];
+	struct shm_ring_rec rr[64];
+	uint64_t counts[64];
+	size_t done = 0;
+
+	if (batch > 64)
+		batch = 64;
+	while (done < n) {
+		unsigned b = (unsigned)UTIL_MIN((size_t)batch, n - done);
+		memcpy(counts, per_key, sizeof(counts));
+		if (sent.n + b > sent.cap) {
+			sent.cap = sent.cap ? sent.cap * 2 : 4096;
+			sent.ids = realloc(sent.ids, sent.cap * sizeof(*sent.ids));
+		}
+		for (unsigned i = 0; i < b; i++) {
+			struct proto_event ev;
+			unsigned k = (unsigned)((rr_next + i) % keys);
+			ck_assert_int_eq(proto_event_init(&ev, PROTO_TYPE_DEMAND), 0);
+			snprintf(ev.u.ingest.zone_id, sizeof(ev.u.ingest.zone_id), "z%u", k);
+			ev.u.ingest.count = counts[k]++;
+			ck_assert_int_eq(proto_event_pack(&ev, &pk[i]), 0);
+			rr[i] = (struct shm_ring_rec){ .topic = pk[i].topic, .key_len = pk[i].key_len,
+			                               .value_len = pk[i].len, .key = pk[i].key,
+			                               .value = pk[i].buf };
+			memcpy(sent.ids[sent.n + i], ev.event_id, sizeof(sent.ids[0]));
+		}
+		int rc = shm_ring_append(seg, rr, b);
+		if (rc == -ENOBUFS)
+			return done;
+		ck_assert_int_eq(rc, 0);
+		memcpy(per_key, counts, sizeof(counts));
+		rr_next += b;
+		sent.n += b;
+		done += b;
+	}
+	return done;
+}
+
+/* Reads every message of pricing.events; fills ids (malloc'd) and returns
+ * the count.  *ordered is false if some key's counts go backwards within
+ * its partition. */
+static size_t consume_all(char (**ids)[PROTO_EVENT_ID_LEN + 1], bool *ordered)
+{
+	char err[256];
+	rd_kafka_conf_t *c = rd_kafka_conf_new();
+	rd_kafka_conf_set(c, "bootstrap.servers", bootstraps, err, sizeof(err));
+	rd_kafka_conf_set(c, "group.id", "test", err, sizeof(err));
+	rd_kafka_conf_set(c, "log_level", "3", err, sizeof(err));
+	rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+	ck_assert_ptr_nonnull(rk);
+	rd_kafka_topic_t *t = rd_kafka_topic_new(rk, "pricing.events", NULL);
+	size_t n = 0, cap = 4096;
+	*ids = malloc(cap * sizeof(**ids));
+	if (ordered)
+		*ordered = true;
+	for (int p = 0; p < PARTITIONS; p++) {
+		int64_t lo, hi;
+		ck_assert_int_eq(rd_kafka_query_watermark_offsets(rk, "pricing.events", p, &lo, &hi,
+		                                                  5000), 0);
+		if (hi == lo)
+			continue;
+		ck_assert_int_eq(rd_kafka_consume_start(t, p, RD_KAFKA_OFFSET_BEGINNING), 0);
+		int64_t next = lo;
+		int64_t last_count[64];
+		for (int i = 0; i < 64; i++)
+			last_count[i] = -1;
+		uint64_t deadline = util_mono_ms() + 20000;
+		while (next < hi) {
+			rd_kafka_message_t *msgs[1000];
+			/* consume_batch waits for a full batch or the timeout: keep
+			 * the timeout short and loop up to the high watermark. */
+			ssize_t got = rd_kafka_consume_batch(t, p, 100, msgs, 1000);
+			ck_assert_int_ge(got, 0);
+			ck_assert_msg(util_mono_ms() < deadline, "partition %d: stuck at offset %" PRId64
+			              " of %" PRId64, p, next, hi);
+			for (ssize_t i = 0; i < got; i++) {
+				rd_kafka_message_t *m = msgs[i];
+				if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+					struct proto_event ev;
+					ck_assert_int_eq(proto_event_decode(m->payload, m->len, &ev), 0);
+					if (n == cap) {
+						cap *= 2;
+						*ids = realloc(*ids, cap * sizeof(**ids));
+					}
+					memcpy((*ids)[n++], ev.event_id, sizeof(ev.event_id));
+					unsigned k = (unsigned)atoi(ev.u.ingest.zone_id + 1) % 64;
+					if (ordered && (int64_t)ev.u.ingest.count < last_count[k])
+						*ordered = false;
+					last_count[k] = (int64_t)ev.u.ingest.count;
+					next = m->offset + 1;
+				}
+				rd_kafka_message_destroy(m);
+			}
+		}
+		rd_kafka_consume_stop(t, p);
+	}
+	rd_kafka_topic_destroy(t);
+	rd_kafka_destroy(rk);
+	return n;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, PROTO_EVENT_ID_LEN);
+}
+
+/* Every sent id is in the topic: returns the number of duplicates. */
+static size_t check_all_delivered(bool expect_order)
+{
+	char (*got)[PROTO_EVENT_ID_LEN + 1];
+	bool ordered;
+	size_t n = consume_all(&got, &ordered);
+	qsort(got, n, sizeof(*got), cmp_id);
+	size_t missing = 0;
+	for (size_t i = 0; i < sent.n; i++)
+		if (!bsearch(sent.ids[i], got, n, sizeof(*got), cmp_id))
+			missing++;
+	ck_assert_msg(missing == 0, "%zu of %zu events missing from Kafka (%zu consumed)",
+	              missing, sent.n, n);
+	ck_assert_uint_ge(n, sent.n);
+	if (expect_order)
+		ck_assert_msg(ordered, "per-key order broken");
+	free(got);
+	return n - sent.n;
+}
+
+/* ---- running the loop ---- */
+
+struct waiter {
+	struct fw *f;
+	bool (*pred)(struct fw *f, void *arg);
+	void *arg;
+	bool met;
+};
+
+static void wait_tick(uv_timer_t *t)
+{
+	struct waiter *w = t->data;
+	if (w->pred(w->f, w->arg)) {
+		w->met = true;
+		uv_stop(t->loop);
+	}
+}
+
+static void wait_deadline(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Runs the loop until pred holds (true) or timeout_ms passes (false). */
+static bool run_until(uv_loop_t *loop, struct fw *f, bool (*pred)(struct fw *, void *),
+                      void *arg, unsigned timeout_ms)
+{
+	struct waiter w = { .f = f, .pred = pred, .arg = arg };
+	uv_timer_t t1, t2;
+	uv_timer_init(loop, &t1);
+	uv_timer_init(loop, &t2);
+	t1.data = &w;
+	uv_timer_start(&t1, wait_tick, 5, 5);
+	uv_timer_start(&t2, wait_deadline, timeout_ms, 0);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&t1, NULL);
+	uv_close((uv_handle_t *)&t2, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return w.met;
+}
+
+static bool ring_empty(void)
+{
+	struct shm_ring_stats rs;
+	ck_assert_int_eq(shm_ring_stats(seg, &rs), 0);
+	return rs.tail == rs.head;
+}
+
+static bool all_delivered(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return ring_empty() && st.spool_records == 0 && st.ring_inflight == 0 &&
+	       st.spool_inflight == 0 && st.retries == 0 && st.delivered >= sent.n;
+}
+
+static bool all_spooled(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return ring_empty() && st.ring_inflight == 0 && st.spool_records + st.delivered >= sent.n &&
+	       st.ring_pending == 0;
+}
+
+static bool kafka_is_down(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return !st.kafka_up;
+}
+
+static struct fw *fw_new(uv_loop_t *loop)
+{
+	struct fw *f = NULL;
+	char err[1024];
+	int rc = fw_create(&f, &cf, seg, loop, err, sizeof(err));
+	ck_assert_msg(rc == 0, "fw_create: %d %s", rc, err);
+	ck_assert_int_eq(fw_start(f), 0);
+	return f;
+}
+
+static void fw_end(uv_loop_t *loop, struct fw **f)
+{
+	fw_close(*f);
+	uv_run(loop, UV_RUN_DEFAULT);
+	fw_free(f);
+}
+
+static uint64_t counter(enum eq_event_counter c)
+{
+	return atomic_load(&shm_counters(seg)->events[c]);
+}
+
+/* ---- tests ---- */
+
+START_TEST(test_delivers_while_healthy)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(3000, 7, 50), 3000);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.spooled, 0);            /* healthy: the disk is not used */
+	ck_assert_uint_eq(st.outages, 0);
+	ck_assert_uint_eq(counter(EQ_EVC_DELIVERED), 3000);
+	ck_assert_uint_eq(atomic_load(&shm_counters(seg)->kafka_inflight), 0);
+	ck_assert_uint_eq(atomic_load(&shm_counters(seg)->oldest_undelivered_ms), 0);
+	fw_end(&loop, &f);
+	ck_assert_uint_eq(check_all_delivered(true), 0);   /* no duplicates */
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_outage_spools_then_replays_in_order)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(500, 5, 20), 500);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+
+	rd_kafka_mock_broker_set_down(mc, 1);
+	ck_assert_uint_eq(append_events(4000, 5, 40), 4000);
+	/* The ring drains into the spool: it never waits on librdkafka. */
+	ck_assert(run_until(&loop, f, all_spooled, NULL, 20000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert(!st.kafka_up);
+	ck_assert_uint_ge(st.spool_records, 1);
+	ck_assert_uint_eq(atomic_load(&shm_counters(seg)->spool_records), st.spool_records);
+	ck_assert_uint_gt(atomic_load(&shm_counters(seg)->oldest_undelivered_ms), 0);
+	ck_assert_uint_gt(counter(EQ_EVC_SPOOLED), 0);
+
+	rd_kafka_mock_broker_set_up(mc, 1);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_get_status(f, &st);
+	ck_assert(st.kafka_up);
+	ck_assert_uint_gt(st.replayed, 0);
+	ck_assert_uint_eq(counter(EQ_EVC_REPLAYED), st.replayed);
+	ck_assert_uint_eq(atomic_load(&shm_counters(seg)->spool_records), 0);
+	ck_assert_uint_eq(atomic_load(&shm_counters(seg)->oldest_undelivered_ms), 0);
+	fw_end(&loop, &f);
+	/* The down broker refused connections: nothing was half-delivered, so
+	 * replay oldest-first keeps per-key order. */
+	check_all_delivered(true);
+	/* and the spool's segments are gone */
+	struct fw_spool *sp;
+	struct fw_spool_params p = { .dir = spooldir, .readonly = true };
+	char err[256];
+	ck_assert_int_eq(fw_spool_open(&p, &sp, err, sizeof(err)), 0);
+	struct fw_spool_stats ss;
+	fw_spool_stats(sp, &ss);
+	ck_assert_uint_eq(ss.segments, 0);
+	fw_spool_close(&sp);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+static void setup_timeout(void)
+{
+	setup_common("rdkafka.message.timeout.ms = 400\n", NULL, 4 << 20);
+}
+
+START_TEST(test_timed_out_delivery_goes_to_spool)
+{
+	/* A broker that answers too slowly: librdkafka's message timeout fires
+	 * and the failed reports must put the events in the spool. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	rd_kafka_mock_broker_set_rtt(mc, 1, 3000);
+	ck_assert_uint_eq(append_events(1000, 4, 25), 1000);
+	ck_assert(run_until(&loop, f, kafka_is_down, NULL, 10000));
+	ck_assert(run_until(&loop, f, all_spooled, NULL, 20000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_gt(st.spooled, 0);
+	rd_kafka_mock_broker_set_rtt(mc, 1, 0);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_end(&loop, &f);
+	size_t dups = check_all_delivered(false);
+	fprintf(stderr, "test_timed_out_delivery_goes_to_spool: %zu duplicates\n", dups);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+static void setup_small(void)
+{
+	/* A 64 KiB ring (~120 records) and the smallest spool (1 MiB, about
+	 * 8000 of these events). */
+	setup_common(NULL, "max_bytes = 1048576\n", 64 << 10);
+}
+
+START_TEST(test_full_spool_fills_ring_never_drops)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	rd_kafka_mock_broker_set_down(mc, 1);
+	ck_assert(run_until(&loop, f, kafka_is_down, NULL, 5000));
+	/* Keep appending while the forwarder runs until the ring refuses. */
+	size_t total = 0;
+	for (int round = 0; round < 400; round++) {
+		size_t got = append_events(100, 3, 10);
+		total += got;
+		run_until(&loop, f, kafka_is_down, NULL, 20);
+		if (got < 100)
+			break;
+	}
+	struct fw_status st;
+	fw_get_status(f, &st);
+	struct shm_ring_stats rs;
+	ck_assert_int_eq(shm_ring_stats(seg, &rs), 0);
+	ck_assert_msg(rs.used > 0 && rs.full > 0, "the ring never filled (used %" PRIu64 ")", rs.used);
+	ck_assert_uint_le(st.spool_bytes, 1048576);
+	ck_assert_uint_gt(st.spool_bytes, 1048576 - 600);    /* filled to within a record */
+	ck_assert_uint_gt(st.spool_records, 0);
+	ck_assert_uint_eq(total, sent.n);
+	ck_assert_uint_eq(counter(EQ_EVC_DROPPED), 0);
+
+	rd_kafka_mock_broker_set_up(mc, 1);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_prober_failed_forces_spool)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	struct shm_component_view cv = { .configured = 1, .state = EQ_CSTATE_FAILED };
+	sent.n = 0;
+	shm_component_write(seg, EQ_COMP_KAFKA, &cv);
+	ck_assert(run_until(&loop, f, kafka_is_down, NULL, 5000));
+	ck_assert_uint_eq(append_events(800, 4, 20), 800);
+	ck_assert(run_until(&loop, f, all_spooled, NULL, 10000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.delivered, 0);
+	ck_assert_uint_eq(st.spool_records, 800);
+	/* Stays down while the prober says failed, however long. */
+	run_until(&loop, f, all_delivered, NULL, 1000);
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.delivered, 0);
+
+	cv.state = EQ_CSTATE_HEALTHY;
+	shm_component_write(seg, EQ_COMP_KAFKA, &cv);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	fw_end(&loop, &f);
+	ck_assert_uint_eq(check_all_delivered(true), 0);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+static bool drained_flag;
+static void on_drained(struct fw *f, int status, void *arg)
+{
+	(void)f;
+	(void)arg;
+	ck_assert_int_eq(status, 0);
+	drained_flag = true;
+}
+
+static bool is_drained(struct fw *f, void *arg)
+{
+	(void)f;
+	(void)arg;
+	return drained_flag;
+}
+
+START_TEST(test_drain_spools_ring_and_inflight)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	/* A slow broker: messages sit in librdkafka when the drain starts. */
+	rd_kafka_mock_broker_set_rtt(mc, 1, 5000);
+	ck_assert_uint_eq(append_events(600, 3, 30), 600);
+	run_until(&loop, f, kafka_is_down, NULL, 100);
+	ck_assert_uint_eq(append_events(400, 3, 40), 400);   /* these are still in the ring */
+	drained_flag = false;
+	uint64_t t0 = util_mono_ms();
+	fw_drain(f, 1000, on_drained, NULL);
+	ck_assert(run_until(&loop, f, is_drained, NULL, 5000));
+	ck_assert_uint_le(util_mono_ms() - t0, 1500);
+	ck_assert(ring_empty());
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.ring_inflight, 0);
+	ck_assert_uint_eq(st.ring_pending, 0);
+	ck_assert_uint_gt(st.spool_records, 0);
+	fw_end(&loop, &f);
+
+	/* The next forwarder delivers the spool. */
+	rd_kafka_mock_broker_set_rtt(mc, 1, 0);
+	f = fw_new(&loop);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_restart_replays_spool)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	rd_kafka_mock_broker_set_down(mc, 1);
+	ck_assert_uint_eq(append_events(1500, 6, 50), 1500);
+	ck_assert(run_until(&loop, f, all_spooled, NULL, 20000));
+	fw_end(&loop, &f);
+
+	rd_kafka_mock_broker_set_up(mc, 1);
+	f = fw_new(&loop);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.replayed, 1500);
+	fw_end(&loop, &f);
+	ck_assert_uint_eq(check_all_delivered(true), 0);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_second_forwarder_refused)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop), *g = NULL;
+	char err[512];
+	int rc = fw_create(&g, &cf, seg, &loop, err, sizeof(err));
+	ck_assert_int_ne(rc, 0);
+	ck_assert_ptr_nonnull(strstr(err, "another eq-forwarder"));
+	fw_end(&loop, &f);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_bad_rdkafka_property_is_config_error)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	conf_build("rdkafka.no.such.property = 1\n", NULL);
+	struct fw *f = NULL;
+	char err[512];
+	ck_assert_int_eq(fw_create(&f, &cf, seg, &loop, err, sizeof(err)), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "no.such.property"));
+	uv_loop_close(&loop);
+}
+END_TEST
+
+/* The forwarder in a child process, killed with SIGKILL at arbitrary
+ * moments, over and over, while events keep coming and the broker goes down
+ * and up: no event may be missing at the end. */
+static pid_t child_forwarder(void)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* Drop inherited sockets (the mock broker's listener above all:
+		 * a copy kept open here would stop it from listening again). */
+		close_range(3, ~0u, 0);
+		uv_loop_t loop;
+		uv_loop_init(&loop);
+		struct fw *f = NULL;
+		char err[512];
+		struct shm *s2 = NULL;
+		/* fresh handles after fork: our own mapping, producer and loop */
+		if (shm_attach(shmname, SHM_RDWR, &s2, err, sizeof(err)) != 0)
+			_exit(3);
+		for (int i = 0; i < 100; i++) {
+			int rc = fw_create(&f, &cf, s2, &loop, err, sizeof(err));
+			if (rc == 0)
+				break;
+			usleep(20000);           /* the killed one's ring claim is released lazily */
+		}
+		if (!f || fw_start(f) != 0)
+			_exit(4);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		_exit(0);
+	}
+	return pid;
+}
+
+static void kill_child(pid_t pid)
+{
+	int st;
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+}
+
+START_TEST(test_sigkill_anywhere_loses_nothing)
+{
+	sent.n = 0;
+	unsigned seed = (unsigned)getpid();
+	pid_t pid = child_forwarder();
+	for (int round = 0; round < 8; round++) {
+		/* An unresponsive broker (not a refused one: the mock cannot
+		 * always listen again after set_down while clients linger). */
+		if (round == 2)
+			rd_kafka_mock_broker_set_rtt(mc, 1, 10000);
+		if (round == 5)
+			rd_kafka_mock_broker_set_rtt(mc, 1, 0);
+		for (int i = 0; i < 10; i++) {
+			ck_assert_uint_eq(append_events(100, 5, 20), 100);
+			usleep(5000 + rand_r(&seed) % 20000);
+		}
+		usleep((useconds_t)(rand_r(&seed) % 300000));
+		kill_child(pid);
+		pid = child_forwarder();
+	}
+	/* Let the last one finish the job. */
+	for (int i = 0; i < 300; i++) {
+		struct shm_counters *c = shm_counters(seg);
+		if (ring_empty() && atomic_load(&c->spool_records) == 0 &&
+		    atomic_load(&c->kafka_inflight) == 0)
+			break;
+		usleep(100000);
+	}
+	kill_child(pid);
+	ck_assert(ring_empty());
+	size_t dups = check_all_delivered(false);
+	fprintf(stderr, "test_sigkill_anywhere_loses_nothing: %zu events, %zu duplicates\n",
+	        sent.n, dups);
+}
+END_TEST
+
+static Suite *fw_suite(void)
+{
+	Suite *s = suite_create("forwarder");
+	TCase *tc;
+
+	tc = tcase_create("healthy");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_delivers_while_healthy);
+	tcase_add_test(tc, test_second_forwarder_refused);
+	tcase_add_test(tc, test_bad_rdkafka_property_is_config_error);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("outage");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 90);
+	tcase_add_test(tc, test_outage_spools_then_replays_in_order);
+	tcase_add_test(tc, test_prober_failed_forces_spool);
+	tcase_add_test(tc, test_drain_spools_ring_and_inflight);
+	tcase_add_test(tc, test_restart_replays_spool);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("timeout");
+	tcase_add_checked_fixture(tc, setup_timeout, teardown);
+	tcase_set_timeout(tc, 90);
+	tcase_add_test(tc, test_timed_out_delivery_goes_to_spool);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("full");
+	tcase_add_checked_fixture(tc, setup_small, teardown);
+	tcase_set_timeout(tc, 90);
+	tcase_add_test(tc, test_full_spool_fills_ring_never_drops);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("crash");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_sigkill_anywhere_loses_nothing);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(fw_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,91 @@
+/*
+ * fw: the heart of eq-forwarder — moves events from the shared-memory ring
+ * to Kafka, through the disk spool whenever Kafka cannot take them, without
+ * ever letting an event out of custody before a successful delivery report.
+ *
+ * Runs in eq-forwarder only, on its libuv loop (one thread; librdkafka's own
+ * threads never call into this module: reports are served by fw_kafka_poll
+ * on the loop).  It is the ring's single consumer and the spool's single
+ * owner (both enforced: the ring by consumer pid, the spool by flock).
+ *
+ * Custody: a record is in the ring until the ring's tail passes it, in the
+ * spool until it is acked there.  The tail moves past a record only when it
+ * was delivered (successful report) or written to the spool; a spool record
+ * is acked only on a successful report.  A failed or timed-out delivery goes
+ * to the spool with the same bytes (same event_id); if the spool has no
+ * room, the record stays where it is (ring or spool) and is retried.
+ *
+ * States: Kafka "up" or "down".  Down on a failed report, a stall (messages
+ * in flight and no report for probe.kafka_timeout_ms), librdkafka's "all
+ * brokers down", or the prober's kafka component FAILED in shm; entering
+ * down purges librdkafka's queue so every queued message comes back (as a
+ * failure) and is spooled: the ring never waits on librdkafka.  While down,
+ * ring records go straight to the spool; every recovery_base_ms..
+ * recovery_max_ms one record (the oldest) is sent as a canary; its
+ * successful report brings Kafka up.  While up, the spool is replayed
+ * oldest first, and while it still holds unread records new ring records
+ * are appended behind them (so per-key order is kept while Kafka is
+ * healthy); with the spool drained, ring records go to Kafka directly.
+ */
+#ifndef EQ_FW_H
+#define EQ_FW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "shm/shm.h"
+
+struct fw;
+
+/* Called once a drain finished (status 0: everything that was in flight is
+ * delivered or spooled, or still safe in ring/spool). */
+typedef void (*fw_drained_cb)(struct fw *f, int status, void *arg);
+
+/* A snapshot for tests and logs. */
+struct fw_status {
+	bool kafka_up;
+	bool draining;
+	uint64_t ring_inflight;              /* ring records handed to librdkafka */
+	uint64_t spool_inflight;             /* spool records handed to librdkafka */
+	uint64_t retries;                    /* failed, waiting in memory (custody in ring/spool) */
+	uint64_t ring_pending;               /* taken from the ring, tail not yet past them */
+	uint64_t delivered, spooled, replayed, dead;  /* since start */
+	uint64_t spool_records, spool_bytes, spool_unread;
+	uint64_t outages;                    /* up -> down transitions */
+};
+
+/* Builds the forwarder: opens the spool (spool.dir, locked), takes the ring's
+ * consumer role, creates the producer.  conf must stay valid and current
+ * (eq-forwarder passes &wk->conf).  0, or -errno with err filled:
+ * -EBADMSG a bad rdkafka.<property> (a config error), -EWOULDBLOCK/-EBUSY
+ * another forwarder holds the spool or the ring, other -errno. */
+int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop_t *loop,
+              char *err, size_t errlen);
+
+/* Starts the loop handles (ring pump, report watcher, fsync timer). */
+int fw_start(struct fw *f);
+
+/* The config changed (conf points at the new one already): applies spool
+ * limits and fsync policy; recreates the producer if [kafka] changed (its
+ * queued messages come back as failures and are spooled). */
+void fw_reload(struct fw *f, const struct conf *old_conf);
+
+/* Graceful stop: keeps taking what is in the ring into the spool (so a
+ * clean stop survives a reboot), lets in-flight messages finish for half of
+ * budget_ms, then purges the rest (they are spooled), commits and syncs the
+ * spool, and calls cb.  Never produces anything new. */
+void fw_drain(struct fw *f, uint32_t budget_ms, fw_drained_cb cb, void *arg);
+
+/* Closes the loop handles; run the loop until it ends, then fw_free. */
+void fw_close(struct fw *f);
+
+/* Destroys the producer (its in-flight messages are purged and spooled),
+ * commits the ring and the spool, releases everything; *f becomes NULL. */
+void fw_free(struct fw **f);
+
+void fw_get_status(struct fw *f, struct fw_status *st);
+
+#endif
