@@ -204,11 +204,11 @@ void fw_kafka_destroy(struct fw_kafka **kp)
 }
 
 int fw_kafka_produce(struct fw_kafka *k, unsigned topic, const void *key, size_t key_len,
-                     const void *val, size_t val_len, uint64_t opaque)
+                     const void *val, size_t val_len, uint64_t opaque, bool copy)
 {
 	if (topic >= FW_KAFKA_TOPICS)
 		return -EINVAL;
-	if (rd_kafka_produce(k->rkt[topic], RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+	if (rd_kafka_produce(k->rkt[topic], RD_KAFKA_PARTITION_UA, copy ? RD_KAFKA_MSG_F_COPY : 0,
 	                     (void *)val, val_len, key, key_len,
 	                     (void *)(uintptr_t)opaque) == -1) {
 		rd_kafka_resp_err_t e = rd_kafka_last_error();
