@@ -22,8 +22,8 @@
 #define FW_TICK_BUSY_MS     1                    /* pump period while there is work */
 #define FW_TICK_IDLE_MS     5                    /* ... and while idle */
 #define FW_TAKE_BATCH       4096                 /* ring records per tick */
-#define FW_MAX_INFLIGHT     80000                /* messages inside librdkafka (< its 100k queue) */
-#define FW_REPLAY_WINDOW    50000                /* spool records inside librdkafka */
+#define FW_MAX_INFLIGHT     95000                /* messages inside librdkafka (< its 100k queue) */
+#define FW_REPLAY_WINDOW    90000                /* spool records inside librdkafka */
 #define FW_REC_MAX          (FW_REC_HDR + SHM_RING_DATA_MAX)
 
 _Static_assert(FW_KAFKA_TOPICS - 1 <= SHM_RING_TOPIC_MAX, "topic ids fit the ring");
@@ -98,6 +98,9 @@ struct fw {
 	void *drain_arg;
 
 	uint8_t *batch_buf;                  /* FW_TAKE_BATCH * FW_REC_MAX scratch for spooling */
+	struct fw_kafka_msg *kmsg;           /* FW_TAKE_BATCH messages for produce_batch */
+	uint8_t *ktopic;                     /* ... their topics */
+	uint64_t *kts;                       /* ... their event times */
 	struct fw_spool_item *batch_items;
 	size_t *batch_rq;                    /* rq take numbers of the batch */
 
@@ -471,6 +474,16 @@ static void kafka_close(struct fw *f)
 
 /* ---- sending ---- */
 
+static void note_sent(struct fw *f, uint64_t opaque)
+{
+	if (inflight(f) == 0)
+		f->last_progress_ms = util_mono_ms();
+	if (opaque & FW_TAG_SPOOL)
+		f->spool_inflight++;
+	else
+		f->ring_inflight++;
+}
+
 static int send_msg(struct fw *f, unsigned topic, const void *key, size_t key_len,
                     const void *val, size_t val_len, uint64_t opaque, bool ring_slot_value)
 {
@@ -483,13 +496,30 @@ static int send_msg(struct fw *f, unsigned topic, const void *key, size_t key_le
 	int rc = fw_kafka_produce(f->kafka, topic, key, key_len, val, val_len, opaque, copy);
 	if (rc)
 		return rc;
-	if (inflight(f) == 0)
-		f->last_progress_ms = util_mono_ms();
-	if (opaque & FW_TAG_SPOOL)
-		f->spool_inflight++;
-	else
-		f->ring_inflight++;
+	note_sent(f, opaque);
 	return 0;
+}
+
+/* Hands f->kmsg[0..n) to librdkafka, one produce_batch call per run of the
+ * same topic (they nearly all go to one topic).  Each message's err says
+ * whether it went. */
+static void send_batch(struct fw *f, size_t n, bool copy)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && f->ktopic[j] == f->ktopic[i])
+			j++;
+		if (f->kafka) {
+			fw_kafka_produce_batch(f->kafka, f->ktopic[i], f->kmsg + i, j - i, copy);
+		} else {
+			for (size_t k = i; k < j; k++)
+				f->kmsg[k].err = -ENOBUFS;
+		}
+		for (size_t k = i; k < j; k++)
+			if (f->kmsg[k].err == 0)
+				note_sent(f, f->kmsg[k].opaque);
+		i = j;
+	}
 }
 
 /* Sends retries (oldest first).  Returns how many were sent. */
@@ -500,6 +530,16 @@ static size_t send_retries(struct fw *f, size_t max)
 		struct fw_retry *r = rt_at(f, 0);
 		int rc = send_msg(f, r->topic, r->data, r->key_len, r->data + r->key_len,
 		                  r->val_len, r->opaque, false);
+		if (rc == -EMSGSIZE &&
+		    dead_letter(f, r->topic, r->data, r->key_len, r->data + r->key_len, r->val_len,
+		                r->ts_ms, "larger than message.max.bytes") == 0) {
+			if (r->opaque & FW_TAG_SPOOL)
+				fw_spool_ack(f->spool, r->opaque & ~FW_TAG_SPOOL);
+			else
+				ring_done(f, r->opaque);
+			rt_pop(f);
+			continue;
+		}
 		if (rc)
 			break;
 		rt_pop(f);
@@ -508,14 +548,17 @@ static size_t send_retries(struct fw *f, size_t max)
 	return n;
 }
 
-/* Replays spool records.  Returns how many were sent; *first (may be NULL)
- * gets the opaque of the first one. */
+/* Replays spool records, a batch per call.  Returns how many were sent;
+ * *first (may be NULL) gets the opaque of the first one. */
 static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 {
-	size_t n = 0;
+	size_t n = 0, sent = 0;
 	struct fw_spool_rec rec;
 
-	while (n < max && f->spool_inflight < FW_REPLAY_WINDOW && inflight(f) < FW_MAX_INFLIGHT) {
+	if (max > FW_TAKE_BATCH)
+		max = FW_TAKE_BATCH;
+	while (n < max && f->spool_inflight + n < FW_REPLAY_WINDOW &&
+	       inflight(f) + n < FW_MAX_INFLIGHT) {
 		int rc = fw_spool_next(f->spool, &rec);
 		if (rc == -ENOENT)
 			break;
@@ -524,25 +567,45 @@ static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 			break;
 		}
 		struct fw_rec r;
-		uint64_t opaque = FW_TAG_SPOOL | rec.seq;
-		if (fw_rec_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS) {
+		if (fw_rec_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
+		    r.key_len > SHM_RING_KEY_MAX || r.key_len + r.val_len > SHM_RING_DATA_MAX) {
 			/* CRC-valid but not ours: keep it aside, never lose it silently. */
 			if (dead_letter(f, 0, "", 0, rec.data, rec.len, rec.ts_ms,
 			                "unreadable spool record") == 0)
 				fw_spool_ack(f->spool, rec.seq);
 			continue;
 		}
-		rc = send_msg(f, r.topic, r.key, r.key_len, r.val, r.val_len, opaque, false);
-		if (rc) {
-			/* librdkafka's queue is full: keep it for the next round. */
-			retry_keep(f, opaque, rec.ts_ms, r.topic, r.key, r.key_len, r.val, r.val_len);
-			break;
-		}
-		if (n == 0 && first)
-			*first = opaque;
+		/* The spool's read buffer moves on: copy key and value aside. */
+		uint8_t *buf = f->batch_buf + n * FW_REC_MAX;
+		memcpy(buf, r.key, r.key_len);
+		memcpy(buf + r.key_len, r.val, r.val_len);
+		f->kmsg[n] = (struct fw_kafka_msg){ .key = buf, .key_len = r.key_len,
+		                                    .val = buf + r.key_len, .val_len = r.val_len,
+		                                    .opaque = FW_TAG_SPOOL | rec.seq };
+		f->ktopic[n] = r.topic;
+		f->kts[n] = rec.ts_ms;
 		n++;
 	}
-	return n;
+	send_batch(f, n, true);
+	for (size_t i = 0; i < n; i++) {
+		struct fw_kafka_msg *m = &f->kmsg[i];
+		if (m->err == -EMSGSIZE &&
+		    dead_letter(f, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
+		                "larger than message.max.bytes") == 0) {
+			fw_spool_ack(f->spool, m->opaque & ~FW_TAG_SPOOL);
+			continue;
+		}
+		if (m->err) {
+			/* librdkafka's queue is full: keep it (custody stays in the spool). */
+			retry_keep(f, m->opaque, f->kts[i], f->ktopic[i], m->key, m->key_len,
+			           m->val, m->val_len);
+			continue;
+		}
+		if (sent == 0 && first)
+			*first = m->opaque;
+		sent++;
+	}
+	return sent;
 }
 
 /* Appends the batch collected in f->batch_* (items and ring take numbers)
@@ -625,14 +688,14 @@ static void spool_ring_retries(struct fw *f)
 static size_t take_ring(struct fw *f, size_t max)
 {
 	static unsigned topics[FW_TAKE_BATCH];
-	size_t n = 0, nb = 0;
+	size_t n = 0, nb = 0, nd = 0;
 	bool direct = f->kafka_up && !f->draining && fw_spool_unread(f->spool) == 0 &&
 	              f->rt_len == 0 && !f->canary_out;
 	f->ring_idle = false;
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
 	while (n < max) {
-		if (direct && inflight(f) >= FW_MAX_INFLIGHT)
+		if (direct && inflight(f) + nd >= FW_MAX_INFLIGHT)
 			break;
 		/* Spooling: older ring records still inside librdkafka or waiting
 		 * as retries go first (they come back as failures after a purge),
@@ -667,10 +730,13 @@ static size_t take_ring(struct fw *f, size_t max)
 			continue;
 		}
 		if (direct) {
-			rc = send_msg(f, v.topic, v.key, v.key_len, v.value, v.value_len, take, true);
-			if (rc == 0)
-				continue;
-			direct = false;          /* queue full: this and later ones go to the spool */
+			f->kmsg[nd] = (struct fw_kafka_msg){ .key = v.key, .key_len = v.key_len,
+			                                     .val = v.value, .val_len = v.value_len,
+			                                     .opaque = take };
+			f->ktopic[nd] = v.topic;
+			f->kts[nd] = v.enq_ms;
+			nd++;
+			continue;
 		}
 		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
 		int len = fw_rec_encode(buf, FW_REC_MAX, v.topic, v.key, v.key_len, v.value,
@@ -680,6 +746,31 @@ static size_t take_ring(struct fw *f, size_t max)
 		                                             .ts_ms = v.enq_ms };
 		f->batch_rq[nb] = take;
 		topics[nb] = v.topic;
+		nb++;
+	}
+	/* Direct: ring slots stay valid until the tail passes them, after their
+	 * report, so librdkafka takes the values without a copy.  What its
+	 * queue refuses goes to the spool (later ring records follow it there,
+	 * since the spool then has unread records). */
+	send_batch(f, nd, false);
+	for (size_t i = 0; i < nd; i++) {
+		struct fw_kafka_msg *m = &f->kmsg[i];
+		if (m->err == 0)
+			continue;
+		if (m->err == -EMSGSIZE &&
+		    dead_letter(f, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
+		                "larger than message.max.bytes") == 0) {
+			ring_done(f, m->opaque);
+			continue;
+		}
+		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
+		int len = fw_rec_encode(buf, FW_REC_MAX, f->ktopic[i], m->key, m->key_len, m->val,
+		                        m->val_len);
+		assert(len > 0);
+		f->batch_items[nb] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
+		                                             .ts_ms = f->kts[i] };
+		f->batch_rq[nb] = m->opaque;
+		topics[nb] = f->ktopic[i];
 		nb++;
 	}
 	size_t done = spool_batch(f, nb);
@@ -892,7 +983,10 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	f->batch_buf = malloc((size_t)FW_TAKE_BATCH * FW_REC_MAX);
 	f->batch_items = calloc(FW_TAKE_BATCH, sizeof(*f->batch_items));
 	f->batch_rq = calloc(FW_TAKE_BATCH, sizeof(*f->batch_rq));
-	if (!f->batch_buf || !f->batch_items || !f->batch_rq) {
+	f->kmsg = calloc(FW_TAKE_BATCH, sizeof(*f->kmsg));
+	f->ktopic = calloc(FW_TAKE_BATCH, sizeof(*f->ktopic));
+	f->kts = calloc(FW_TAKE_BATCH, sizeof(*f->kts));
+	if (!f->batch_buf || !f->batch_items || !f->batch_rq || !f->kmsg || !f->ktopic || !f->kts) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1066,6 +1160,9 @@ void fw_free(struct fw **fp)
 	free(f->batch_buf);
 	free(f->batch_items);
 	free(f->batch_rq);
+	free(f->kmsg);
+	free(f->ktopic);
+	free(f->kts);
 	free(f);
 	*fp = NULL;
 }

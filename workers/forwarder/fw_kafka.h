@@ -65,6 +65,22 @@ void fw_kafka_destroy(struct fw_kafka **k);
 int fw_kafka_produce(struct fw_kafka *k, unsigned topic, const void *key, size_t key_len,
                      const void *val, size_t val_len, uint64_t opaque, bool copy);
 
+/* One message of a batch; err is set by fw_kafka_produce_batch. */
+struct fw_kafka_msg {
+	const void *key;
+	size_t key_len;
+	const void *val;
+	size_t val_len;
+	uint64_t opaque;
+	int err;                             /* 0 enqueued, -ENOBUFS queue full, -EMSGSIZE, -EIO */
+};
+
+/* Enqueues n messages of one topic with one librdkafka call (the topic is
+ * locked once, not per message); copy as for fw_kafka_produce.  Returns how
+ * many were enqueued; each message's err says whether it was. */
+size_t fw_kafka_produce_batch(struct fw_kafka *k, unsigned topic, struct fw_kafka_msg *m,
+                              size_t n, bool copy);
+
 /* Serves delivery reports and errors without blocking.  Returns the number
  * of events served. */
 int fw_kafka_poll(struct fw_kafka *k);
