@@ -22,8 +22,8 @@
 #define FW_TICK_BUSY_MS     1                    /* pump period while there is work */
 #define FW_TICK_IDLE_MS     5                    /* ... and while idle */
 #define FW_TAKE_BATCH       4096                 /* ring records per tick */
-#define FW_MAX_INFLIGHT     50000                /* messages inside librdkafka (< its 100k queue) */
-#define FW_REPLAY_WINDOW    20000                /* spool records inside librdkafka */
+#define FW_MAX_INFLIGHT     95000                /* messages inside librdkafka (< its 100k queue) */
+#define FW_REPLAY_WINDOW    90000                /* spool records inside librdkafka */
 #define FW_REC_MAX          (FW_REC_HDR + SHM_RING_DATA_MAX)
 
 _Static_assert(FW_KAFKA_TOPICS - 1 <= SHM_RING_TOPIC_MAX, "topic ids fit the ring");
@@ -98,10 +98,15 @@ struct fw {
 	void *drain_arg;
 
 	uint8_t *batch_buf;                  /* FW_TAKE_BATCH * FW_REC_MAX scratch for spooling */
+	struct fw_kafka_msg *kmsg;           /* FW_TAKE_BATCH messages for produce_batch */
+	uint8_t *ktopic;                     /* ... their topics */
+	uint64_t *kts;                       /* ... their event times */
 	struct fw_spool_item *batch_items;
 	size_t *batch_rq;                    /* rq take numbers of the batch */
 
 	uint64_t n_delivered, n_spooled, n_replayed, n_dead, n_outages;
+	uint64_t pend_delivered, pend_replayed;  /* not yet added to the shm counters */
+	bool report_seen;                    /* a report was served since the last poll */
 };
 
 static void fw_tick_cb(uv_timer_t *t);
@@ -309,7 +314,7 @@ static void on_delivery(void *arg, const struct fw_kafka_dr *dr)
 	bool canary = f->canary_out && dr->opaque == f->canary_opaque;
 	uint64_t ts_ms = 0;
 
-	f->last_progress_ms = util_mono_ms();
+	f->report_seen = true;
 	if (from_spool) {
 		if (f->spool_inflight)
 			f->spool_inflight--;
@@ -329,10 +334,10 @@ static void on_delivery(void *arg, const struct fw_kafka_dr *dr)
 		ok = true;                   /* out of our hands, on disk, counted */
 	else if (ok) {
 		f->n_delivered++;
-		shm_count_event(f->shm, EQ_EVC_DELIVERED, 1);
+		f->pend_delivered++;
 		if (from_spool) {
 			f->n_replayed++;
-			shm_count_event(f->shm, EQ_EVC_REPLAYED, 1);
+			f->pend_replayed++;
 		}
 	}
 
@@ -384,13 +389,35 @@ static void on_kafka_error(void *arg, rd_kafka_resp_err_t err, const char *reaso
 		log_info("forwarder: Kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
+/* Adds what the reports counted to the shared counters (once per poll,
+ * not per message: they are cache lines every process reads). */
+static void flush_counts(struct fw *f)
+{
+	if (f->pend_delivered)
+		shm_count_event(f->shm, EQ_EVC_DELIVERED, f->pend_delivered);
+	if (f->pend_replayed)
+		shm_count_event(f->shm, EQ_EVC_REPLAYED, f->pend_replayed);
+	f->pend_delivered = f->pend_replayed = 0;
+}
+
+/* Serves delivery reports; notes progress for the stall detector. */
+static void fw_poll(struct fw *f)
+{
+	if (!f->kafka)
+		return;
+	f->report_seen = false;
+	fw_kafka_poll(f->kafka);
+	if (f->report_seen)
+		f->last_progress_ms = util_mono_ms();
+	flush_counts(f);
+}
+
 static void kpoll_cb(uv_poll_t *h, int status, int events)
 {
 	struct fw *f = h->data;
 	(void)status;
 	(void)events;
-	if (f->kafka)
-		fw_kafka_poll(f->kafka);
+	fw_poll(f);
 	if (!f->drain_done)
 		publish_gauges(f);
 }
@@ -432,6 +459,7 @@ static void kafka_close(struct fw *f)
 		f->kpoll = NULL;
 	}
 	fw_kafka_destroy(&f->kafka);
+	flush_counts(f);
 	f->canary_out = false;
 	if (inflight(f) > 0) {
 		/* librdkafka reports every purged message, so this is not expected;
@@ -446,21 +474,52 @@ static void kafka_close(struct fw *f)
 
 /* ---- sending ---- */
 
-static int send_msg(struct fw *f, unsigned topic, const void *key, size_t key_len,
-                    const void *val, size_t val_len, uint64_t opaque)
+static void note_sent(struct fw *f, uint64_t opaque)
 {
-	if (!f->kafka)
-		return -ENOBUFS;
-	int rc = fw_kafka_produce(f->kafka, topic, key, key_len, val, val_len, opaque);
-	if (rc)
-		return rc;
 	if (inflight(f) == 0)
 		f->last_progress_ms = util_mono_ms();
 	if (opaque & FW_TAG_SPOOL)
 		f->spool_inflight++;
 	else
 		f->ring_inflight++;
+}
+
+static int send_msg(struct fw *f, unsigned topic, const void *key, size_t key_len,
+                    const void *val, size_t val_len, uint64_t opaque, bool ring_slot_value)
+{
+	if (!f->kafka)
+		return -ENOBUFS;
+	/* Ring slots stay put until their report (the tail only passes
+	 * reported records), so their values go without a copy; spool and
+	 * retry buffers are reused, so theirs are copied. */
+	bool copy = (opaque & FW_TAG_SPOOL) || !ring_slot_value;
+	int rc = fw_kafka_produce(f->kafka, topic, key, key_len, val, val_len, opaque, copy);
+	if (rc)
+		return rc;
+	note_sent(f, opaque);
 	return 0;
+}
+
+/* Hands f->kmsg[0..n) to librdkafka, one produce_batch call per run of the
+ * same topic (they nearly all go to one topic).  Each message's err says
+ * whether it went. */
+static void send_batch(struct fw *f, size_t n, bool copy)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && f->ktopic[j] == f->ktopic[i])
+			j++;
+		if (f->kafka) {
+			fw_kafka_produce_batch(f->kafka, f->ktopic[i], f->kmsg + i, j - i, copy);
+		} else {
+			for (size_t k = i; k < j; k++)
+				f->kmsg[k].err = -ENOBUFS;
+		}
+		for (size_t k = i; k < j; k++)
+			if (f->kmsg[k].err == 0)
+				note_sent(f, f->kmsg[k].opaque);
+		i = j;
+	}
 }
 
 /* Sends retries (oldest first).  Returns how many were sent. */
@@ -470,7 +529,17 @@ static size_t send_retries(struct fw *f, size_t max)
 	while (f->rt_len > 0 && n < max && inflight(f) < FW_MAX_INFLIGHT) {
 		struct fw_retry *r = rt_at(f, 0);
 		int rc = send_msg(f, r->topic, r->data, r->key_len, r->data + r->key_len,
-		                  r->val_len, r->opaque);
+		                  r->val_len, r->opaque, false);
+		if (rc == -EMSGSIZE &&
+		    dead_letter(f, r->topic, r->data, r->key_len, r->data + r->key_len, r->val_len,
+		                r->ts_ms, "larger than message.max.bytes") == 0) {
+			if (r->opaque & FW_TAG_SPOOL)
+				fw_spool_ack(f->spool, r->opaque & ~FW_TAG_SPOOL);
+			else
+				ring_done(f, r->opaque);
+			rt_pop(f);
+			continue;
+		}
 		if (rc)
 			break;
 		rt_pop(f);
@@ -479,14 +548,17 @@ static size_t send_retries(struct fw *f, size_t max)
 	return n;
 }
 
-/* Replays spool records.  Returns how many were sent; *first (may be NULL)
- * gets the opaque of the first one. */
+/* Replays spool records, a batch per call.  Returns how many were sent;
+ * *first (may be NULL) gets the opaque of the first one. */
 static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 {
-	size_t n = 0;
+	size_t n = 0, sent = 0;
 	struct fw_spool_rec rec;
 
-	while (n < max && f->spool_inflight < FW_REPLAY_WINDOW && inflight(f) < FW_MAX_INFLIGHT) {
+	if (max > FW_TAKE_BATCH)
+		max = FW_TAKE_BATCH;
+	while (n < max && f->spool_inflight + n < FW_REPLAY_WINDOW &&
+	       inflight(f) + n < FW_MAX_INFLIGHT) {
 		int rc = fw_spool_next(f->spool, &rec);
 		if (rc == -ENOENT)
 			break;
@@ -495,32 +567,52 @@ static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 			break;
 		}
 		struct fw_rec r;
-		uint64_t opaque = FW_TAG_SPOOL | rec.seq;
-		if (fw_rec_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS) {
+		if (fw_rec_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
+		    r.key_len > SHM_RING_KEY_MAX || r.key_len + r.val_len > SHM_RING_DATA_MAX) {
 			/* CRC-valid but not ours: keep it aside, never lose it silently. */
 			if (dead_letter(f, 0, "", 0, rec.data, rec.len, rec.ts_ms,
 			                "unreadable spool record") == 0)
 				fw_spool_ack(f->spool, rec.seq);
 			continue;
 		}
-		rc = send_msg(f, r.topic, r.key, r.key_len, r.val, r.val_len, opaque);
-		if (rc) {
-			/* librdkafka's queue is full: keep it for the next round. */
-			retry_keep(f, opaque, rec.ts_ms, r.topic, r.key, r.key_len, r.val, r.val_len);
-			break;
-		}
-		if (n == 0 && first)
-			*first = opaque;
+		/* The spool's read buffer moves on: copy key and value aside. */
+		uint8_t *buf = f->batch_buf + n * FW_REC_MAX;
+		memcpy(buf, r.key, r.key_len);
+		memcpy(buf + r.key_len, r.val, r.val_len);
+		f->kmsg[n] = (struct fw_kafka_msg){ .key = buf, .key_len = r.key_len,
+		                                    .val = buf + r.key_len, .val_len = r.val_len,
+		                                    .opaque = FW_TAG_SPOOL | rec.seq };
+		f->ktopic[n] = r.topic;
+		f->kts[n] = rec.ts_ms;
 		n++;
 	}
-	return n;
+	send_batch(f, n, true);
+	for (size_t i = 0; i < n; i++) {
+		struct fw_kafka_msg *m = &f->kmsg[i];
+		if (m->err == -EMSGSIZE &&
+		    dead_letter(f, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
+		                "larger than message.max.bytes") == 0) {
+			fw_spool_ack(f->spool, m->opaque & ~FW_TAG_SPOOL);
+			continue;
+		}
+		if (m->err) {
+			/* librdkafka's queue is full: keep it (custody stays in the spool). */
+			retry_keep(f, m->opaque, f->kts[i], f->ktopic[i], m->key, m->key_len,
+			           m->val, m->val_len);
+			continue;
+		}
+		if (sent == 0 && first)
+			*first = m->opaque;
+		sent++;
+	}
+	return sent;
 }
 
-/* Appends the batch collected in f->batch_* to the spool, as much of it as
- * fits (halving the chunk on -ENOSPC, so the spool fills up to its bound).
- * Appended records are done in the ring; the rest are kept as retries
- * (custody stays in the ring). */
-static void flush_batch(struct fw *f, size_t n, const unsigned *topics)
+/* Appends the batch collected in f->batch_* (items and ring take numbers)
+ * to the spool, as much of it as fits: the chunk is halved on -ENOSPC so the
+ * spool fills up to its bound.  The appended prefix is done in the ring.
+ * Returns how many were appended; the caller keeps the rest. */
+static size_t spool_batch(struct fw *f, size_t n)
 {
 	size_t start = 0, chunk = n;
 	int rc = 0;
@@ -542,48 +634,53 @@ static void flush_batch(struct fw *f, size_t n, const unsigned *topics)
 	}
 	if (start == n) {
 		f->spool_blocked = false;
-		return;
+	} else {
+		if (!f->spool_blocked)
+			log_warn("forwarder: cannot spool (%s): events stay in the ring; when it "
+			         "fills, POST /v1/events answers 503",
+			         rc == -ENOSPC ? "spool full" : strerror(-rc));
+		f->spool_blocked = true;
 	}
-	if (!f->spool_blocked)
-		log_warn("forwarder: cannot spool (%s): events stay in the ring; when it fills, "
-		         "POST /v1/events answers 503", rc == -ENOSPC ? "spool full" : strerror(-rc));
-	f->spool_blocked = true;
-	for (size_t i = start; i < n; i++) {
-		struct fw_rec r;
-		fw_rec_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
-		retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, topics[i], r.key, r.key_len,
-		           r.val, r.val_len);
-	}
+	return start;
 }
 
-/* Writes ring-origin retries to the spool (while Kafka is down or we drain). */
+/* Writes ring-origin retries to the spool (while Kafka is down or we drain),
+ * oldest first.  Spool-origin retries stay (they are safe in the spool). */
 static void spool_ring_retries(struct fw *f)
 {
-	static unsigned topics[FW_TAKE_BATCH];
-	size_t n = 0, keep = 0, total = f->rt_len;
+	size_t n = 0;
 
-	/* Walk the FIFO once: ring-origin entries go to the batch, spool-origin
-	 * ones are re-queued in order behind. */
-	for (size_t i = 0; i < total; i++) {
-		struct fw_retry r = *rt_at(f, 0);
-		rt_pop(f);
-		if ((r.opaque & FW_TAG_SPOOL) || n == FW_TAKE_BATCH) {
-			*rt_push(f) = r;
-			keep++;
+	for (size_t i = 0; i < f->rt_len && n < FW_TAKE_BATCH; i++) {
+		struct fw_retry *r = rt_at(f, i);
+		if (r->opaque & FW_TAG_SPOOL)
 			continue;
-		}
 		uint8_t *buf = f->batch_buf + n * FW_REC_MAX;
-		int len = fw_rec_encode(buf, FW_REC_MAX, r.topic, r.data, r.key_len,
-		                        r.data + r.key_len, r.val_len);
+		int len = fw_rec_encode(buf, FW_REC_MAX, r->topic, r->data, r->key_len,
+		                        r->data + r->key_len, r->val_len);
 		assert(len > 0);
 		f->batch_items[n] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
-		                                            .ts_ms = r.ts_ms };
-		f->batch_rq[n] = r.opaque;
-		topics[n] = r.topic;
+		                                            .ts_ms = r->ts_ms };
+		f->batch_rq[n] = r->opaque;
 		n++;
 	}
-	(void)keep;
-	flush_batch(f, n, topics);
+	if (n == 0)
+		return;
+	size_t done = spool_batch(f, n);
+	if (done == 0)
+		return;
+	/* Drop the first `done` ring-origin entries, keeping the others in order. */
+	size_t w = 0, dropped = 0;
+	for (size_t r = 0; r < f->rt_len; r++) {
+		struct fw_retry *e = rt_at(f, r);
+		if (dropped < done && !(e->opaque & FW_TAG_SPOOL)) {
+			dropped++;
+			continue;
+		}
+		if (w != r)
+			*rt_at(f, w) = *e;
+		w++;
+	}
+	f->rt_len = w;
 }
 
 /* Takes up to max records from the ring: to Kafka directly when it is up and
@@ -591,14 +688,14 @@ static void spool_ring_retries(struct fw *f)
 static size_t take_ring(struct fw *f, size_t max)
 {
 	static unsigned topics[FW_TAKE_BATCH];
-	size_t n = 0, nb = 0;
+	size_t n = 0, nb = 0, nd = 0;
 	bool direct = f->kafka_up && !f->draining && fw_spool_unread(f->spool) == 0 &&
 	              f->rt_len == 0 && !f->canary_out;
 	f->ring_idle = false;
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
 	while (n < max) {
-		if (direct && inflight(f) >= FW_MAX_INFLIGHT)
+		if (direct && inflight(f) + nd >= FW_MAX_INFLIGHT)
 			break;
 		/* Spooling: older ring records still inside librdkafka or waiting
 		 * as retries go first (they come back as failures after a purge),
@@ -633,10 +730,13 @@ static size_t take_ring(struct fw *f, size_t max)
 			continue;
 		}
 		if (direct) {
-			rc = send_msg(f, v.topic, v.key, v.key_len, v.value, v.value_len, take);
-			if (rc == 0)
-				continue;
-			direct = false;          /* queue full: this and later ones go to the spool */
+			f->kmsg[nd] = (struct fw_kafka_msg){ .key = v.key, .key_len = v.key_len,
+			                                     .val = v.value, .val_len = v.value_len,
+			                                     .opaque = take };
+			f->ktopic[nd] = v.topic;
+			f->kts[nd] = v.enq_ms;
+			nd++;
+			continue;
 		}
 		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
 		int len = fw_rec_encode(buf, FW_REC_MAX, v.topic, v.key, v.key_len, v.value,
@@ -648,7 +748,39 @@ static size_t take_ring(struct fw *f, size_t max)
 		topics[nb] = v.topic;
 		nb++;
 	}
-	flush_batch(f, nb, topics);
+	/* Direct: ring slots stay valid until the tail passes them, after their
+	 * report, so librdkafka takes the values without a copy.  What its
+	 * queue refuses goes to the spool (later ring records follow it there,
+	 * since the spool then has unread records). */
+	send_batch(f, nd, false);
+	for (size_t i = 0; i < nd; i++) {
+		struct fw_kafka_msg *m = &f->kmsg[i];
+		if (m->err == 0)
+			continue;
+		if (m->err == -EMSGSIZE &&
+		    dead_letter(f, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
+		                "larger than message.max.bytes") == 0) {
+			ring_done(f, m->opaque);
+			continue;
+		}
+		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
+		int len = fw_rec_encode(buf, FW_REC_MAX, f->ktopic[i], m->key, m->key_len, m->val,
+		                        m->val_len);
+		assert(len > 0);
+		f->batch_items[nb] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
+		                                             .ts_ms = f->kts[i] };
+		f->batch_rq[nb] = m->opaque;
+		topics[nb] = f->ktopic[i];
+		nb++;
+	}
+	size_t done = spool_batch(f, nb);
+	for (size_t i = done; i < nb; i++) {
+		/* No room: keep them (custody stays in the ring). */
+		struct fw_rec r;
+		fw_rec_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
+		retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, topics[i], r.key, r.key_len,
+		           r.val, r.val_len);
+	}
 
 	/* Figures the ring's consumer counts itself. */
 	if (f->cons.abandoned != f->ring_abandoned_seen) {
@@ -698,7 +830,8 @@ static void check_kafka_health(struct fw *f, uint64_t now)
 	if (f->kafka_up) {
 		if (prober_failed)
 			kafka_down(f, "the prober reports kafka failed");
-		else if (inflight(f) > 0 && now - f->last_progress_ms > timeout) {
+		else if (inflight(f) > 0 && now > f->last_progress_ms &&
+		         now - f->last_progress_ms > timeout) {
 			char why[96];
 			snprintf(why, sizeof(why), "no delivery report for %u ms", timeout);
 			kafka_down(f, why);
@@ -706,7 +839,7 @@ static void check_kafka_health(struct fw *f, uint64_t now)
 		return;
 	}
 	if (f->canary_out) {
-		if (now - f->canary_sent_ms > timeout)
+		if (now > f->canary_sent_ms && now - f->canary_sent_ms > timeout)
 			fw_kafka_purge(f->kafka);    /* its failure report backs off */
 		return;
 	}
@@ -753,8 +886,7 @@ static void fw_pump(struct fw *f)
 
 	if (f->drain_done)
 		return;
-	if (f->kafka)
-		fw_kafka_poll(f->kafka);
+	fw_poll(f);
 	if (f->kafka_recreate && f->kafka) {
 		char err[512];
 		f->kafka_recreate = false;
@@ -770,6 +902,7 @@ static void fw_pump(struct fw *f)
 		}
 	}
 
+	now = util_mono_ms();                /* reports just served may be newer */
 	check_kafka_health(f, now);
 
 	if (f->draining && !f->drain_purged && (now >= f->drain_purge_ms || !f->kafka_up)) {
@@ -850,7 +983,10 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	f->batch_buf = malloc((size_t)FW_TAKE_BATCH * FW_REC_MAX);
 	f->batch_items = calloc(FW_TAKE_BATCH, sizeof(*f->batch_items));
 	f->batch_rq = calloc(FW_TAKE_BATCH, sizeof(*f->batch_rq));
-	if (!f->batch_buf || !f->batch_items || !f->batch_rq) {
+	f->kmsg = calloc(FW_TAKE_BATCH, sizeof(*f->kmsg));
+	f->ktopic = calloc(FW_TAKE_BATCH, sizeof(*f->ktopic));
+	f->kts = calloc(FW_TAKE_BATCH, sizeof(*f->kts));
+	if (!f->batch_buf || !f->batch_items || !f->batch_rq || !f->kmsg || !f->ktopic || !f->kts) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1005,8 +1141,10 @@ void fw_free(struct fw **fp)
 		uv_close((uv_handle_t *)f->kpoll, free_handle_cb);
 		f->kpoll = NULL;
 	}
-	if (f->kafka)
+	if (f->kafka) {
 		fw_kafka_destroy(&f->kafka);     /* purged reports become retries */
+		flush_counts(f);
+	}
 	if (f->spool && f->cons_open) {
 		/* Ring-origin retries go to the spool if it has room. */
 		if (f->rt_len)
@@ -1022,6 +1160,9 @@ void fw_free(struct fw **fp)
 	free(f->batch_buf);
 	free(f->batch_items);
 	free(f->batch_rq);
+	free(f->kmsg);
+	free(f->ktopic);
+	free(f->kts);
 	free(f);
 	*fp = NULL;
 }

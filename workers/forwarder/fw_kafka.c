@@ -22,6 +22,8 @@ struct fw_kafka {
 	int pipe_rd, pipe_wr;
 	struct fw_kafka_cb cb;
 	uint64_t inflight;                   /* produced, report not yet served */
+	rd_kafka_message_t *batch;           /* scratch for produce_batch */
+	size_t batch_cap;
 };
 
 /* Our defaults; any [kafka] rdkafka.<property> set after them wins. */
@@ -199,16 +201,17 @@ void fw_kafka_destroy(struct fw_kafka **kp)
 		close(k->pipe_rd);
 	if (k->pipe_wr >= 0)
 		close(k->pipe_wr);
+	free(k->batch);
 	free(k);
 	*kp = NULL;
 }
 
 int fw_kafka_produce(struct fw_kafka *k, unsigned topic, const void *key, size_t key_len,
-                     const void *val, size_t val_len, uint64_t opaque)
+                     const void *val, size_t val_len, uint64_t opaque, bool copy)
 {
 	if (topic >= FW_KAFKA_TOPICS)
 		return -EINVAL;
-	if (rd_kafka_produce(k->rkt[topic], RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+	if (rd_kafka_produce(k->rkt[topic], RD_KAFKA_PARTITION_UA, copy ? RD_KAFKA_MSG_F_COPY : 0,
 	                     (void *)val, val_len, key, key_len,
 	                     (void *)(uintptr_t)opaque) == -1) {
 		rd_kafka_resp_err_t e = rd_kafka_last_error();
@@ -220,6 +223,54 @@ int fw_kafka_produce(struct fw_kafka *k, unsigned topic, const void *key, size_t
 	}
 	k->inflight++;
 	return 0;
+}
+
+static int produce_err(rd_kafka_resp_err_t e)
+{
+	if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		return -ENOBUFS;
+	if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+		return -EMSGSIZE;
+	return -EIO;
+}
+
+size_t fw_kafka_produce_batch(struct fw_kafka *k, unsigned topic, struct fw_kafka_msg *m,
+                              size_t n, bool copy)
+{
+	size_t ok = 0;
+
+	if (topic >= FW_KAFKA_TOPICS || n == 0) {
+		for (size_t i = 0; i < n; i++)
+			m[i].err = -EINVAL;
+		return 0;
+	}
+	if (n > k->batch_cap) {
+		rd_kafka_message_t *b = realloc(k->batch, n * sizeof(*b));
+		if (!b) {
+			for (size_t i = 0; i < n; i++)
+				m[i].err = -ENOMEM;
+			return 0;
+		}
+		k->batch = b;
+		k->batch_cap = n;
+	}
+	memset(k->batch, 0, n * sizeof(*k->batch));
+	for (size_t i = 0; i < n; i++) {
+		k->batch[i].payload = (void *)m[i].val;
+		k->batch[i].len = m[i].val_len;
+		k->batch[i].key = (void *)m[i].key;
+		k->batch[i].key_len = m[i].key_len;
+		k->batch[i]._private = (void *)(uintptr_t)m[i].opaque;
+	}
+	rd_kafka_produce_batch(k->rkt[topic], RD_KAFKA_PARTITION_UA, copy ? RD_KAFKA_MSG_F_COPY : 0,
+	                       k->batch, (int)n);
+	for (size_t i = 0; i < n; i++) {
+		m[i].err = k->batch[i].err ? produce_err(k->batch[i].err) : 0;
+		if (!m[i].err)
+			ok++;
+	}
+	k->inflight += ok;
+	return ok;
 }
 
 int fw_kafka_poll(struct fw_kafka *k)

@@ -57,10 +57,29 @@ int fw_kafka_new(struct fw_kafka **out, const struct conf *c, const struct fw_ka
  * serves the reports, and destroys the client.  *k becomes NULL. */
 void fw_kafka_destroy(struct fw_kafka **k);
 
-/* Enqueues one message (librdkafka copies key and value).  0, -ENOBUFS when
- * librdkafka's queue is full, -EINVAL bad topic, -EIO other errors. */
+/* Enqueues one message.  librdkafka copies the key; it copies the value
+ * too unless copy is false, in which case val must stay valid and unchanged
+ * until the message's report was served (ring slots do: the forwarder frees
+ * them only after the report).  0, -ENOBUFS when librdkafka's queue is
+ * full, -EINVAL bad topic, -EMSGSIZE, -EIO other errors. */
 int fw_kafka_produce(struct fw_kafka *k, unsigned topic, const void *key, size_t key_len,
-                     const void *val, size_t val_len, uint64_t opaque);
+                     const void *val, size_t val_len, uint64_t opaque, bool copy);
+
+/* One message of a batch; err is set by fw_kafka_produce_batch. */
+struct fw_kafka_msg {
+	const void *key;
+	size_t key_len;
+	const void *val;
+	size_t val_len;
+	uint64_t opaque;
+	int err;                             /* 0 enqueued, -ENOBUFS queue full, -EMSGSIZE, -EIO */
+};
+
+/* Enqueues n messages of one topic with one librdkafka call (the topic is
+ * locked once, not per message); copy as for fw_kafka_produce.  Returns how
+ * many were enqueued; each message's err says whether it was. */
+size_t fw_kafka_produce_batch(struct fw_kafka *k, unsigned topic, struct fw_kafka_msg *m,
+                              size_t n, bool copy);
 
 /* Serves delivery reports and errors without blocking.  Returns the number
  * of events served. */

@@ -917,9 +917,10 @@ int fw_spool_append(struct fw_spool *sp, const void *data, uint32_t len, uint64_
 
 /* ---- replay ---- */
 
+/* inf_cap is a power of two. */
 static struct fw_inflight *inf_at(struct fw_spool *sp, size_t i)
 {
-	return &sp->inf[(sp->inf_head + i) % sp->inf_cap];
+	return &sp->inf[(sp->inf_head + i) & (sp->inf_cap - 1)];
 }
 
 static int inf_push(struct fw_spool *sp, uint64_t seq, uint64_t ts_ms)
@@ -936,7 +937,7 @@ static int inf_push(struct fw_spool *sp, uint64_t seq, uint64_t ts_ms)
 		sp->inf_cap = nc;
 		sp->inf_head = 0;
 	}
-	sp->inf[(sp->inf_head + sp->inf_len) % sp->inf_cap] =
+	sp->inf[(sp->inf_head + sp->inf_len) & (sp->inf_cap - 1)] =
 		(struct fw_inflight){ .seq = seq, .ts_ms = ts_ms, .acked = false };
 	sp->inf_len++;
 	return 0;
@@ -1023,6 +1024,13 @@ int fw_spool_ack(struct fw_spool *sp, uint64_t seq)
 {
 	size_t lo = 0, hi = sp->inf_len;
 
+	if (hi == 0)
+		return -ENOENT;
+	/* Records are handed out with consecutive seqs unless some were
+	 * skipped: try the direct index first, then search. */
+	uint64_t first = inf_at(sp, 0)->seq;
+	if (seq >= first && seq - first < hi && inf_at(sp, seq - first)->seq == seq)
+		lo = hi = (size_t)(seq - first);
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (inf_at(sp, mid)->seq < seq)
@@ -1037,7 +1045,7 @@ int fw_spool_ack(struct fw_spool *sp, uint64_t seq)
 	while (sp->inf_len > 0 && inf_at(sp, 0)->acked) {
 		sp->acked_through = inf_at(sp, 0)->seq;
 		sp->acked_records++;
-		sp->inf_head = (sp->inf_head + 1) % sp->inf_cap;
+		sp->inf_head = (sp->inf_head + 1) & (sp->inf_cap - 1);
 		sp->inf_len--;
 	}
 	return 0;
