@@ -383,10 +383,11 @@ static void on_kafka_error(void *arg, rd_kafka_resp_err_t err, const char *reaso
 		kafka_down(f, "fatal producer error");
 		return;
 	}
-	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-		kafka_down(f, "all brokers down");
-	else
-		log_info("forwarder: Kafka: %s: %s", rd_kafka_err2name(err), reason);
+	/* Not acted upon: librdkafka also says "all brokers down" in the gap
+	 * between dropping its bootstrap connection and connecting to the
+	 * brokers it learnt, which is no outage.  A real one shows as failed
+	 * reports, or as a stall of what is in flight, soon enough. */
+	log_info("forwarder: Kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
 /* Adds what the reports counted to the shared counters (once per poll,

@@ -16,8 +16,8 @@
  * room, the record stays where it is (ring or spool) and is retried.
  *
  * States: Kafka "up" or "down".  Down on a failed report, a stall (messages
- * in flight and no report for probe.kafka_timeout_ms), librdkafka's "all
- * brokers down", or the prober's kafka component FAILED in shm; entering
+ * in flight and no report for probe.kafka_timeout_ms), or the prober's
+ * kafka component FAILED in shm; entering
  * down purges librdkafka's queue so every queued message comes back (as a
  * failure) and is spooled: the ring never waits on librdkafka.  While down,
  * ring records go straight to the spool; every recovery_base_ms..
