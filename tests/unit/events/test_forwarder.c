@@ -473,18 +473,22 @@ START_TEST(test_full_spool_fills_ring_never_drops)
 	struct fw *f = fw_new(&loop);
 	sent.n = 0;
 	rd_kafka_mock_broker_set_down(mc, 1);
-	ck_assert(run_until(&loop, f, kafka_is_down, NULL, 5000));
-	/* Keep appending while the forwarder runs until the ring refuses. */
+	/* Keep appending while the forwarder runs: the ring refuses for a
+	 * while (until the stall is noticed and the spool takes over), then
+	 * again for good once the spool is full. */
 	size_t total = 0;
-	for (int round = 0; round < 400; round++) {
+	struct fw_status st;
+	uint64_t deadline = util_mono_ms() + 30000;
+	for (;;) {
 		size_t got = append_events(100, 3, 10);
 		total += got;
 		run_until(&loop, f, kafka_is_down, NULL, 20);
-		if (got < 100)
+		fw_get_status(f, &st);
+		if (got < 100 && st.spool_bytes > 1048576 - 600)
 			break;
+		ck_assert_msg(util_mono_ms() < deadline, "the spool never filled (%" PRIu64 " bytes)",
+		              st.spool_bytes);
 	}
-	struct fw_status st;
-	fw_get_status(f, &st);
 	struct shm_ring_stats rs;
 	ck_assert_int_eq(shm_ring_stats(seg, &rs), 0);
 	ck_assert_msg(rs.used > 0 && rs.full > 0, "the ring never filled (used %" PRIu64 ")", rs.used);
@@ -493,6 +497,7 @@ START_TEST(test_full_spool_fills_ring_never_drops)
 	ck_assert_uint_gt(st.spool_records, 0);
 	ck_assert_uint_eq(total, sent.n);
 	ck_assert_uint_eq(counter(EQ_EVC_DROPPED), 0);
+	ck_assert(!st.kafka_up);                     /* noticed by the stall of what was sent */
 
 	rd_kafka_mock_broker_set_up(mc, 1);
 	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
