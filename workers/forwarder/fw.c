@@ -78,6 +78,7 @@ struct fw {
 
 	struct fw_retry *rt;                 /* FIFO of retries */
 	size_t rt_cap, rt_head, rt_len;
+	size_t rt_ring;                      /* of which ring-origin (they hold the ring's tail) */
 
 	bool kafka_up;
 	uint64_t ring_inflight, spool_inflight;
@@ -172,6 +173,8 @@ static struct fw_retry *rt_push(struct fw *f)
 
 static void rt_pop(struct fw *f)
 {
+	if (!(rt_at(f, 0)->opaque & FW_TAG_SPOOL))
+		f->rt_ring--;
 	f->rt_head = (f->rt_head + 1) % f->rt_cap;
 	f->rt_len--;
 }
@@ -191,6 +194,8 @@ static void retry_keep(struct fw *f, uint64_t opaque, uint64_t ts_ms, unsigned t
 		abort();
 	}
 	r->opaque = opaque;
+	if (!(opaque & FW_TAG_SPOOL))
+		f->rt_ring++;
 	r->ts_ms = ts_ms;
 	r->topic = (uint8_t)topic;
 	r->key_len = (uint8_t)key_len;
@@ -682,6 +687,7 @@ static void spool_ring_retries(struct fw *f)
 		w++;
 	}
 	f->rt_len = w;
+	f->rt_ring -= done;
 }
 
 /* Takes up to max records from the ring: to Kafka directly when it is up and
@@ -702,7 +708,7 @@ static size_t take_ring(struct fw *f, size_t max)
 		 * as retries go first (they come back as failures after a purge),
 		 * so the spool keeps ring order.  And with no room, records stay
 		 * in the ring. */
-		if (!direct && (f->spool_blocked || f->rt_len > 0 || f->ring_inflight > 0))
+		if (!direct && (f->spool_blocked || f->rt_ring > 0 || f->ring_inflight > 0))
 			break;
 		struct shm_ring_view v;
 		int rc = shm_ring_peek(&f->cons, &v);
