@@ -628,6 +628,31 @@ START_TEST(test_restart_replays_spool)
 }
 END_TEST
 
+START_TEST(test_reload_recreates_producer_without_loss)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	/* Messages sit in librdkafka (slow broker) when [kafka] changes: the old
+	 * producer's queue comes back as purge failures, nothing is lost. */
+	rd_kafka_mock_broker_set_rtt(mc, 1, 2000);
+	ck_assert_uint_eq(append_events(500, 3, 50), 500);
+	run_until(&loop, f, kafka_is_down, NULL, 200);
+	struct conf old = cf;
+	memset(&cf, 0, sizeof(cf));
+	conf_build("rdkafka.batch.num.messages = 500\n", "max_bytes = 2097152\n");
+	fw_reload(f, &old);
+	conf_free(&old);
+	rd_kafka_mock_broker_set_rtt(mc, 1, 0);
+	ck_assert_uint_eq(append_events(500, 3, 50), 500);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	uv_loop_close(&loop);
+}
+END_TEST
+
 START_TEST(test_second_forwarder_refused)
 {
 	uv_loop_t loop;
@@ -751,6 +776,7 @@ static Suite *fw_suite(void)
 	tcase_add_test(tc, test_prober_failed_forces_spool);
 	tcase_add_test(tc, test_drain_spools_ring_and_inflight);
 	tcase_add_test(tc, test_restart_replays_spool);
+	tcase_add_test(tc, test_reload_recreates_producer_without_loss);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("timeout");
