@@ -114,3 +114,17 @@ uint64_t be__health_next_delay(struct be__health *h)
 		d -= (uint64_t)r % (d / 4 + 1);
 	return d;
 }
+
+void be__health_status(const struct be__health *h, enum be_state state, size_t pending,
+                       struct be_status *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->state = state;
+	out->consecutive_failures = h->failures;
+	out->failures_total = h->failures_total;
+	out->connects_total = h->connects_total;
+	out->pending = pending;
+	out->last_ok_mono_ms = h->last_ok_mono_ms;
+	out->last_fail_mono_ms = h->last_fail_mono_ms;
+	util_strlcpy(out->last_error, h->last_error, sizeof(out->last_error));
+}

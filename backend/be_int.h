@@ -78,6 +78,11 @@ void be__health_connected(struct be__health *h);
  * Counts the attempt. */
 uint64_t be__health_next_delay(struct be__health *h);
 
+/* Fills *out from the shared health record plus the client's own state and
+ * queue depth (be_redis_status and be_pg_status). */
+void be__health_status(const struct be__health *h, enum be_state state, size_t pending,
+                       struct be_status *out);
+
 /* snprintf into buf, then cut at the first newline/CR and trim the tail:
  * server and libpq messages arrive with "\n" and we keep them to one line. */
 void be__msgf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -1217,15 +1217,7 @@ enum be_state be_pg_state(const struct be_pg *c)
 
 void be_pg_status(const struct be_pg *c, struct be_status *out)
 {
-	memset(out, 0, sizeof(*out));
-	out->state = be_pg_state(c);
-	out->consecutive_failures = c->h.failures;
-	out->failures_total = c->h.failures_total;
-	out->connects_total = c->h.connects_total;
-	out->pending = c->n_ops + c->n_deferred;
-	out->last_ok_mono_ms = c->h.last_ok_mono_ms;
-	out->last_fail_mono_ms = c->h.last_fail_mono_ms;
-	util_strlcpy(out->last_error, c->h.last_error, sizeof(out->last_error));
+	be__health_status(&c->h, be_pg_state(c), c->n_ops + c->n_deferred, out);
 }
 
 const char *be_pg_last_error(const struct be_pg *c)

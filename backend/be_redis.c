@@ -934,15 +934,7 @@ enum be_state be_redis_state(const struct be_redis *c)
 
 void be_redis_status(const struct be_redis *c, struct be_status *out)
 {
-	memset(out, 0, sizeof(*out));
-	out->state = be_redis_state(c);
-	out->consecutive_failures = c->h.failures;
-	out->failures_total = c->h.failures_total;
-	out->connects_total = c->h.connects_total;
-	out->pending = c->n_pending + c->n_deferred;
-	out->last_ok_mono_ms = c->h.last_ok_mono_ms;
-	out->last_fail_mono_ms = c->h.last_fail_mono_ms;
-	util_strlcpy(out->last_error, c->h.last_error, sizeof(out->last_error));
+	be__health_status(&c->h, be_redis_state(c), c->n_pending + c->n_deferred, out);
 }
 
 const char *be_redis_last_error(const struct be_redis *c)
