@@ -14,7 +14,7 @@
 
 void shm__prices_check(const struct shm *s, struct shm_check_report *r);
 
-static void note(struct shm_check_report *r, const char *what)
+void shm__check_note(struct shm_check_report *r, const char *what)
 {
 	r->problems++;
 	if (r->first[0] == '\0')
@@ -29,17 +29,17 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 	uint64_t w = atomic_load(&s->mode->word);
 	unsigned a = w & 3u, o = (w >> 2) & 3u, e = (w >> 4) & 3u;
 	if (a >= EQ_MODE__COUNT || o >= EQ_OVERRIDE__COUNT || e != UTIL_MAX(a, o))
-		note(r, "mode word is inconsistent (effective != max(auto, override))");
+		shm__check_note(r, "mode word is inconsistent (effective != max(auto, override))");
 
 	for (unsigned c = 0; c < EQ_COMP__COUNT; c++) {
 		struct shm_component_view v;
 		if (shm_component_read(s, (enum eq_component)c, &v) != 0) {
 			r->components_incomplete++;
 			snprintf(buf, sizeof(buf), "component %s record is stuck mid-write", shm_component_name(c));
-			note(r, buf);
+			shm__check_note(r, buf);
 		} else if (v.state >= EQ_CSTATE__COUNT) {
 			snprintf(buf, sizeof(buf), "component %s has invalid state %u", shm_component_name(c), v.state);
-			note(r, buf);
+			shm__check_note(r, buf);
 		}
 	}
 
@@ -58,7 +58,7 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 		shm_worker_read(s, i, &v);
 		if (v.pid != 0 && (v.role >= EQ_ROLE__COUNT || v.state >= EQ_WSTATE__COUNT)) {
 			snprintf(buf, sizeof(buf), "worker slot %u has invalid role/state", i);
-			note(r, buf);
+			shm__check_note(r, buf);
 		}
 	}
 
@@ -75,7 +75,7 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 		r->ring_claimed_dead = rr.runs_claimed_dead;
 		if (rc == 1) {
 			snprintf(buf, sizeof(buf), "event ring: %s", rr.first);
-			note(r, buf);
+			shm__check_note(r, buf);
 		}
 	}
 #endif

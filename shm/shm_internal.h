@@ -40,6 +40,9 @@ static inline void shm__cpu_relax(void)
 #endif
 }
 
+/* Counts one integrity problem; keeps the first description (shm_check). */
+void shm__check_note(struct shm_check_report *r, const char *what);
+
 void shm__history_init(struct shm *s);
 void shm__prices_init(struct shm *s, uint32_t zones_capacity);
 uint64_t shm__prices_bytes(uint32_t zones_capacity);

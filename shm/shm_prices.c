@@ -502,13 +502,6 @@ size_t shm_prices_release_pid(struct shm *s, pid_t pid)
 /* ---- used by shm_check.c ---- */
 void shm__prices_check(const struct shm *s, struct shm_check_report *r);
 
-static void note(struct shm_check_report *r, const char *what)
-{
-	r->problems++;
-	if (r->first[0] == '\0')
-		util_strlcpy(r->first, what, sizeof(r->first));
-}
-
 void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 {
 	const struct shm_prices *p = s->prices;
@@ -526,7 +519,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 				r->prices_locked_dead++;
 				snprintf(buf, sizeof(buf), "price slot %llu is held by dead pid %d",
 				         (unsigned long long)i, (int)LOCK_PID(w));
-				note(r, buf);
+				shm__check_note(r, buf);
 			} else {
 				r->prices_locked_live++;
 			}
@@ -559,7 +552,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 		if (bad) {
 			r->prices_bad++;
 			snprintf(buf, sizeof(buf), "price slot %llu has invalid contents", (unsigned long long)i);
-			note(r, buf);
+			shm__check_note(r, buf);
 		}
 	}
 }
