@@ -30,11 +30,7 @@ struct layout {
 };
 
 /* The largest event ring this build formats (its slot count is bounded). */
-#ifndef EQ_SHM_NO_RING
 #define RING_BYTES_MAX shm_ring_bytes_for(SHM_RING_MAX_SLOTS)
-#else
-#define RING_BYTES_MAX (UINT64_C(1) << 40)
-#endif
 #define RING_BYTES_MIN 65536u
 
 /* Lays the sections out for these capacities: the layout is a function of
@@ -130,11 +126,9 @@ static int init_segment(struct shm *s, const struct shm_params *p, const struct 
 		atomic_store(&s->workers[w].last_status, -1);
 	shm__history_init(s);
 	shm__prices_init(s, p->zones_capacity);
-#ifndef EQ_SHM_NO_RING
 	int rc = shm_ring_format(s->ring, s->ring_bytes);
 	if (rc != 0)
 		return rc;
-#endif
 	/* Everything above is visible before the marker (release). */
 	atomic_store_explicit(&h->ready, SHM_READY_MARKER, memory_order_release);
 	return 0;
