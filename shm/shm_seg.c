@@ -395,6 +395,33 @@ void *shm_section(const struct shm *s, enum shm_section_id id, uint64_t *bytes)
 	return s->base + sec->offset;
 }
 
+void shm_supervisor_read(const struct shm *s, struct shm_supervisor_view *out)
+{
+	const struct shm_header *h = s->hdr;
+	memset(out, 0, sizeof(*out));
+	out->pid = atomic_load(&h->sup_pid);
+	out->start_ticks = atomic_load(&h->sup_start_ticks);
+	out->started_ms = atomic_load(&h->sup_started_ms);
+	out->generation = atomic_load(&h->sup_generation);
+	uint64_t ticks;
+	/* The pid is another process's word: only a positive pid_t is asked. */
+	if (out->pid > 0 && out->pid <= INT32_MAX &&
+	    util_proc_start_ticks((int)out->pid, &ticks) == 0)
+		out->alive = out->start_ticks == 0 || ticks == out->start_ticks;
+}
+
+void shm_segment_read(const struct shm *s, struct shm_segment_view *out)
+{
+	const struct shm_header *h = s->hdr;
+	out->bytes = h->segment_bytes;
+	out->version_major = h->version_major;
+	out->version_minor = h->version_minor;
+	out->created_ms = h->created_ms;
+	out->owner_uid = h->owner_uid;
+	out->zones_capacity = s->zones_capacity;  /* the validated copies */
+	out->ring_bytes = s->ring_bytes;
+}
+
 bool shm_writable(const struct shm *s)
 {
 	return s->writable;

@@ -176,11 +176,13 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(o, "modes", mj);
 
 	const struct shm_header *h = s->hdr;
+	struct shm_supervisor_view sv;
+	shm_supervisor_read(s, &sv);
 	json_t *sj = json_object();
-	int64_t sp = atomic_load(&h->sup_pid);
-	json_object_set_new(sj, "pid", sp > 0 ? json_integer(sp) : json_null());
-	json_object_set_new(sj, "started", iso_time(atomic_load(&h->sup_started_ms)));
-	json_object_set_new(sj, "generation", json_integer((json_int_t)atomic_load(&h->sup_generation)));
+	json_object_set_new(sj, "pid", sv.pid > 0 ? json_integer(sv.pid) : json_null());
+	json_object_set_new(sj, "started", iso_time(sv.started_ms));
+	json_object_set_new(sj, "generation", json_integer((json_int_t)sv.generation));
+	json_object_set_new(sj, "alive", json_boolean(sv.alive));
 	json_object_set_new(o, "supervisor", sj);
 
 	json_t *seg = json_object();
