@@ -344,7 +344,7 @@ int main(int argc, char **argv)
 	}
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
 	           EQ_VERSION, s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
-	if (s.conf.auth.n_tokens == 0)
+	if (s.conf.auth.tokens.n == 0)
 		log_warn("AUTH IS OFF: no [auth] token_sha256 is configured, so /v1/* answers "
 		         "anyone who can reach %s", s.conf.http.listen);
 	if (sup_config_libexec(&s) < 0) {
