@@ -23,6 +23,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "conf/conf.h"
@@ -113,5 +115,21 @@ void wk_log_conf_errors(const struct conf_errors *errs);
  * standalone eq-pricing.  Returns the fd, or -errno with err filled
  * ("cannot listen on ...: why (fix)"). */
 int wk_listen_open(const char *addr, char *err, size_t errlen);
+
+/* The same for an address already parsed (tests bind port 0, which
+ * http.listen does not accept); addr only labels the error message. */
+int wk_listen_open_sa(const struct sockaddr *sa, socklen_t salen, const char *addr,
+                      char *err, size_t errlen);
+
+/* File descriptors a worker keeps besides its client sockets (backends,
+ * logs, the segment, the status channel). */
+#define WK_NOFILE_RESERVE 64
+
+/* Raises RLIMIT_NOFILE so that want_conns client connections fit, plus
+ * WK_NOFILE_RESERVE.  Returns the number of connections that fit
+ * (want_conns if all do) and fills msg with a one-line explanation and
+ * fix when fewer fit (msg is "" otherwise).  Never fails.  Called by
+ * eq-pricing at start and on reload, from its loop thread. */
+uint32_t wk_fit_nofile(uint32_t want_conns, char *msg, size_t msglen);
 
 #endif

@@ -29,21 +29,28 @@ int wk_listen_open(const char *addr, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int one = 1;
 
 	if (conf_listen_parse(addr, &ss, &sslen) < 0) {
 		snprintf(err, errlen, "cannot listen on '%s': want ADDRESS:PORT or [V6]:PORT "
 		         "(fix http.listen)", addr);
 		return -EINVAL;
 	}
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return wk_listen_open_sa((const struct sockaddr *)&ss, sslen, addr, err, errlen);
+}
+
+int wk_listen_open_sa(const struct sockaddr *sa, socklen_t salen, const char *addr,
+                      char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
 	if (fd == -1) {
 		int e = errno;
 		snprintf(err, errlen, "cannot listen on %s: socket: %s", addr, strerror(e));
 		return -e;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    bind(fd, (const struct sockaddr *)&ss, sslen) == -1 ||
+	    bind(fd, sa, salen) == -1 ||
 	    listen(fd, wk__somaxconn()) == -1) {
 		int e = errno;
 		snprintf(err, errlen, "cannot listen on %s: %s%s", addr, strerror(e),
