@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "util/util.h"
-#include "workers/common/wk.h"
+#include "proto/eq_fds.h"
 
 struct tclient {
 	int fd;
@@ -41,7 +41,7 @@ static inline uint64_t t_now_ms(void)
 }
 
 /* A listening socket on 127.0.0.1, any free port, made by the one
- * implementation production uses (wk_listen_open_sa). */
+ * implementation production uses (proto_listen_open). */
 static inline int t_listen_any(void)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
@@ -49,7 +49,7 @@ static inline int t_listen_any(void)
 	int fd;
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = wk_listen_open_sa((const struct sockaddr *)&sa, sizeof(sa), "127.0.0.1:0",
+	fd = proto_listen_open((const struct sockaddr *)&sa, sizeof(sa), "127.0.0.1:0",
 	                       err, sizeof(err));
 	ck_assert_msg(fd >= 0, "%s", err);
 	return fd;
