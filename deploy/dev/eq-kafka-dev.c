@@ -443,11 +443,14 @@ static int kd_command(struct kd *kd, char *line)
 		for (int b = 1; e == RD_KAFKA_RESP_ERR_NO_ERROR && b <= kd->brokers; b++)
 			if (id == -1 || id == b)
 				kd->down[b] = down;
-	} else if (strcmp(cmd, "latency") == 0 && ac >= 2 && ac <= 3) {
+	} else if (strcmp(cmd, "latency") == 0) {
 		uint64_t ms;
-		if (util_parse_u64(av[1], 0, 600000, &ms) < 0 || kd_broker_arg(kd, av[2], &id) < 0) {
-			kd_answer("error latency takes milliseconds 0..600000 and a broker id 1..%d",
-			          kd->brokers);
+		if (ac < 2 || ac > 3 || util_parse_u64(av[1], 0, 600000, &ms) < 0) {
+			kd_answer("error latency takes milliseconds 0..600000");
+			return 0;
+		}
+		if (kd_broker_arg(kd, av[2], &id) < 0) {
+			kd_answer("error broker id must be 1..%d", kd->brokers);
 			return 0;
 		}
 		e = rd_kafka_mock_broker_set_rtt(kd->mc, id, (int)ms);
