@@ -476,7 +476,8 @@ void pr_api_on_request(struct pr_req *r, void *arg)
 		pr_http_error(r, 405, "method_not_allowed", msg, extra);
 		return;
 	}
-	if (m.needs_auth && (ar = pr_auth_check(p->conf, r->auth, r->auth_len)) != PR_AUTH_OK) {
+	if (m.needs_auth &&
+	    (ar = pr_auth_check_cached(&p->auth_cache, p->conf, r->auth, r->auth_len)) != PR_AUTH_OK) {
 		pr_http_error(r, 401, "unauthorized", pr_auth_message(ar),
 		              "WWW-Authenticate: Bearer\r\n");
 		return;

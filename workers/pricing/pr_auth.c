@@ -3,6 +3,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <string.h>
 #include <strings.h>
 
 #include "conf/conf.h"
@@ -12,14 +13,11 @@ bool pr_auth_enabled(const struct conf *c)
 	return c->auth.tokens.n > 0;
 }
 
-enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t len)
+/* The token inside "Bearer <token>": 0 and [*start, *end), or a result. */
+static enum pr_auth_result token_of(const char *v, size_t len, size_t *start, size_t *end)
 {
-	unsigned char digest[SHA256_DIGEST_LENGTH];
-	unsigned match = 0;
 	size_t i = 0;
 
-	if (c->auth.tokens.n == 0)
-		return PR_AUTH_OK;
 	if (v == NULL)
 		return PR_AUTH_MISSING;
 	/* RFC 7235: the scheme is case-insensitive; one or more spaces follow. */
@@ -32,11 +30,66 @@ enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t le
 		len--;                       /* trailing OWS is not part of the token */
 	if (i == len)
 		return PR_AUTH_MALFORMED;
-	SHA256((const unsigned char *)v + i, len - i, digest);
+	*start = i;
+	*end = len;
+	return PR_AUTH_OK;
+}
+
+/* Whether digest is one of c's, looking at every one (no early exit). */
+static bool digest_accepted(const struct conf *c, const unsigned char *digest)
+{
+	unsigned match = 0;
+
 	for (unsigned t = 0; t < c->auth.tokens.n; t++)
 		match |= (unsigned)(CRYPTO_memcmp(digest, c->auth.tokens.sha256[t],
 		                                   SHA256_DIGEST_LENGTH) == 0);
-	return match ? PR_AUTH_OK : PR_AUTH_WRONG;
+	return match != 0;
+}
+
+enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t len)
+{
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	size_t a, b;
+	enum pr_auth_result r;
+
+	if (c->auth.tokens.n == 0)
+		return PR_AUTH_OK;
+	if ((r = token_of(v, len, &a, &b)) != PR_AUTH_OK)
+		return r;
+	SHA256((const unsigned char *)v + a, b - a, digest);
+	return digest_accepted(c, digest) ? PR_AUTH_OK : PR_AUTH_WRONG;
+}
+
+enum pr_auth_result pr_auth_check_cached(struct pr_auth_cache *cache, const struct conf *c,
+                                         const char *v, size_t len)
+{
+	unsigned char tok[PR_AUTH_CACHE_MAX];
+	size_t a, b, n;
+	enum pr_auth_result r;
+
+	if (c->auth.tokens.n == 0)
+		return PR_AUTH_OK;
+	if ((r = token_of(v, len, &a, &b)) != PR_AUTH_OK)
+		return r;
+	n = b - a;
+	if (n > PR_AUTH_CACHE_MAX)
+		return pr_auth_check(c, v, len);
+	memset(tok, 0, sizeof(tok));
+	memcpy(tok, v + a, n);
+	/* Same bytes over the whole padded buffer and the same length, judged
+	 * without a data-dependent branch until the result. */
+	unsigned same = (unsigned)(CRYPTO_memcmp(tok, cache->token, sizeof(tok)) == 0) &
+	                (unsigned)((n ^ cache->len) == 0) & (unsigned)(cache->len != 0);
+	if (same && digest_accepted(c, cache->digest))
+		return PR_AUTH_OK;
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	SHA256(tok, n, digest);
+	if (!digest_accepted(c, digest))
+		return PR_AUTH_WRONG;
+	memcpy(cache->token, tok, sizeof(tok));
+	cache->len = n;
+	memcpy(cache->digest, digest, sizeof(digest));
+	return PR_AUTH_OK;
 }
 
 const char *pr_auth_message(enum pr_auth_result r)
