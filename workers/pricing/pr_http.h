@@ -110,6 +110,11 @@ struct pr_http_ops {
 	 * answered. */
 	void (*on_drained)(void *arg);
 	void *arg;
+	/* Optional: called before answer bytes are handed to the kernel (each
+	 * connection's write, batched per loop iteration), so the application
+	 * can put what those answers imply, quote events, in custody first.
+	 * Must be cheap when there is nothing to do. */
+	void (*on_flush)(void *arg);
 	/* Optional, called when the headers of a request that announces a
 	 * body (Content-Length > 0 or chunked) are complete, before any byte
 	 * of it is read (method, path, query and auth are set; no 100

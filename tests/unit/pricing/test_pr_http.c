@@ -145,7 +145,8 @@ static void on_cmd(uv_async_t *a)
 static void *srv_main(void *arg)
 {
 	struct tsrv *s = arg;
-	struct pr_http_ops ops = { on_request, on_answered, on_drained, s, on_headers };
+	struct pr_http_ops ops = { .on_request = on_request, .on_answered = on_answered,
+	                           .on_drained = on_drained, .arg = s, .on_headers = on_headers };
 
 	uv_loop_init(&s->loop);
 	ck_assert_int_eq(pr_http_create(&s->loop, &s->lim, &ops, &s->h), 0);
