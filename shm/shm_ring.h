@@ -170,6 +170,17 @@ _Static_assert(offsetof(struct shm_ring, cons) == 128, "consumer fields on their
 _Static_assert(offsetof(struct shm_ring, appended) == 192, "counters layout");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 
+/* A validated ring, process-local: the shared header and the slot count
+ * shm_ring_open derived from the region size it was given and checked
+ * against the stored one.  Every index is taken modulo this copy, never
+ * modulo the segment's `nslots` word, which any process with the segment
+ * mapped could rewrite at any time (a hostile count would send reads and
+ * commits outside the mapping).  Consumers keep theirs for their lifetime. */
+struct shm_ring_h {
+	struct shm_ring *r;
+	uint64_t nslots;
+};
+
 /* Two layers.  Callers (workers, supervisor, eqctl) use the functions on
  * `struct shm *`; they find the ring section and validate it on each call.
  * The shm_ring_region_* layer does the work on a raw, formatted region: the
@@ -189,12 +200,14 @@ uint64_t shm_ring_bytes_for(uint64_t nslots);
 int shm_ring_format(void *region, uint64_t bytes);
 
 /* Validates a formatted region (ready marker, magic, major version, sizes)
- * and returns it typed.  0, -EPROTO (not formatted / other version) or
- * -EINVAL (size mismatch). */
-int shm_ring_open(void *region, uint64_t bytes, struct shm_ring **out);
+ * and fills the handle: nslots = (bytes - 512) / 512, which the stored
+ * count must equal.  0, -EPROTO (not formatted / other version) or -EINVAL
+ * (size mismatch). */
+int shm_ring_open(void *region, uint64_t bytes, struct shm_ring_h *out);
 
-/* The ring of an attached segment, validated: 0, -ENOENT, -EPROTO, -EINVAL. */
-int shm_ring_of(const struct shm *s, struct shm_ring **out);
+/* The ring of an attached segment, validated against the section size kept
+ * in the process-local handle: 0, -ENOENT, -EPROTO, -EINVAL. */
+int shm_ring_of(const struct shm *s, struct shm_ring_h *out);
 
 /* One record to append.  key_len <= SHM_RING_KEY_MAX, key_len + value_len
  * <= SHM_RING_DATA_MAX, topic <= SHM_RING_TOPIC_MAX. */
@@ -208,7 +221,7 @@ struct shm_ring_rec {
 
 /* Process-local consumer state; the committed tail lives in the ring. */
 struct shm_ring_consumer {
-	struct shm_ring *r;
+	struct shm_ring_h ring;              /* validated at open; count kept here */
 	uint64_t cur;                        /* next position to read */
 	uint64_t run_end;                    /* end of the COMMITTED run cur is in (<= cur: none) */
 	pid_t busy_pid;                      /* live producer we wait for (-EBUSY), 0 none */
@@ -251,12 +264,12 @@ struct shm_ring_check_report {
 	char first[256];                     /* first problem, one line */
 };
 
-int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n);
-int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c);
-int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid);
-void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out);
-int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report *rep);
-uint64_t shm_ring_region_tail(const struct shm_ring *r);
+int shm_ring_region_append(const struct shm_ring_h *r, const struct shm_ring_rec *recs, unsigned n);
+int shm_ring_region_consumer_open(const struct shm_ring_h *r, struct shm_ring_consumer *c);
+int shm_ring_region_release_pid(const struct shm_ring_h *r, pid_t pid);
+void shm_ring_region_stats(const struct shm_ring_h *r, struct shm_ring_stats *out);
+int shm_ring_region_check(const struct shm_ring_h *r, struct shm_ring_check_report *rep);
+uint64_t shm_ring_region_tail(const struct shm_ring_h *r);
 
 /* ---- producers: eq-pricing, eq-prober (any process) ---- */
 
@@ -306,7 +319,7 @@ void shm_ring_rewind(struct shm_ring_consumer *c);
 /* The consumer's cursor (the next position it will read) and the
  * committed tail. */
 static inline uint64_t shm_ring_cursor(const struct shm_ring_consumer *c) { return c->cur; }
-static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return shm_ring_region_tail(c->r); }
+static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return shm_ring_region_tail(&c->ring); }
 
 /* ---- reaper: equilibriumd ---- */
 
