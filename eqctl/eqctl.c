@@ -39,7 +39,8 @@ struct shm *eqctl_attach(const struct eqctl_opts *o, bool writable)
 {
 	struct shm *s = NULL;
 	char err[512];
-	int rc = shm_attach(o->shm_name, writable ? SHM_RDWR : SHM_RDONLY, &s, err, sizeof(err));
+	int rc = shm_attach(o->shm_name, writable ? SHM_RDWR | SHM_OPERATOR : SHM_RDONLY, &s,
+	                    err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "eqctl: %s\n", err);
 		return NULL;

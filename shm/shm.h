@@ -38,8 +38,10 @@ struct shm_params {
 	const char *group;                   /* NULL/"" = 0600; else 0640 + that group */
 };
 
-#define SHM_RDONLY  0x0
-#define SHM_RDWR    0x1
+#define SHM_RDONLY    0x0
+#define SHM_RDWR      0x1
+#define SHM_OPERATOR  0x2   /* eqctl mode: root may write (the override only) to a
+                             * segment another user owns; never the supervisor */
 
 /* Bytes the segment will have for these parameters. */
 uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes);
@@ -51,7 +53,11 @@ uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes);
 int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t errlen);
 
 /* Maps an existing segment and validates it: ready marker, magic, layout
- * major version, size, and owner uid (must be ours, or root reading).
+ * major version, size, and owner uid.  A writer (SHM_RDWR) must own the
+ * segment, root included: a root supervisor adopting another user's
+ * segment would signal whatever pids that user listed in its worker table
+ * (only SHM_RDWR|SHM_OPERATOR, eqctl mode, lets root write another user's);
+ * a writer also refuses a segment its group may write or others may access.
  * -ENOENT none, -EACCES no permission, -EPROTO bad magic/version/incomplete,
  * -EPERM other owner, -EINVAL size mismatch.  err names the fix. */
 int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t errlen);

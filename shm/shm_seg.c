@@ -304,14 +304,17 @@ int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t 
 		snprintf(err, errlen, "cannot stat segment %s: %s", name, strerror(-rc));
 		goto fail;
 	}
-	if (rw && st.st_uid != geteuid() && geteuid() != 0) {
-		snprintf(err, errlen, "segment %s is owned by uid %u, we run as uid %u; refusing to write to it",
-		         name, (unsigned)st.st_uid, (unsigned)geteuid());
+	bool operator_root = (flags & SHM_OPERATOR) != 0 && geteuid() == 0;
+	if (rw && st.st_uid != geteuid() && !operator_root) {
+		snprintf(err, errlen, "segment %s is owned by uid %u, we run as uid %u; refusing to write to it "
+		         "(run as uid %u, or recreate it with equilibriumd --reset-shm)",
+		         name, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)st.st_uid);
 		rc = -EPERM;
 		goto fail;
 	}
-	if (rw && (st.st_mode & 0007) != 0) {
-		snprintf(err, errlen, "segment %s is accessible to other users (mode %04o); refusing it (recreate with equilibriumd --reset-shm)",
+	if (rw && (st.st_mode & 0027) != 0) {
+		snprintf(err, errlen, "segment %s is writable by its group or accessible to other users (mode %04o); "
+		         "refusing it (recreate with equilibriumd --reset-shm)",
 		         name, (unsigned)(st.st_mode & 07777));
 		rc = -EPERM;
 		goto fail;

@@ -247,6 +247,57 @@ START_TEST(test_mode_word_out_of_range)
 }
 END_TEST
 
+/* A root process must not adopt a segment another user made: that user
+ * could have listed any pids in the worker table, which a new supervisor
+ * SIGTERMs and SIGKILLs.  Only eqctl mode (SHM_OPERATOR, the override) may
+ * write as root; reading stays allowed.  Needs root to give the segment
+ * away, which is how the tests run (CI and tests/run as root). */
+START_TEST(test_root_refuses_a_segment_of_another_user)
+{
+	ck_assert_msg(geteuid() == 0, "this test needs root: it gives the segment to uid 65534");
+	size_t len;
+	struct shm_header *h = raw_map(&len);
+	h->owner_uid = 65534;                       /* as if uid 65534 had created it */
+	munmap(h, len);
+	int fd = shm_open(name, O_RDWR, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchown(fd, 65534, (gid_t)-1), 0);
+	close(fd);
+
+	struct shm *s = NULL;
+	char err[512] = "";
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_msg(strstr(err, "owned by uid 65534") && strstr(err, "--reset-shm"), "%s", err);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDONLY, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR | SHM_OPERATOR, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+}
+END_TEST
+
+/* A writer refuses a segment its group may write (0660): any member could
+ * then forge the worker table or the ring; group read (0640, [shm] group=)
+ * is the documented sharing. */
+START_TEST(test_writer_refuses_group_writable)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchmod(fd, 0660), 0);
+	struct shm *s = NULL;
+	char err[512] = "";
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_msg(strstr(err, "mode 0660") != NULL, "%s", err);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR | SHM_OPERATOR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_int_eq(shm_attach(name, SHM_RDONLY, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	ck_assert_int_eq(fchmod(fd, 0640), 0);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	close(fd);
+}
+END_TEST
+
 /* The event ring's slot count is a word of the segment that any process
  * can rewrite.  A consumer that took the ring keeps the count it validated
  * at open: here the positions are past one lap (so `pos % count` differs
@@ -334,6 +385,8 @@ int main(void)
 	tcase_add_test(tc, test_mode_word_out_of_range);
 	tcase_add_test(tc, test_create_refuses_oversized_ring);
 	tcase_add_test(tc, test_ring_slot_count_changed_after_open);
+	tcase_add_test(tc, test_root_refuses_a_segment_of_another_user);
+	tcase_add_test(tc, test_writer_refuses_group_writable);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
