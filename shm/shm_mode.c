@@ -181,6 +181,7 @@ uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r)
 	e->component = r->component;
 	e->pid = r->pid;
 	util_strlcpy_utf8(e->cause, r->cause, sizeof(e->cause));
+	util_text_sanitize(e->cause);
 	atomic_store_explicit(&e->seq, 2 * idx + 2, memory_order_release);
 	return idx;
 }
@@ -212,7 +213,7 @@ size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
 			continue;
-		util_utf8_sanitize(r.cause);            /* another process's bytes */
+		util_text_sanitize(r.cause);            /* another process's bytes */
 		out[n++] = r;
 	}
 	return n;

@@ -169,6 +169,32 @@ START_TEST(test_prices_and_history)
 }
 END_TEST
 
+/* Server error text (a Redis error reply, a broker message) and causes
+ * reach the operator's terminal through eqctl: no escape sequence may
+ * survive (ESC, BEL, C1 CSI), neither in text nor in JSON output. */
+START_TEST(test_server_text_reaches_the_terminal_without_escapes)
+{
+	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED };
+	strcpy(v.last_error, "ERR \x1b[2J\x1b]0;owned\x07 \xc2\x9b" "31m red");
+	shm_component_write(seg, EQ_COMP_REDIS, &v);
+	shm_mode_set_override(seg, EQ_OVERRIDE_EMERGENCY, 1, "eqctl \x1b[1;1Hspoof");
+	/* A writer that bypassed the API: raw bytes in the segment. */
+	strcpy(seg->comps[EQ_COMP_KAFKA].last_error, "raw \x1b[5m blink");
+	atomic_store(&seg->comps[EQ_COMP_KAFKA].configured, 1);
+
+	const char *cmds[] = { "status", "status --json", "history", "history --json",
+	                       "watch --count 1" };
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char err[1024];
+		int rc = eqctl(err, sizeof(err), "--shm %s %s", name, cmds[i]);
+		ck_assert_msg(rc == 0, "eqctl %s: %d %s", cmds[i], rc, err);
+		ck_assert_msg(strchr(out, '\x1b') == NULL && strchr(out, '\x07') == NULL &&
+		              strstr(out, "\xc2\x9b") == NULL, "eqctl %s printed an escape:\n%s",
+		              cmds[i], out);
+	}
+}
+END_TEST
+
 START_TEST(test_check_exit_codes)
 {
 	char err[1024];
@@ -211,6 +237,7 @@ int main(void)
 	tcase_add_test(tc, test_status_json);
 	tcase_add_test(tc, test_prices_and_history);
 	tcase_add_test(tc, test_check_exit_codes);
+	tcase_add_test(tc, test_server_text_reaches_the_terminal_without_escapes);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
