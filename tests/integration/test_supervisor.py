@@ -308,6 +308,25 @@ def test_kill9_each_role_restarts_only_that_worker(daemon, workers):
     assert d.stop() == 0
 
 
+def test_supervisor_and_workers_ignore_sigpipe(daemon, workers):
+    """DESIGN.md "Signals": equilibriumd and the workers ignore SIGPIPE, so a
+    write to a gone peer is an EPIPE, never a death.  A SIGPIPE sent to each
+    process changes nothing: same pids, no restart."""
+    d = daemon(workers, **FAST)
+    wait_all_ready(d, 4)
+    before = live_workers(d)
+    os.kill(d.pid, signal.SIGPIPE)
+    for w in before.values():
+        os.kill(w["pid"], signal.SIGPIPE)
+    time.sleep(0.5)
+    assert d.running(), "equilibriumd died of SIGPIPE"
+    after = live_workers(d)
+    for s, w in before.items():
+        assert after[s]["pid"] == w["pid"] and after[s]["restarts"] == w["restarts"], \
+            f"eq-{w['role']} (slot {s}) died of SIGPIPE"
+    assert d.stop() == 0
+
+
 def test_long_up_worker_restarts_at_once_a_quick_crash_backs_off(daemon, workers):
     """DESIGN.md [supervisor] restart_reset_ms: a worker that had been up
     that long is restarted at once; one that dies within it waits
