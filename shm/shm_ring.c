@@ -284,6 +284,28 @@ uint64_t shm_ring_region_tail(const struct shm_ring_h *rh)
 	return ring__tail(atomic_load_explicit(&rh->r->cons, memory_order_acquire));
 }
 
+static uint64_t ring__consumer_word(pid_t pid, uint64_t ticks)
+{
+	return (ticks << SHM_RING_CONSUMER_PID_BITS) | ((uint64_t)pid & SHM_RING_CONSUMER_PID_MASK);
+}
+
+/* A holder is alive when its pid runs and started at the recorded time.
+ * A word without a start time (0) falls back to the pid alone. */
+static bool ring__consumer_alive(uint64_t w)
+{
+	pid_t pid = (pid_t)(w & SHM_RING_CONSUMER_PID_MASK);
+	uint64_t want = w >> SHM_RING_CONSUMER_PID_BITS;
+	if (pid <= 0)
+		return false;
+	uint64_t ticks;
+	int rc = util_proc_start_ticks(pid, &ticks);
+	if (rc == -ESRCH || rc == -ENOENT)
+		return false;
+	if (rc < 0 || want == 0)
+		return !ring__pid_dead(pid);     /* cannot tell: trust kill(0) */
+	return (ticks & (UINT64_MAX >> SHM_RING_CONSUMER_PID_BITS)) == want;
+}
+
 int shm_ring_region_consumer_open(const struct shm_ring_h *rh, struct shm_ring_consumer *c)
 {
 	struct shm_ring *r = rh->r;
@@ -291,17 +313,23 @@ int shm_ring_region_consumer_open(const struct shm_ring_h *rh, struct shm_ring_c
 	c->ring = *rh;                       /* the validated count travels with it */
 	if (atomic_load_explicit(&r->ready, memory_order_acquire) != SHM_RING_READY)
 		return -EPROTO;
-	int64_t me = getpid();
-	int64_t holder = atomic_load_explicit(&r->consumer_pid, memory_order_acquire);
+	pid_t pid = getpid();
+	if ((uint64_t)pid > SHM_RING_CONSUMER_PID_MASK)
+		return -EOVERFLOW;
+	uint64_t ticks = 0;
+	(void)util_proc_start_ticks(pid, &ticks);
+	uint64_t me = ring__consumer_word(pid, ticks);
+	uint64_t holder = atomic_load_explicit(&r->consumer, memory_order_acquire);
 	for (;;) {
-		if (holder != 0 && holder != me && holder <= INT32_MAX && !ring__pid_dead((pid_t)holder)) {
-			c->busy_pid = (pid_t)holder;
+		if (holder != 0 && holder != me && ring__consumer_alive(holder)) {
+			c->busy_pid = (pid_t)(holder & SHM_RING_CONSUMER_PID_MASK);
 			return -EBUSY;
 		}
-		if (atomic_compare_exchange_strong_explicit(&r->consumer_pid, &holder, me,
+		if (atomic_compare_exchange_strong_explicit(&r->consumer, &holder, me,
 		                                            memory_order_acq_rel, memory_order_acquire))
 			break;
 	}
+	c->me = me;
 	atomic_fetch_add_explicit(&r->consumer_opens, 1, memory_order_relaxed);
 
 	/* Repair: a consumer killed between storing the tail and freeing the
@@ -330,8 +358,8 @@ void shm_ring_consumer_close(struct shm_ring_consumer *c)
 {
 	if (c->ring.r == NULL)
 		return;
-	int64_t me = getpid();
-	atomic_compare_exchange_strong_explicit(&c->ring.r->consumer_pid, &me, 0,
+	uint64_t me = c->me;
+	atomic_compare_exchange_strong_explicit(&c->ring.r->consumer, &me, 0,
 	                                        memory_order_acq_rel, memory_order_relaxed);
 	c->ring.r = NULL;
 }
@@ -514,6 +542,16 @@ int shm_ring_region_release_pid(const struct shm_ring_h *rh, pid_t pid)
 	return released;
 }
 
+int shm_ring_region_release_consumer(const struct shm_ring_h *rh, pid_t pid)
+{
+	struct shm_ring *r = rh->r;
+	uint64_t w = atomic_load_explicit(&r->consumer, memory_order_acquire);
+	if (pid <= 0 || w == 0 || (w & SHM_RING_CONSUMER_PID_MASK) != ((uint64_t)pid & SHM_RING_CONSUMER_PID_MASK))
+		return 0;
+	return atomic_compare_exchange_strong_explicit(&r->consumer, &w, 0, memory_order_acq_rel,
+	                                               memory_order_relaxed) ? 1 : 0;
+}
+
 /* ---- figures ---- */
 
 void shm_ring_region_stats(const struct shm_ring_h *rh, struct shm_ring_stats *out)
@@ -534,7 +572,8 @@ void shm_ring_region_stats(const struct shm_ring_h *rh, struct shm_ring_stats *o
 	out->corrupt = atomic_load_explicit(&r->corrupt, memory_order_relaxed);
 	out->released = atomic_load_explicit(&r->released, memory_order_relaxed);
 	out->repaired = atomic_load_explicit(&r->repaired, memory_order_relaxed);
-	out->consumer_pid = atomic_load_explicit(&r->consumer_pid, memory_order_relaxed);
+	out->consumer_pid = (int64_t)(atomic_load_explicit(&r->consumer, memory_order_relaxed) &
+	                              SHM_RING_CONSUMER_PID_MASK);
 
 	/* Oldest committed record at or after the tail: walk a bounded number
 	 * of runs.  A value read while the consumer moves on is re-checked
@@ -671,6 +710,13 @@ int shm_ring_release_pid(struct shm *s, pid_t pid)
 	struct shm_ring_h r;
 	int rc = shm_ring_of(s, &r);
 	return rc < 0 ? rc : shm_ring_region_release_pid(&r, pid);
+}
+
+int shm_ring_release_consumer(struct shm *s, pid_t pid)
+{
+	struct shm_ring_h r;
+	int rc = shm_ring_of(s, &r);
+	return rc < 0 ? rc : shm_ring_region_release_consumer(&r, pid);
 }
 
 int shm_ring_stats(const struct shm *s, struct shm_ring_stats *out)

@@ -105,7 +105,8 @@
 #include "shm/shm.h"
 
 #define SHM_RING_MAGIC          "EQEVRING"   /* 8 bytes, no NUL */
-#define SHM_RING_VERSION_MAJOR  1            /* incr. on any size/order change */
+#define SHM_RING_VERSION_MAJOR  2            /* incr. on any size/order/meaning change
+                                              * (2: `consumer` = start ticks + pid) */
 #define SHM_RING_VERSION_MINOR  0            /* incr. on appends into reserved */
 #define SHM_RING_READY          0x52494e47u  /* "RING": formatted, stored last */
 #define SHM_RING_SLOT_BYTES     512
@@ -152,7 +153,9 @@ struct shm_ring {
 	_Atomic uint64_t head;               /* next leader position (producers, CAS) */
 	uint8_t pad2[56];
 	_Atomic uint64_t cons;               /* consumer only: tail << 10 | run_left */
-	_Atomic int64_t consumer_pid;        /* the consumer holding the ring, 0 none */
+	_Atomic uint64_t consumer;           /* the consumer holding the ring, 0 none:
+	                                      * start_ticks << 22 | pid (SHM_RING_CONSUMER_*),
+	                                      * one word so one CAS takes it whole */
 	_Atomic uint64_t consumer_opens;     /* times a consumer attached */
 	uint8_t pad3[40];
 	/* Counters (records), any process adds. */
@@ -219,12 +222,22 @@ struct shm_ring_rec {
 	const void *value;                   /* the encoded event, event_id inside */
 };
 
+/* The consumer word: a pid (22 bits, as in slot words) and the low 42 bits
+ * of its /proc start time (clock ticks: 1.4e9 years at 100 Hz).  A holder
+ * is alive only if that pid runs with that start time, so a reused pid
+ * never looks like the forwarder that died (pid reuse used to make every
+ * new forwarder exit "busy"). */
+#define SHM_RING_CONSUMER_PID_BITS 22
+#define SHM_RING_CONSUMER_PID_MASK ((UINT64_C(1) << SHM_RING_CONSUMER_PID_BITS) - 1)
+
 /* Process-local consumer state; the committed tail lives in the ring. */
 struct shm_ring_consumer {
 	struct shm_ring_h ring;              /* validated at open; count kept here */
 	uint64_t cur;                        /* next position to read */
 	uint64_t run_end;                    /* end of the COMMITTED run cur is in (<= cur: none) */
-	pid_t busy_pid;                      /* live producer we wait for (-EBUSY), 0 none */
+	pid_t busy_pid;                      /* live producer we wait for (-EBUSY), 0 none;
+	                                      * after open's -EBUSY: the live consumer */
+	uint64_t me;                         /* our consumer word (start ticks + pid) */
 	uint64_t busy_pos;                   /* ... at this position */
 	uint64_t abandoned;                  /* records this consumer skipped as abandoned */
 	uint64_t corrupt;                    /* records this consumer skipped as corrupt */
@@ -287,13 +300,14 @@ int shm_ring_append(struct shm *s, const struct shm_ring_rec *recs, unsigned n);
 
 /* ---- the consumer: eq-forwarder ---- */
 
-/* Takes the consumer role (CAS on consumer_pid from 0 or a dead pid),
+/* Takes the consumer role (CAS on the consumer word from 0 or from a holder
+ * that is gone: its pid absent, or running with another start time),
  * repairs slots a killed consumer left unfreed behind the tail, and starts
  * reading at the committed tail.  0, -EBUSY (a live consumer holds it:
  * c->busy_pid says who), -ENOENT/-EPROTO/-EINVAL (no valid ring). */
 int shm_ring_consumer_open(struct shm *s, struct shm_ring_consumer *c);
 
-/* Gives the role up (consumer_pid = 0).  Nothing is committed. */
+/* Gives the role up (consumer word = 0, if still ours).  Nothing is committed. */
 void shm_ring_consumer_close(struct shm_ring_consumer *c);
 
 /* The next record after the cursor, which then moves past it.  0 and *out,
@@ -329,6 +343,13 @@ static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return
  * worker.  Returns the number of runs released (>= 0), -EBUSY when pid is
  * alive, or -ENOENT/-EPROTO/-EINVAL (no valid ring). */
 int shm_ring_release_pid(struct shm *s, pid_t pid);
+
+/* After waitpid() of pid: if the consumer word names pid, clears it, so the
+ * next forwarder takes the ring at once whoever reuses the pid.  Returns 1
+ * if it was released, 0 if pid did not hold it, or -ENOENT/-EPROTO/-EINVAL.
+ * The region form is for tests. */
+int shm_ring_release_consumer(struct shm *s, pid_t pid);
+int shm_ring_region_release_consumer(const struct shm_ring_h *r, pid_t pid);
 
 /* ---- figures and checks: any process, read-only mappings too ---- */
 

@@ -34,7 +34,8 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC            "EQSHMSEG"     /* 8 bytes, no NUL */
-#define SHM_VERSION_MAJOR    1              /* incr. on any size/order change */
+#define SHM_VERSION_MAJOR    2              /* incr. on any size/order change
+                                             * (2: the ring's consumer word, ring 2.0) */
 #define SHM_VERSION_MINOR    0              /* incr. on appends into reserved */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 

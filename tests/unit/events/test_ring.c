@@ -573,6 +573,40 @@ START_TEST(test_consumer_role_is_exclusive)
 }
 END_TEST
 
+/* The consumer is a process, not a pid: a word naming a pid that now runs
+ * another program (a reused pid: here pid 1, which surely runs, with a
+ * start time it never had) does not hold the ring, and a reaped consumer's
+ * word is released for its successor (shm_ring_region_release_consumer). */
+START_TEST(test_consumer_identity_is_pid_and_start_time)
+{
+	struct shm_ring_h *r = ring_new(16);
+	uint64_t init_ticks = 0;
+	ck_assert_int_eq(util_proc_start_ticks(1, &init_ticks), 0);
+	uint64_t stale = ((init_ticks + 12345) << SHM_RING_CONSUMER_PID_BITS) | 1;
+	atomic_store(&r->r->consumer, stale);
+	struct shm_ring_consumer c;
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);   /* pid 1 is not that process */
+	shm_ring_consumer_close(&c);
+	ck_assert_uint_eq(atomic_load(&r->r->consumer), 0);
+
+	/* The same pid with its real start time is a live holder. */
+	atomic_store(&r->r->consumer, (init_ticks << SHM_RING_CONSUMER_PID_BITS) | 1);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), -EBUSY);
+	ck_assert_int_eq(c.busy_pid, 1);
+
+	/* Release on reap: only the named pid's word is cleared. */
+	ck_assert_int_eq(shm_ring_region_release_consumer(r, 2), 0);
+	ck_assert_uint_ne(atomic_load(&r->r->consumer), 0);
+	ck_assert_int_eq(shm_ring_region_release_consumer(r, 1), 1);
+	ck_assert_uint_eq(atomic_load(&r->r->consumer), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	struct shm_ring_stats st;
+	shm_ring_region_stats(r, &st);
+	ck_assert_int_eq(st.consumer_pid, getpid());
+	shm_ring_consumer_close(&c);
+}
+END_TEST
+
 /* ---- damage ---- */
 
 START_TEST(test_corrupt_record_is_skipped_and_counted)
@@ -829,6 +863,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, test_consumer_restart_redelivers_uncommitted);
 	tcase_add_test(tc, test_consumer_killed_between_tail_and_frees_is_repaired);
 	tcase_add_test(tc, test_consumer_role_is_exclusive);
+	tcase_add_test(tc, test_consumer_identity_is_pid_and_start_time);
 	tcase_add_test(tc, test_corrupt_record_is_skipped_and_counted);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("figures");
