@@ -134,16 +134,24 @@ static int init_segment(struct shm *s, const struct shm_params *p, const struct 
 	return 0;
 }
 
+/* [shm] group: a numeric gid or a group name (conf checked it exists). */
 static int apply_group(int fd, const char *group, char *err, size_t errlen)
 {
-	struct group gr, *res = NULL;
-	char buf[4096];
-	int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
-	if (rc != 0 || res == NULL) {
-		snprintf(err, errlen, "[shm] group '%s' does not exist: create it or clear group=", group);
-		return -ENOENT;
+	gid_t gid;
+	if (group[0] != '\0' && strspn(group, "0123456789") == strlen(group) && strlen(group) <= 10 &&
+	    strtoull(group, NULL, 10) <= 0x7fffffffULL) {
+		gid = (gid_t)strtoull(group, NULL, 10);
+	} else {
+		struct group gr, *res = NULL;
+		char buf[4096];
+		int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
+		if (rc != 0 || res == NULL) {
+			snprintf(err, errlen, "[shm] group '%s' does not exist: create it or clear group=", group);
+			return -ENOENT;
+		}
+		gid = gr.gr_gid;
 	}
-	if (fchown(fd, (uid_t)-1, gr.gr_gid) == -1 || fchmod(fd, 0640) == -1) {
+	if (fchown(fd, (uid_t)-1, gid) == -1 || fchmod(fd, 0640) == -1) {
 		int e = errno;
 		snprintf(err, errlen, "cannot give group '%s' read access to the segment: %s", group, strerror(e));
 		return -e;

@@ -238,7 +238,7 @@ START_TEST(test_mode_word_out_of_range)
 	/* A writer repairs it; its time accounting stays inside ms_total[]
 	 * (index 3 lands on last_history, inside the segment: no sanitizer
 	 * notices, which is why unpack clamps). */
-	shm_mode_set_override(s, EQ_OVERRIDE_NONE, getpid(), "repair");
+	shm_mode_set_override(s, EQ_OVERRIDE_NONE, 0, NULL, getpid(), "repair");
 	shm_mode_set_auto(s, EQ_MODE_NORMAL, -1, "repair");
 	ck_assert_int_eq(shm_mode_effective(s), EQ_MODE_NORMAL);
 	ck_assert_int_eq(shm_check(s, &r), 0);
