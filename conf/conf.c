@@ -73,7 +73,7 @@ struct conf__parse {
 	unsigned sect_line[32];              /* header line per fixed section */
 	unsigned key_line[CONF__KEYS_MAX];   /* line each key was set on */
 	unsigned char key_bad[CONF__KEYS_MAX]; /* its value was rejected */
-	unsigned token_line[CONF_MAX_TOKENS];
+	unsigned token_line[2][CONF_MAX_TOKENS]; /* per digest key: tokens, admin */
 
 	struct conf__zone_w *zones;
 	size_t n_zones, zones_cap;
@@ -479,30 +479,33 @@ static void conf__bad_value(struct conf__parse *p, const char *label, const char
 
 static void conf__token(struct conf__parse *p, const struct conf__key *k, const char *value)
 {
-	struct conf *c = p->c;
+	struct conf_digests *ds = (struct conf_digests *)((char *)p->c + k->off);
+	unsigned *lines = p->token_line[k->off != offsetof(struct conf, auth.tokens)];
 	char why[256];
 	uint8_t d[32];
 	if (value[0] == '\0') {
-		conf__error(p, p->lineno, "[auth] token_sha256 is empty: give a digest, or remove "
-		            "the line (no token at all = auth off)");
+		conf__error(p, p->lineno, "[auth] %s is empty: give a digest, or remove "
+		            "the line (%s)", k->key,
+		            k->off == offsetof(struct conf, auth.tokens) ?
+		            "no token at all = auth off" : "no admin token = admin API off");
 		return;
 	}
 	if (conf__sha256_parse(value, d, why, sizeof(why)) < 0) {
 		conf__bad_value(p, "[auth]", k->key, k->flags, value, why);
 		return;
 	}
-	for (unsigned i = 0; i < c->auth.n_tokens; i++)
-		if (memcmp(c->auth.token_sha256[i], d, sizeof(d)) == 0) {
-			conf__error(p, p->lineno, "[auth] token_sha256: the same digest is already "
-			            "on line %u", p->token_line[i]);
+	for (unsigned i = 0; i < ds->n; i++)
+		if (memcmp(ds->sha256[i], d, sizeof(d)) == 0) {
+			conf__error(p, p->lineno, "[auth] %s: the same digest is already "
+			            "on line %u", k->key, lines[i]);
 			return;
 		}
-	unsigned slot = c->auth.n_tokens;
-	if (conf__set(c, k, value, why, sizeof(why)) < 0) {
+	unsigned slot = ds->n;
+	if (conf__set(p->c, k, value, why, sizeof(why)) < 0) {
 		conf__bad_value(p, "[auth]", k->key, k->flags, value, why);
 		return;
 	}
-	p->token_line[slot] = p->lineno;
+	lines[slot] = p->lineno;
 }
 
 static void conf__rdkafka(struct conf__parse *p, const char *prop, const char *value)
@@ -1019,10 +1022,12 @@ bool conf_equal(const struct conf *a, const struct conf *b)
 	for (size_t i = 0; i < conf__n_keys; i++)
 		if (conf__keys[i].type != CONF__SHA256 && conf__field_differs(a, b, &conf__keys[i]))
 			return false;
-	if (a->auth.n_tokens != b->auth.n_tokens ||
-	    memcmp(a->auth.token_sha256, b->auth.token_sha256,
-	           a->auth.n_tokens * sizeof(a->auth.token_sha256[0])) != 0)
-		return false;
+	const struct conf_digests *da[] = { &a->auth.tokens, &a->auth.admin };
+	const struct conf_digests *db[] = { &b->auth.tokens, &b->auth.admin };
+	for (size_t i = 0; i < UTIL_ARRAY_LEN(da); i++)
+		if (da[i]->n != db[i]->n ||
+		    memcmp(da[i]->sha256, db[i]->sha256, da[i]->n * sizeof(da[i]->sha256[0])) != 0)
+			return false;
 	if (a->n_zones != b->n_zones || a->kafka.n_rdkafka != b->kafka.n_rdkafka)
 		return false;
 	for (size_t i = 0; i < a->n_zones; i++)

@@ -36,6 +36,8 @@
 #define CONF_MAX_ERRORS      64
 #define CONF_MAX_ZONES       1000000 /* [zone:ID] sections per file */
 #define CONF_MAX_RDKAFKA     256     /* rdkafka.* properties per file */
+#define CONF_MAX_HOSTS       16      /* entries of a host:port list key */
+#define CONF_HOST_MAX        128     /* bytes of one host in such a list */
 /* The worker table has SHM_MAX_WORKERS (64) slots; the supervisor keeps two
  * for the prober and the forwarder, the rest may be pricing workers.
  * Written out so conf does not depend on the segment layout;
@@ -59,6 +61,19 @@ enum conf_fsync {
 	CONF_FSYNC_NEVER,
 };
 
+enum conf_switch {                           /* "off" / "on" keys */
+	CONF_OFF,
+	CONF_ON,
+};
+
+enum conf_log_level {                        /* [log] level, by severity */
+	CONF_LOG_DEBUG,
+	CONF_LOG_INFO,
+	CONF_LOG_NOTICE,
+	CONF_LOG_WARNING,
+	CONF_LOG_ERR,
+};
+
 enum conf_emergency_pricing {
 	CONF_EMERGENCY_DEFAULT,              /* default prices only */
 	CONF_EMERGENCY_STALE,                /* stale entry, then default */
@@ -68,6 +83,24 @@ struct conf_zone {                           /* [zone:ID] per-zone default */
 	char id[CONF_ZONE_ID_MAX + 1];
 	double base_fare;
 	double surge_multiplier;
+};
+
+/* One SHA-256 digest list ([auth] token_sha256, admin_token_sha256). */
+struct conf_digests {
+	unsigned n;                          /* digests held */
+	uint8_t sha256[CONF_MAX_TOKENS][32];
+};
+
+/* A parsed "host:port,host:port" key ([redis] sentinels, replicas).  Hosts
+ * are as written (an IPv6 literal without its brackets); the config only
+ * checks their characters: resolving is the consumer's job, off its loop. */
+struct conf_hostport {
+	char host[CONF_HOST_MAX];
+	uint16_t port;
+};
+struct conf_hostports {
+	unsigned n;                          /* 0 = key empty */
+	struct conf_hostport a[CONF_MAX_HOSTS];
 };
 
 struct conf_kv {                             /* [kafka] rdkafka.<name>=<value> */
@@ -92,11 +125,12 @@ struct conf {
 		uint32_t header_timeout_ms;  /* 5000 */
 		uint32_t idle_timeout_ms;    /* 60000 */
 		uint32_t max_connections;    /* 10000, per worker */
+		uint32_t max_streams;        /* 1000 open live streams, per worker */
 	} http;
 
 	struct {
-		unsigned n_tokens;           /* 0 = auth off (logged loudly) */
-		uint8_t token_sha256[CONF_MAX_TOKENS][32];
+		struct conf_digests tokens;  /* token_sha256; n = 0: auth off (logged loudly) */
+		struct conf_digests admin;   /* admin_token_sha256; n = 0: admin API off */
 	} auth;
 
 	struct {
@@ -104,6 +138,8 @@ struct conf {
 		double default_base_fare;    /* 12.50 */
 		double default_multiplier;   /* 1.0 */
 		double default_confidence;   /* 0.1 */
+		enum conf_switch quotes;     /* on: quote events to Kafka */
+		uint32_t stream_interval_ms; /* 1000: live stream re-check period */
 	} pricing;
 
 	struct conf_zone *zones;             /* [zone:ID] sections, malloc'd */
@@ -115,6 +151,10 @@ struct conf {
 		char password[CONF_STR_MAX]; /* "" = no AUTH */
 		uint32_t db;                 /* 0 */
 		uint32_t timeout_ms;         /* 100 */
+		struct conf_hostports sentinels; /* empty = no Sentinel: host/port */
+		char master_name[CONF_STR_MAX];  /* "mymaster" */
+		char sentinel_password[CONF_STR_MAX]; /* "" = no AUTH to Sentinels */
+		struct conf_hostports replicas;  /* read replicas (backup cache) */
 	} redis;
 
 	struct {
@@ -137,6 +177,7 @@ struct conf {
 		uint64_t max_bytes;          /* 1073741824 */
 		enum conf_fsync fsync;       /* batch */
 		uint32_t fsync_ms;           /* 100 */
+		uint64_t dead_max_bytes;     /* 104857600: dead-letter dir bound */
 	} spool;
 
 	struct {
@@ -160,6 +201,7 @@ struct conf {
 		uint32_t degraded_stale_ttl_ms;          /* 30000 */
 		enum conf_emergency_pricing emergency_pricing; /* default */
 		double degraded_quote_sample;            /* 0.1, in [0, 1] */
+		uint64_t stale_max_age_ms;               /* 3600000; 0 = no limit */
 	} modes;
 
 	struct {
@@ -170,7 +212,13 @@ struct conf {
 		char email_to[CONF_STR_MAX];
 		char sendmail[CONF_STR_MAX]; /* "/usr/sbin/sendmail" */
 		uint32_t min_interval_ms;    /* 60000 */
+		uint64_t event_age_ms;       /* 300000: oldest undelivered event alert */
 	} alerts;
+
+	struct {
+		enum conf_log_level level;   /* info */
+		double access_sample;        /* 0: fraction of answers logged */
+	} log;
 
 	struct {
 		uint32_t restart_base_ms;    /* 100 */
@@ -178,6 +226,7 @@ struct conf {
 		uint32_t restart_reset_ms;   /* 10000 */
 		uint32_t heartbeat_timeout_ms; /* 5000 */
 		uint32_t drain_ms;           /* 5000 */
+		uint32_t drain_grace_ms;     /* 0: /readyz 503 before the listener closes */
 		char libexec_dir[PATH_MAX];  /* "" = installed or build-tree location */
 	} supervisor;
 };
@@ -249,6 +298,7 @@ int conf_listen_parse(const char *text, struct sockaddr_storage *ss, socklen_t *
 /* Names of the enum values as written in the file ("batch", "stale"). */
 const char *conf_fsync_name(enum conf_fsync v);
 const char *conf_emergency_pricing_name(enum conf_emergency_pricing v);
+const char *conf_log_level_name(enum conf_log_level v);
 
 /* The key schema, for docs, tests and tools.  Keys are in file order;
  * [zone:ID] keys and [kafka] rdkafka.* are not listed (see conf.c). */

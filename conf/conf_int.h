@@ -22,7 +22,8 @@ enum conf__type {
 	CONF__STR,                           /* length [umin, umax], then check */
 	CONF__ENUM,                          /* one of names[], stored as int */
 	CONF__LISTEN,                        /* "a.b.c.d:port" or "[v6]:port" */
-	CONF__SHA256,                        /* 64 hex digits, appended to auth */
+	CONF__SHA256,                        /* 64 hex digits, appended to a conf_digests */
+	CONF__HOSTS,                         /* "host:port,..." into a conf_hostports */
 };
 
 /* Extra validation of a string value: returns 0, or -EINVAL with a reason

@@ -28,6 +28,10 @@ _Static_assert(sizeof(enum conf_emergency_pricing) == sizeof(int), "enums are st
 
 static const char *const fsync_names[] = { "always", "batch", "never", NULL };
 static const char *const emergency_names[] = { "default", "stale", NULL };
+static const char *const switch_names[] = { "off", "on", NULL };
+static const char *const log_level_names[] = { "debug", "info", "notice", "warning", "err", NULL };
+_Static_assert(sizeof(enum conf_switch) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enums are stored as int");
 
 /* ---- extra string checks (never quote the value: it may be a secret) ---- */
 
@@ -72,6 +76,12 @@ static int check_host(const char *v, char *why, size_t whylen)
 {
 	return check_charset(v, "_.:-",
 	                     "must be a host name or IP address (A-Z a-z 0-9 _ . : -)",
+	                     why, whylen);
+}
+
+static int check_master_name(const char *v, char *why, size_t whylen)
+{
+	return check_charset(v, "_.-", "must be a Sentinel master name (A-Z a-z 0-9 _ . -)",
 	                     why, whylen);
 }
 
@@ -155,6 +165,13 @@ static int check_email(const char *v, char *why, size_t whylen)
 #define E(sec, key, def, names, fl) \
 	{ #sec, #key, CONF__ENUM, FIELD(sec, key), def, 0, 0, 0, 0, names, NULL, fl }
 
+/* A repeatable digest key whose values go to struct conf_digests sec.f. */
+#define DIGESTS(sec, key, f) \
+	{ #sec, #key, CONF__SHA256, FIELD(sec, f), NULL, 0, 0, 0, 0, NULL, NULL, \
+	  CONF_KEY_SECRET | CONF_KEY_REPEAT }
+#define HOSTS(sec, key) \
+	{ #sec, #key, CONF__HOSTS, FIELD(sec, key), "", 0, 0, 0, 0, NULL, NULL, 0 }
+
 #define SECRET   CONF_KEY_SECRET
 #define RESTART  CONF_KEY_RESTART
 
@@ -171,21 +188,27 @@ const struct conf__key conf__keys[] = {
 	U(http, header_timeout_ms, "5000", 1, MS_HOUR, 0),
 	U(http, idle_timeout_ms, "60000", 1, MS_DAY, 0),
 	U(http, max_connections, "10000", 1, 1000000, 0),
+	U(http, max_streams, "1000", 0, 1000000, 0),
 
-	{ "auth", "token_sha256", CONF__SHA256, offsetof(struct conf, auth),
-	  sizeof(((struct conf *)0)->auth), NULL, 0, 0, 0, 0, NULL, NULL,
-	  SECRET | CONF_KEY_REPEAT },
+	DIGESTS(auth, token_sha256, tokens),
+	DIGESTS(auth, admin_token_sha256, admin),
 
 	U(pricing, workers, "2", 1, CONF_PRICING_WORKERS_MAX, 0),
 	D(pricing, default_base_fare, "12.50", 0, 1e6, 0),
 	D(pricing, default_multiplier, "1.0", 0, 100, 0),
 	D(pricing, default_confidence, "0.1", 0, 1, 0),
+	E(pricing, quotes, "on", switch_names, 0),
+	U(pricing, stream_interval_ms, "1000", 10, MS_HOUR, 0),
 
 	S(redis, host, "127.0.0.1", 1, check_host, 0),
 	U(redis, port, "6379", 1, 65535, 0),
 	S(redis, password, "", 0, NULL, SECRET),
 	U(redis, db, "0", 0, 65535, 0),
 	U(redis, timeout_ms, "100", 1, 60000, 0),
+	HOSTS(redis, sentinels),
+	S(redis, master_name, "mymaster", 1, check_master_name, 0),
+	S(redis, sentinel_password, "", 0, NULL, SECRET),
+	HOSTS(redis, replicas),
 
 	S(postgres, primary, "", 0, NULL, SECRET),
 	S(postgres, backup, "", 0, NULL, SECRET),
@@ -200,6 +223,7 @@ const struct conf__key conf__keys[] = {
 	U(spool, max_bytes, "1073741824", 1048576, UINT64_C(1) << 44, 0),
 	E(spool, fsync, "batch", fsync_names, 0),
 	U(spool, fsync_ms, "100", 1, 60000, 0),
+	U(spool, dead_max_bytes, "104857600", 65536, UINT64_C(1) << 44, 0),
 
 	U(probe, interval_ms, "1000", 1, MS_HOUR, 0),
 	U(probe, fast_interval_ms, "250", 1, MS_HOUR, 0),
@@ -219,6 +243,7 @@ const struct conf__key conf__keys[] = {
 	U(modes, degraded_stale_ttl_ms, "30000", 1, MS_DAY, 0),
 	E(modes, emergency_pricing, "default", emergency_names, 0),
 	D(modes, degraded_quote_sample, "0.1", 0, 1, 0),
+	U(modes, stale_max_age_ms, "3600000", 0, 365 * (uint64_t)MS_DAY, 0),
 
 	S(alerts, webhook_url, "", 0, check_url, SECRET),
 	S(alerts, slack_webhook_url, "", 0, check_url, SECRET),
@@ -227,12 +252,17 @@ const struct conf__key conf__keys[] = {
 	S(alerts, email_to, "", 0, check_email, 0),
 	S(alerts, sendmail, "/usr/sbin/sendmail", 1, check_abs_path, 0),
 	U(alerts, min_interval_ms, "60000", 0, MS_DAY, 0),
+	U(alerts, event_age_ms, "300000", 1000, 30 * (uint64_t)MS_DAY, 0),
+
+	E(log, level, "info", log_level_names, 0),
+	D(log, access_sample, "0", 0, 1, 0),
 
 	U(supervisor, restart_base_ms, "100", 1, MS_HOUR, 0),
 	U(supervisor, restart_max_ms, "10000", 1, MS_DAY, 0),
 	U(supervisor, restart_reset_ms, "10000", 1, MS_DAY, 0),
 	U(supervisor, heartbeat_timeout_ms, "5000", 1, MS_HOUR, 0),
 	U(supervisor, drain_ms, "5000", 0, 600000, 0),
+	U(supervisor, drain_grace_ms, "0", 0, 600000, 0),
 	S(supervisor, libexec_dir, "", 0, check_abs_path_or_empty, 0),
 };
 const size_t conf__n_keys = UTIL_ARRAY_LEN(conf__keys);
@@ -250,7 +280,7 @@ const size_t conf__n_zone_keys = UTIL_ARRAY_LEN(conf__zone_keys);
 
 const char *const conf__sections[] = {
 	"shm", "http", "auth", "pricing", "redis", "postgres", "kafka", "spool",
-	"probe", "modes", "alerts", "supervisor",
+	"probe", "modes", "alerts", "log", "supervisor",
 };
 const size_t conf__n_sections = UTIL_ARRAY_LEN(conf__sections);
 
@@ -376,22 +406,98 @@ int conf__sha256_parse(const char *v, uint8_t d[32], char *why, size_t whylen)
 	return 0;
 }
 
-/* Appends one digest to c->auth (duplicates are the caller's concern). */
+/* Appends one digest to the conf_digests at field (duplicates are the
+ * caller's concern). */
 static int parse_sha256(void *field, const struct conf__key *k, const char *v,
                         char *why, size_t whylen)
 {
-	struct conf *c = (struct conf *)((char *)field - offsetof(struct conf, auth));
+	struct conf_digests *ds = field;
 	uint8_t d[32];
 	(void)k;
 	if (conf__sha256_parse(v, d, why, whylen) < 0)
 		return -EINVAL;
-	if (c->auth.n_tokens >= CONF_MAX_TOKENS) {
+	if (ds->n >= CONF_MAX_TOKENS) {
 		snprintf(why, whylen, "more than %d tokens", CONF_MAX_TOKENS);
 		return -EINVAL;
 	}
-	memcpy(c->auth.token_sha256[c->auth.n_tokens++], d, sizeof(d));
+	memcpy(ds->sha256[ds->n++], d, sizeof(d));
 	return 0;
 }
+
+/* "host:port, host:port" (an IPv6 host in brackets) into the conf_hostports
+ * at field.  Empty = no entry.  Hosts are checked for their characters only
+ * (check_host); each port is 1..65535; no entry twice. */
+static int parse_hosts(void *field, const struct conf__key *k, const char *v,
+                       char *why, size_t whylen)
+{
+	struct conf_hostports hp;
+	memset(&hp, 0, sizeof(hp));
+	(void)k;
+	for (const char *p = v;;) {
+		p += strspn(p, " \t");
+		if (*p == '\0')
+			break;
+		size_t n = strcspn(p, ",");
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (hp.n == CONF_MAX_HOSTS) {
+			snprintf(why, whylen, "more than %d entries", CONF_MAX_HOSTS);
+			return -EINVAL;
+		}
+		char item[CONF_HOST_MAX + 8];
+		if (n == 0 || n >= sizeof(item)) {
+			snprintf(why, whylen, "entry %u: must be HOST:PORT or [IPv6]:PORT", hp.n + 1);
+			return -EINVAL;
+		}
+		memcpy(item, p, n);
+		item[n] = '\0';
+		const char *host = item, *colon = strrchr(item, ':');
+		char *host_end = colon != NULL ? (char *)colon : NULL;
+		if (item[0] == '[') {
+			char *rb = strchr(item, ']');
+			if (rb == NULL || rb[1] != ':')
+				host_end = NULL;
+			else {
+				host = item + 1;
+				host_end = rb;
+				colon = rb + 1;
+			}
+		} else if (colon != NULL && memchr(item, ':', (size_t)(colon - item)) != NULL) {
+			host_end = NULL;     /* a bare IPv6 literal: ambiguous */
+		}
+		uint64_t port;
+		if (host_end == NULL || host_end == host ||
+		    util_parse_u64(colon + 1, 1, 65535, &port) < 0) {
+			snprintf(why, whylen, "entry %u: must be HOST:PORT or [IPv6]:PORT with a "
+			         "port from 1 to 65535 (e.g. 10.0.0.5:26379)", hp.n + 1);
+			return -EINVAL;
+		}
+		*host_end = '\0';
+		if (check_host(host, why, whylen) < 0)
+			return -EINVAL;
+		struct conf_hostport *e = &hp.a[hp.n];
+		size_t hl = strlen(host);
+		if (hl >= sizeof(e->host)) {
+			snprintf(why, whylen, "entry %u: host longer than %zu bytes", hp.n + 1,
+			         sizeof(e->host) - 1);
+			return -EINVAL;
+		}
+		memcpy(e->host, host, hl + 1);
+		e->port = (uint16_t)port;
+		for (unsigned i = 0; i < hp.n; i++)
+			if (hp.a[i].port == e->port && strcmp(hp.a[i].host, e->host) == 0) {
+				snprintf(why, whylen, "entry %u repeats entry %u", hp.n + 1, i + 1);
+				return -EINVAL;
+			}
+		hp.n++;
+		p += strcspn(p, ",");
+		if (*p == ',')
+			p++;
+	}
+	memcpy(field, &hp, sizeof(hp));
+	return 0;
+}
+
 
 /* Splits "host:port" / "[v6]:port"; fills ss when non-NULL. */
 int conf_listen_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len)
@@ -474,6 +580,7 @@ int conf__set(void *base, const struct conf__key *k, const char *value,
 	case CONF__ENUM:   return parse_enum(field, k, value, why, whylen);
 	case CONF__LISTEN: return parse_listen(field, k, value, why, whylen);
 	case CONF__SHA256: return parse_sha256(field, k, value, why, whylen);
+	case CONF__HOSTS:  return parse_hosts(field, k, value, why, whylen);
 	}
 	abort();
 }
@@ -506,6 +613,9 @@ void conf__range_text(const struct conf__key *k, char *buf, size_t len)
 		break;
 	case CONF__SHA256:
 		snprintf(buf, len, "64 hex digits, up to %d lines", CONF_MAX_TOKENS);
+		break;
+	case CONF__HOSTS:
+		snprintf(buf, len, "HOST:PORT,... (up to %d)", CONF_MAX_HOSTS);
 		break;
 	}
 }
@@ -540,6 +650,11 @@ const char *conf_fsync_name(enum conf_fsync v)
 const char *conf_emergency_pricing_name(enum conf_emergency_pricing v)
 {
 	return (unsigned)v < UTIL_ARRAY_LEN(emergency_names) - 1 ? emergency_names[v] : "?";
+}
+
+const char *conf_log_level_name(enum conf_log_level v)
+{
+	return (unsigned)v < UTIL_ARRAY_LEN(log_level_names) - 1 ? log_level_names[v] : "?";
 }
 
 size_t conf_schema_count(void)

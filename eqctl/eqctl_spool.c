@@ -23,8 +23,8 @@
 #include "conf/conf.h"
 #include "eqctl/eqctl.h"
 #include "util/util.h"
-#include "workers/forwarder/fw_rec.h"
-#include "workers/forwarder/fw_spool.h"
+#include "spool/spool_msg.h"
+#include "spool/spool.h"
 #ifdef FW_HAVE_PROTO
 #include "proto/proto.h"
 #endif
@@ -82,14 +82,14 @@ static char *hex(const void *p, size_t len)
 }
 
 /* One spool record as a JSON object. */
-static json_t *record_json(const struct conf *c, const struct fw_spool_rec *r, bool *bad)
+static json_t *record_json(const struct conf *c, const struct spool_rec *r, bool *bad)
 {
 	json_t *o = json_object();
-	struct fw_rec fr;
+	struct spool_msg fr;
 
 	json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
 	json_object_set_new(o, "enqueued_ms", json_integer((json_int_t)r->ts_ms));
-	if (fw_rec_decode(r->data, r->len, &fr) != 0) {
+	if (spool_msg_decode(r->data, r->len, &fr) != 0) {
 		char *h = hex(r->data, r->len);
 		json_object_set_new(o, "error", json_string("not a forwarder record"));
 		json_object_set_new(o, "hex", json_string(h ? h : ""));
@@ -141,7 +141,7 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	const char *dir = NULL;
 	long decode = 0;
 	int status = EQCTL_OK;
-	struct fw_spool *sp = NULL, *dead = NULL;
+	struct spool *sp = NULL, *dead = NULL;
 	json_t *out = NULL, *records = NULL;
 	char err[1024];
 
@@ -188,8 +188,8 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	if (!dir)
 		dir = c.spool.dir;
 
-	struct fw_spool_params p = { .dir = dir, .readonly = true };
-	int rc = fw_spool_open(&p, &sp, err, sizeof(err));
+	struct spool_params p = { .dir = dir, .readonly = true };
+	int rc = spool_open(&p, &sp, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "eqctl: %s\n", err);
 		conf_free(&c);
@@ -197,13 +197,13 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	}
 	char dead_dir[PATH_MAX + 8];
 	snprintf(dead_dir, sizeof(dead_dir), "%s/dead", dir);
-	struct fw_spool_params pd = { .dir = dead_dir, .readonly = true };
-	struct fw_spool_stats dst = { 0 };
-	if (fw_spool_open(&pd, &dead, err, sizeof(err)) == 0)
-		fw_spool_stats(dead, &dst);
+	struct spool_params pd = { .dir = dead_dir, .readonly = true };
+	struct spool_stats dst = { 0 };
+	if (spool_open(&pd, &dead, err, sizeof(err)) == 0)
+		spool_stats(dead, &dst);
 
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	uint64_t now = util_now_ms();
 	uint64_t age = st.oldest_ts_ms && now > st.oldest_ts_ms ? now - st.oldest_ts_ms : 0;
 	long holder = lock_holder(dir);
@@ -225,8 +225,8 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	json_object_set_new(out, "tail_in_progress_bytes", json_integer((json_int_t)st.torn_bytes));
 	json_object_set_new(out, "dead_letters", json_integer((json_int_t)dst.records));
 	json_t *segs = json_array();
-	struct fw_spool_seg_info si;
-	for (size_t i = 0; fw_spool_segment(sp, i, &si) == 0; i++) {
+	struct spool_seg_info si;
+	for (size_t i = 0; spool_segment(sp, i, &si) == 0; i++) {
 		json_t *s = json_object();
 		char name[64];
 		snprintf(name, sizeof(name), "spool-%020" PRIu64 ".seg", si.name_seq);
@@ -240,8 +240,8 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	json_object_set_new(out, "segment_files", segs);
 
 	records = json_array();
-	struct fw_spool_rec r;
-	for (long n = 0; n < decode && (rc = fw_spool_next(sp, &r)) == 0; n++) {
+	struct spool_rec r;
+	for (long n = 0; n < decode && (rc = spool_next(sp, &r)) == 0; n++) {
 		bool bad = false;
 		json_array_append_new(records, record_json(&c, &r, &bad));
 		if (bad)
@@ -270,7 +270,7 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 		if (dst.records)
 			printf("DEAD:        %" PRIu64 " events Kafka refused for good, in %s\n",
 			       dst.records, dead_dir);
-		for (size_t i = 0; fw_spool_segment(sp, i, &si) == 0; i++)
+		for (size_t i = 0; spool_segment(sp, i, &si) == 0; i++)
 			printf("  spool-%020" PRIu64 ".seg  seq %" PRIu64 "..%" PRIu64 "  %" PRIu64
 			       " records  %" PRIu64 " bytes\n", si.name_seq, si.first_seq, si.last_seq,
 			       si.records, si.bytes);
@@ -284,8 +284,8 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	}
 	json_decref(records);
 	json_decref(out);
-	fw_spool_close(&dead);
-	fw_spool_close(&sp);
+	spool_close(&dead);
+	spool_close(&sp);
 	conf_free(&c);
 	return status;
 }

@@ -214,6 +214,9 @@ static void sup__enter_backoff(struct sup *s, struct sup_child *c, const char *w
 		log_err("eq-%s (slot %u) %s after %llu ms, before it was ready (startup failure %u); "
 		        "restarting in %u ms", sup__role(c), c->slot, what,
 		        (unsigned long long)uptime, c->startup_failures, c->delay_ms);
+	} else if (c->delay_ms == 0) {
+		log_warn("eq-%s (slot %u) %s after %llu ms; restarting at once", sup__role(c),
+		         c->slot, what, (unsigned long long)uptime);
 	} else {
 		log_warn("eq-%s (slot %u) %s after %llu ms; restarting in %u ms", sup__role(c),
 		         c->slot, what, (unsigned long long)uptime, c->delay_ms);

@@ -158,7 +158,8 @@ static char **sup__child_env(void)
 static void sup__begin_stop(struct sup *s, const char *why)
 {
 	s->stopping = true;
-	s->stop_deadline = util_mono_ms() + s->conf.supervisor.drain_ms + SUP_KILL_MARGIN_MS;
+	s->stop_deadline = util_mono_ms() + s->conf.supervisor.drain_ms + SUP_KILL_MARGIN_MS +
+	                   SUP_STOP_BACKSTOP_MS;
 	log_notice("%s: stopping; workers drain for up to %u ms", why, s->conf.supervisor.drain_ms);
 	sup_notify_stopping(s);
 	/* The workers keep their copies until they have drained; ours is not
@@ -344,7 +345,7 @@ int main(int argc, char **argv)
 	}
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
 	           EQ_VERSION, s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
-	if (s.conf.auth.n_tokens == 0)
+	if (s.conf.auth.tokens.n == 0)
 		log_warn("AUTH IS OFF: no [auth] token_sha256 is configured, so /v1/* answers "
 		         "anyone who can reach %s", s.conf.http.listen);
 	if (sup_config_libexec(&s) < 0) {

@@ -59,8 +59,10 @@ uint32_t sup_policy_backoff(const struct sup_policy_cfg *cfg, uint32_t prev_ms,
                             uint64_t uptime_ms, bool was_ready)
 {
 	uint32_t base = cfg->base_ms < cfg->max_ms ? cfg->base_ms : cfg->max_ms;
-	if (prev_ms == 0 || (was_ready && uptime_ms >= cfg->reset_ms))
-		return base;
+	if (was_ready && uptime_ms >= cfg->reset_ms)
+		return 0;                    /* up long: an accident, not a loop */
+	if (prev_ms == 0)
+		return base;                 /* first crash of a (possible) loop */
 	uint64_t next = (uint64_t)prev_ms * 2u;
 	if (next < base)
 		next = base;

@@ -15,10 +15,12 @@
  *   BACKOFF --start (delay elapsed)--> STARTING;  BACKOFF --stop--> STOPPED
  *   STOPPING --deadline--> STOPPING (SIGKILL)
  *
- * Backoff: the first restart waits restart_base_ms, each further one twice
- * the previous delay up to restart_max_ms; a worker that was ready and had
- * run restart_reset_ms starts again from the base.  A worker that dies
- * before it was ready is a startup failure and never resets the delay.
+ * Backoff is for crash loops only: a worker that was ready and had run
+ * restart_reset_ms is restarted at once (delay 0: a long-running worker
+ * that dies is an accident, and every ms of absence is a ms of missing
+ * capacity).  A crash within restart_reset_ms waits restart_base_ms, each
+ * further one twice the previous delay up to restart_max_ms.  A worker that
+ * dies before it was ready is a startup failure and never resets the delay.
  * Nothing ever gives up: the delay stays at restart_max_ms.
  */
 #ifndef EQ_SUP_POLICY_H
@@ -58,8 +60,10 @@ const char *sup_event_name(enum sup_event ev);
 int sup_policy_next(enum eq_wstate st, enum sup_event ev, bool stop_wanted);
 
 /* Delay before the next restart.  prev_ms: the delay used last time (0 =
- * none yet); uptime_ms: how long the process ran; was_ready: whether it
- * reported ready.  Always within [base, max] (base clamped to max). */
+ * none yet, or the last restart was immediate); uptime_ms: how long the
+ * process ran; was_ready: whether it reported ready.  0 (restart at once)
+ * for a worker that was ready and ran at least reset_ms; otherwise within
+ * [base, max] (base clamped to max). */
 uint32_t sup_policy_backoff(const struct sup_policy_cfg *cfg, uint32_t prev_ms,
                             uint64_t uptime_ms, bool was_ready);
 

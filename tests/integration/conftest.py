@@ -6,6 +6,8 @@
     pg_backup   an independent second one; each test finds it running,
                 thawed and with current_zone_status empty
     kafka       eq-kafka-dev, the mock broker, per test  (eqtest/kafka.py)
+    sentinel    Redis master + replica + 3 Sentinels,    (eqtest/sentinel.py)
+                per test
     daemon      factory: daemon(**overrides) -> a started equilibriumd
                 wired to whichever of the above the test uses (eqtest/daemon.py)
 
@@ -26,6 +28,7 @@ from eqtest.daemon import DaemonFactory
 from eqtest.kafka import Kafka
 from eqtest.pg import PgCluster
 from eqtest.redis import Redis
+from eqtest.sentinel import SentinelSet
 
 
 # --------------------------------------------------------------------------
@@ -93,6 +96,22 @@ def redis(test_tmp):
     yield r
     r.thaw()
     r.kill()
+
+
+@pytest.fixture
+def sentinel(test_tmp):
+    """Redis master + replica + three redis-sentinel processes for this test
+    (.master(), .replica(), .sentinel_addrs, .master_name, .master_addr(),
+    .kill_master(), .wait_new_master(old), .restart(node), .failover()):
+    see eqtest/sentinel.py."""
+    s = SentinelSet(os.path.join(test_tmp, "sentinel"))
+    try:
+        s.start()
+    except BaseException:
+        s.close()
+        raise
+    yield s
+    s.close()
 
 
 def _pg_session(session_tmp, name):

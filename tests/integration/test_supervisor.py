@@ -308,6 +308,26 @@ def test_kill9_each_role_restarts_only_that_worker(daemon, workers):
     assert d.stop() == 0
 
 
+def test_long_up_worker_restarts_at_once_a_quick_crash_backs_off(daemon, workers):
+    """DESIGN.md [supervisor] restart_reset_ms: a worker that had been up
+    that long is restarted at once; one that dies within it waits
+    restart_base_ms (a crash loop is throttled)."""
+    d = daemon(workers, **FAST)           # restart_reset_ms 2000, base 100
+    wait_all_ready(d, 4)
+    slot, victim = next((s, w) for s, w in live_workers(d).items() if w["role"] == "pricing")
+    time.sleep(2.5)                       # past restart_reset_ms since its spawn
+    os.kill(victim["pid"], signal.SIGKILL)
+    new = wait_replaced(d, slot, victim["pid"])
+    line = log_lines(d, f"pid {victim['pid']} killed by SIGKILL")
+    assert line and line[0].endswith("restarting at once"), line
+    # Killed again at once (well within restart_reset_ms): the base delay.
+    os.kill(new["pid"], signal.SIGKILL)
+    wait_replaced(d, slot, new["pid"])
+    line = log_lines(d, f"pid {new['pid']} killed by SIGKILL")
+    assert line and line[0].endswith("restarting in 100 ms"), line
+    assert d.stop() == 0
+
+
 def test_crash_looping_worker_backs_off_and_never_takes_others_down(daemon, stub):
     d = daemon(stub, start=False, env={"EQ_STUB_CRASH": "forwarder"}, **FAST)
     d.start(wait_ready=False)
@@ -351,7 +371,10 @@ def test_pricing_restart_never_refuses_a_connection(daemon, workers):
     its successor."""
     # A 400 ms restart delay keeps the no-worker gap wide enough that some
     # connections surely land in it, even on a loaded machine.
-    d = daemon(dict(workers, **{"pricing.workers": "1", "supervisor.restart_base_ms": "400"}), **FAST)
+    # restart_reset_ms far away: however long the start took on a loaded
+    # machine, this kill is a "crash within it" and waits the base delay.
+    d = daemon(dict(workers, **{"pricing.workers": "1", "supervisor.restart_base_ms": "400"}),
+               **dict(FAST, **{"supervisor.restart_reset_ms": "600000"}))
     wait_all_ready(d, 3)
     path = "/" if workers else "/healthz"
     assert http_get(d.port, path)[0] == 200

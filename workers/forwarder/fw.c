@@ -15,8 +15,8 @@
 #include "shm/shm_ring.h"
 #include "util/util.h"
 #include "workers/forwarder/fw_kafka.h"
-#include "workers/forwarder/fw_rec.h"
-#include "workers/forwarder/fw_spool.h"
+#include "spool/spool_msg.h"
+#include "spool/spool.h"
 
 #define FW_TAG_SPOOL        (UINT64_C(1) << 63)  /* opaque: spool seq, else ring take number */
 #define FW_TICK_BUSY_MS     1                    /* pump period while there is work */
@@ -24,7 +24,7 @@
 #define FW_TAKE_BATCH       4096                 /* ring records per tick */
 #define FW_MAX_INFLIGHT     95000                /* messages inside librdkafka (< its 100k queue) */
 #define FW_REPLAY_WINDOW    90000                /* spool records inside librdkafka */
-#define FW_REC_MAX          (FW_REC_HDR + SHM_RING_DATA_MAX)
+#define FW_REC_MAX          (SPOOL_MSG_HDR + SHM_RING_DATA_MAX)
 
 _Static_assert(FW_KAFKA_TOPICS - 1 <= SHM_RING_TOPIC_MAX, "topic ids fit the ring");
 
@@ -57,8 +57,8 @@ struct fw {
 	uint64_t committed_upto;             /* last tail we set */
 	uint64_t ring_abandoned_seen, ring_corrupt_seen;
 
-	struct fw_spool *spool;
-	struct fw_spool *dead;               /* dead letters (permanent errors), lazily */
+	struct spool *spool;
+	struct spool *dead;               /* dead letters (permanent errors), lazily */
 	uint64_t spool_corrupt_seen;
 
 	struct fw_kafka *kafka;
@@ -102,7 +102,7 @@ struct fw {
 	struct fw_kafka_msg *kmsg;           /* FW_TAKE_BATCH messages for produce_batch */
 	uint8_t *ktopic;                     /* ... their topics */
 	uint64_t *kts;                       /* ... their event times */
-	struct fw_spool_item *batch_items;
+	struct spool_item *batch_items;
 	size_t *batch_rq;                    /* rq take numbers of the batch */
 
 	uint64_t n_delivered, n_spooled, n_replayed, n_dead, n_outages;
@@ -245,17 +245,17 @@ static int dead_letter(struct fw *f, unsigned topic, const void *key, size_t key
 	if (!f->dead) {
 		char dir[PATH_MAX + 8];
 		snprintf(dir, sizeof(dir), "%s/dead", f->conf->spool.dir);
-		struct fw_spool_params p = { .dir = dir, .fsync = FW_SPOOL_FSYNC_ALWAYS };
-		rc = fw_spool_open(&p, &f->dead, err, sizeof(err));
+		struct spool_params p = { .dir = dir, .fsync = SPOOL_FSYNC_ALWAYS };
+		rc = spool_open(&p, &f->dead, err, sizeof(err));
 		if (rc) {
 			log_err("forwarder: cannot open the dead-letter spool: %s", err);
 			return rc;
 		}
 	}
-	int len = fw_rec_encode(buf, sizeof(buf), (uint8_t)topic, key, key_len, val, val_len);
+	int len = spool_msg_encode(buf, sizeof(buf), (uint8_t)topic, key, key_len, val, val_len);
 	if (len < 0)
 		return len;
-	rc = fw_spool_append(f->dead, buf, (uint32_t)len, ts_ms, NULL);
+	rc = spool_append(f->dead, buf, (uint32_t)len, ts_ms, NULL);
 	if (rc)
 		return rc;
 	f->n_dead++;
@@ -298,12 +298,12 @@ static void kafka_down(struct fw *f, const char *why)
 
 static void kafka_up(struct fw *f)
 {
-	struct fw_spool_stats st;
+	struct spool_stats st;
 
 	if (f->kafka_up)
 		return;
 	f->kafka_up = true;
-	fw_spool_stats(f->spool, &st);
+	spool_stats(f->spool, &st);
 	log_notice("forwarder: Kafka delivers again; replaying %" PRIu64 " spooled events "
 	           "oldest first", st.unread + f->rt_len);
 }
@@ -348,7 +348,7 @@ static void on_delivery(void *arg, const struct fw_kafka_dr *dr)
 
 	if (ok) {
 		if (from_spool) {
-			if (fw_spool_ack(f->spool, id) != 0)
+			if (spool_ack(f->spool, id) != 0)
 				log_warn("forwarder: report for spool record %" PRIu64 " that is not "
 				         "in flight (ignored)", id);
 		} else {
@@ -540,7 +540,7 @@ static size_t send_retries(struct fw *f, size_t max)
 		    dead_letter(f, r->topic, r->data, r->key_len, r->data + r->key_len, r->val_len,
 		                r->ts_ms, "larger than message.max.bytes") == 0) {
 			if (r->opaque & FW_TAG_SPOOL)
-				fw_spool_ack(f->spool, r->opaque & ~FW_TAG_SPOOL);
+				spool_ack(f->spool, r->opaque & ~FW_TAG_SPOOL);
 			else
 				ring_done(f, r->opaque);
 			rt_pop(f);
@@ -559,26 +559,26 @@ static size_t send_retries(struct fw *f, size_t max)
 static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 {
 	size_t n = 0, sent = 0;
-	struct fw_spool_rec rec;
+	struct spool_rec rec;
 
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
 	while (n < max && f->spool_inflight + n < FW_REPLAY_WINDOW &&
 	       inflight(f) + n < FW_MAX_INFLIGHT) {
-		int rc = fw_spool_next(f->spool, &rec);
+		int rc = spool_next(f->spool, &rec);
 		if (rc == -ENOENT)
 			break;
 		if (rc) {
 			log_err("forwarder: reading the spool failed: %s", strerror(-rc));
 			break;
 		}
-		struct fw_rec r;
-		if (fw_rec_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
+		struct spool_msg r;
+		if (spool_msg_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
 		    r.key_len > SHM_RING_KEY_MAX || r.key_len + r.val_len > SHM_RING_DATA_MAX) {
 			/* CRC-valid but not ours: keep it aside, never lose it silently. */
 			if (dead_letter(f, 0, "", 0, rec.data, rec.len, rec.ts_ms,
 			                "unreadable spool record") == 0)
-				fw_spool_ack(f->spool, rec.seq);
+				spool_ack(f->spool, rec.seq);
 			continue;
 		}
 		/* The spool's read buffer moves on: copy key and value aside. */
@@ -598,7 +598,7 @@ static size_t send_spool(struct fw *f, size_t max, uint64_t *first)
 		if (m->err == -EMSGSIZE &&
 		    dead_letter(f, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
 		                "larger than message.max.bytes") == 0) {
-			fw_spool_ack(f->spool, m->opaque & ~FW_TAG_SPOOL);
+			spool_ack(f->spool, m->opaque & ~FW_TAG_SPOOL);
 			continue;
 		}
 		if (m->err) {
@@ -625,7 +625,7 @@ static size_t spool_batch(struct fw *f, size_t n)
 
 	while (start < n) {
 		size_t c = UTIL_MIN(chunk, n - start);
-		rc = fw_spool_appendv(f->spool, f->batch_items + start, c, NULL);
+		rc = spool_appendv(f->spool, f->batch_items + start, c, NULL);
 		if (rc == 0) {
 			for (size_t i = start; i < start + c; i++)
 				ring_done(f, f->batch_rq[i]);
@@ -661,10 +661,10 @@ static void spool_ring_retries(struct fw *f)
 		if (r->opaque & FW_TAG_SPOOL)
 			continue;
 		uint8_t *buf = f->batch_buf + n * FW_REC_MAX;
-		int len = fw_rec_encode(buf, FW_REC_MAX, r->topic, r->data, r->key_len,
+		int len = spool_msg_encode(buf, FW_REC_MAX, r->topic, r->data, r->key_len,
 		                        r->data + r->key_len, r->val_len);
 		assert(len > 0);
-		f->batch_items[n] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
+		f->batch_items[n] = (struct spool_item){ .data = buf, .len = (uint32_t)len,
 		                                            .ts_ms = r->ts_ms };
 		f->batch_rq[n] = r->opaque;
 		n++;
@@ -696,7 +696,7 @@ static size_t take_ring(struct fw *f, size_t max)
 {
 	static unsigned topics[FW_TAKE_BATCH];
 	size_t n = 0, nb = 0, nd = 0;
-	bool direct = f->kafka_up && !f->draining && fw_spool_unread(f->spool) == 0 &&
+	bool direct = f->kafka_up && !f->draining && spool_unread(f->spool) == 0 &&
 	              f->rt_len == 0 && !f->canary_out;
 	f->ring_idle = false;
 	if (max > FW_TAKE_BATCH)
@@ -746,10 +746,10 @@ static size_t take_ring(struct fw *f, size_t max)
 			continue;
 		}
 		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
-		int len = fw_rec_encode(buf, FW_REC_MAX, v.topic, v.key, v.key_len, v.value,
+		int len = spool_msg_encode(buf, FW_REC_MAX, v.topic, v.key, v.key_len, v.value,
 		                        v.value_len);
 		assert(len > 0);
-		f->batch_items[nb] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
+		f->batch_items[nb] = (struct spool_item){ .data = buf, .len = (uint32_t)len,
 		                                             .ts_ms = v.enq_ms };
 		f->batch_rq[nb] = take;
 		topics[nb] = v.topic;
@@ -771,10 +771,10 @@ static size_t take_ring(struct fw *f, size_t max)
 			continue;
 		}
 		uint8_t *buf = f->batch_buf + nb * FW_REC_MAX;
-		int len = fw_rec_encode(buf, FW_REC_MAX, f->ktopic[i], m->key, m->key_len, m->val,
+		int len = spool_msg_encode(buf, FW_REC_MAX, f->ktopic[i], m->key, m->key_len, m->val,
 		                        m->val_len);
 		assert(len > 0);
-		f->batch_items[nb] = (struct fw_spool_item){ .data = buf, .len = (uint32_t)len,
+		f->batch_items[nb] = (struct spool_item){ .data = buf, .len = (uint32_t)len,
 		                                             .ts_ms = f->kts[i] };
 		f->batch_rq[nb] = m->opaque;
 		topics[nb] = f->ktopic[i];
@@ -783,8 +783,8 @@ static size_t take_ring(struct fw *f, size_t max)
 	size_t done = spool_batch(f, nb);
 	for (size_t i = done; i < nb; i++) {
 		/* No room: keep them (custody stays in the ring). */
-		struct fw_rec r;
-		fw_rec_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
+		struct spool_msg r;
+		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
 		retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, topics[i], r.key, r.key_len,
 		           r.val, r.val_len);
 	}
@@ -809,13 +809,13 @@ static void publish_gauges(struct fw *f)
 {
 	struct shm_counters *c = shm_counters(f->shm);
 	struct shm_ring_stats rs;
-	struct fw_spool_stats st;
+	struct spool_stats st;
 	uint64_t oldest = 0;
 
 
 	if (shm_ring_stats(f->shm, &rs) == 0)
 		oldest = rs.oldest_ms;
-	fw_spool_stats(f->spool, &st);
+	spool_stats(f->spool, &st);
 	if (st.oldest_ts_ms && (!oldest || st.oldest_ts_ms < oldest))
 		oldest = st.oldest_ts_ms;
 	atomic_store_explicit(&c->oldest_undelivered_ms, oldest, memory_order_relaxed);
@@ -858,7 +858,7 @@ static void check_kafka_health(struct fw *f, uint64_t now)
 		opaque = rt_at(f, 0)->opaque;
 		if (send_retries(f, 1) != 1)
 			return;
-	} else if (fw_spool_unread(f->spool) > 0) {
+	} else if (spool_unread(f->spool) > 0) {
 		if (send_spool(f, 1, &opaque) != 1)
 			return;
 	} else {
@@ -872,13 +872,13 @@ static void check_kafka_health(struct fw *f, uint64_t now)
 
 static void drain_finish(struct fw *f)
 {
-	struct fw_spool_stats st;
+	struct spool_stats st;
 
 	f->drain_done = true;
 	ring_advance(f);
-	fw_spool_commit(f->spool);
-	fw_spool_sync(f->spool);
-	fw_spool_stats(f->spool, &st);
+	spool_commit(f->spool);
+	spool_sync(f->spool);
+	spool_stats(f->spool, &st);
 	publish_gauges(f);
 	log_notice("forwarder: drained: %" PRIu64 " events in the spool, %" PRIu64 " still in "
 	           "flight, %zu taken but kept in the ring", st.records, inflight(f), f->rq_len);
@@ -927,7 +927,7 @@ static void fw_pump(struct fw *f)
 	}
 	work += take_ring(f, FW_TAKE_BATCH);
 	ring_advance(f);
-	fw_spool_commit(f->spool);
+	spool_commit(f->spool);
 	publish_gauges(f);
 
 	if (f->draining) {
@@ -955,18 +955,18 @@ static void fw_tick_cb(uv_timer_t *t)
 static void fw_fsync_cb(uv_timer_t *t)
 {
 	struct fw *f = t->data;
-	fw_spool_sync(f->spool);
+	spool_sync(f->spool);
 }
 
 /* ---- lifecycle ---- */
 
-static enum fw_spool_fsync spool_policy(const struct conf *c)
+static enum spool_fsync spool_policy(const struct conf *c)
 {
 	switch (c->spool.fsync) {
-	case CONF_FSYNC_ALWAYS: return FW_SPOOL_FSYNC_ALWAYS;
-	case CONF_FSYNC_NEVER:  return FW_SPOOL_FSYNC_NEVER;
+	case CONF_FSYNC_ALWAYS: return SPOOL_FSYNC_ALWAYS;
+	case CONF_FSYNC_NEVER:  return SPOOL_FSYNC_NEVER;
 	case CONF_FSYNC_BATCH:
-	default:                return FW_SPOOL_FSYNC_BATCH;
+	default:                return SPOOL_FSYNC_BATCH;
 	}
 }
 
@@ -999,12 +999,12 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 		goto fail;
 	}
 
-	struct fw_spool_params sp = {
+	struct spool_params sp = {
 		.dir = conf->spool.dir,
 		.max_bytes = conf->spool.max_bytes,
 		.fsync = spool_policy(conf),
 	};
-	rc = fw_spool_open(&sp, &f->spool, err, errlen);
+	rc = spool_open(&sp, &f->spool, err, errlen);
 	if (rc)
 		goto fail;
 
@@ -1027,8 +1027,8 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 		goto fail;
 	}
 
-	struct fw_spool_stats st;
-	fw_spool_stats(f->spool, &st);
+	struct spool_stats st;
+	spool_stats(f->spool, &st);
 	if (st.records)
 		log_notice("forwarder: %" PRIu64 " events wait in the spool %s (%" PRIu64 " bytes "
 		           "in %" PRIu64 " segments); replaying them first", st.records,
@@ -1078,7 +1078,7 @@ static bool kafka_conf_changed(const struct conf *a, const struct conf *b)
 
 void fw_reload(struct fw *f, const struct conf *old)
 {
-	fw_spool_set_limits(f->spool, f->conf->spool.max_bytes, spool_policy(f->conf));
+	spool_set_limits(f->spool, f->conf->spool.max_bytes, spool_policy(f->conf));
 	f->spool_blocked = false;            /* the new bound may have room */
 	if (f->started) {
 		uv_timer_stop(&f->fsync_timer);
@@ -1160,8 +1160,8 @@ void fw_free(struct fw **fp)
 	}
 	if (f->cons_open)
 		shm_ring_consumer_close(&f->cons);
-	fw_spool_close(&f->spool);
-	fw_spool_close(&f->dead);
+	spool_close(&f->spool);
+	spool_close(&f->dead);
 	free(f->rq);
 	free(f->rt);
 	free(f->batch_buf);
@@ -1176,10 +1176,10 @@ void fw_free(struct fw **fp)
 
 void fw_get_status(struct fw *f, struct fw_status *st)
 {
-	struct fw_spool_stats ss;
+	struct spool_stats ss;
 
 	memset(st, 0, sizeof(*st));
-	fw_spool_stats(f->spool, &ss);
+	spool_stats(f->spool, &ss);
 	st->kafka_up = f->kafka_up;
 	st->draining = f->draining;
 	st->ring_inflight = f->ring_inflight;

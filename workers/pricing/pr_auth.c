@@ -9,7 +9,7 @@
 
 bool pr_auth_enabled(const struct conf *c)
 {
-	return c->auth.n_tokens > 0;
+	return c->auth.tokens.n > 0;
 }
 
 enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t len)
@@ -18,7 +18,7 @@ enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t le
 	unsigned match = 0;
 	size_t i = 0;
 
-	if (c->auth.n_tokens == 0)
+	if (c->auth.tokens.n == 0)
 		return PR_AUTH_OK;
 	if (v == NULL)
 		return PR_AUTH_MISSING;
@@ -33,8 +33,8 @@ enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t le
 	if (i == len)
 		return PR_AUTH_MALFORMED;
 	SHA256((const unsigned char *)v + i, len - i, digest);
-	for (unsigned t = 0; t < c->auth.n_tokens; t++)
-		match |= (unsigned)(CRYPTO_memcmp(digest, c->auth.token_sha256[t],
+	for (unsigned t = 0; t < c->auth.tokens.n; t++)
+		match |= (unsigned)(CRYPTO_memcmp(digest, c->auth.tokens.sha256[t],
 		                                   SHA256_DIGEST_LENGTH) == 0);
 	return match ? PR_AUTH_OK : PR_AUTH_WRONG;
 }

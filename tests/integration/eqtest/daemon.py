@@ -187,7 +187,7 @@ class Daemon:
             "shm": {"name": f"/eqt-{os.getpid()}-{self.n}"},
             "http": {"listen": f"127.0.0.1:{self.port}"},
             "auth": {},
-            "redis": {"host": "127.0.0.1",
+            "redis": {"host": getattr(self.redis, "host", "127.0.0.1"),
                       "port": self.redis.port if self.redis else closed},
             "postgres": {},
             "kafka": {"brokers": self.kafka.bootstrap if self.kafka else f"127.0.0.1:{closed}"},

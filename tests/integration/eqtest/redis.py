@@ -6,6 +6,9 @@ disables DEBUG by default). Fault injection: .stop()/.start() (same port
 again, so a daemon's config stays valid), .kill() (SIGKILL), .pause(ms)
 (CLIENT PAUSE: connections are accepted, commands wait), .freeze()/.thaw()
 (SIGSTOP/SIGCONT: the kernel still accepts connections, nothing answers).
+
+host= binds another address than 127.0.0.1 and netns= runs the server in a
+network namespace (eqtest/netns.py): Redis(dir, host=ns.addr, netns=ns).
 """
 
 import os
@@ -22,8 +25,11 @@ class RedisError(Exception):
 
 
 class Redis:
-    def __init__(self, workdir, port=None, password=None, extra_args=()):
+    def __init__(self, workdir, port=None, password=None, extra_args=(), host="127.0.0.1",
+                 netns=None):
         self.workdir = workdir
+        self.host = host                 # the address it binds and is reached at
+        self.netns = netns               # a netns.Netns to run in, or None
         self.port = port
         self.password = password
         self.extra_args = list(extra_args)
@@ -35,13 +41,14 @@ class Redis:
     # -- lifecycle ---------------------------------------------------------
 
     def _argv(self):
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        argv = ["redis-server", "--port", str(self.port), "--bind", self.host,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--dir", self.workdir, "--logfile", self.log_path,
                 "--enable-debug-command", "local", "--protected-mode", "no"]
         if self.password:
             argv += ["--requirepass", self.password]
-        return argv + self.extra_args
+        argv += self.extra_args
+        return self.netns.wrap(argv) if self.netns else argv
 
     def start(self, timeout=10.0):
         """Starts redis-server (on the same port as before, if it ran before)
@@ -143,7 +150,7 @@ class Redis:
     def cli(self, *args, timeout=10):
         """Runs redis-cli against this server; returns its stdout, stripped.
         Raises RedisError on an error reply."""
-        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
+        argv = ["redis-cli", "-h", self.host, "-p", str(self.port)]
         if self.password:
             argv += ["--no-auth-warning", "-a", self.password]
         res = util.run(argv + [str(a) for a in args], timeout=timeout, check=False)
@@ -155,7 +162,7 @@ class Redis:
     def cmd(self, *args, timeout=5.0):
         """Sends one command over RESP and returns the decoded reply: str,
         int, None or a list. Raises RedisError on an error reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
             f = s.makefile("rb")
             if self.password:
                 s.sendall(_encode(["AUTH", self.password]))
@@ -177,7 +184,7 @@ class Redis:
         return self.cmd("HSET", f"pricing:{zone_id}", *fields)
 
     def __repr__(self):
-        return f"<Redis 127.0.0.1:{self.port} {'running' if self.running() else 'stopped'}>"
+        return f"<Redis {self.host}:{self.port} {'running' if self.running() else 'stopped'}>"
 
 
 def _encode(args):

@@ -105,13 +105,17 @@ START_TEST(test_defaults_match_design)
 	ck_assert_uint_eq(C.http.header_timeout_ms, 5000);
 	ck_assert_uint_eq(C.http.idle_timeout_ms, 60000);
 	ck_assert_uint_eq(C.http.max_connections, 10000);
+	ck_assert_uint_eq(C.http.max_streams, 1000);
 
-	ck_assert_uint_eq(C.auth.n_tokens, 0);
+	ck_assert_uint_eq(C.auth.tokens.n, 0);
+	ck_assert_uint_eq(C.auth.admin.n, 0);
 
 	ck_assert_uint_eq(C.pricing.workers, 2);
 	ck_assert(C.pricing.default_base_fare == 12.50);
 	ck_assert(C.pricing.default_multiplier == 1.0);
 	ck_assert(C.pricing.default_confidence == 0.1);
+	ck_assert_int_eq(C.pricing.quotes, CONF_ON);
+	ck_assert_uint_eq(C.pricing.stream_interval_ms, 1000);
 	ck_assert_ptr_null(C.zones);
 	ck_assert_uint_eq(C.n_zones, 0);
 
@@ -120,6 +124,10 @@ START_TEST(test_defaults_match_design)
 	ck_assert_str_eq(C.redis.password, "");
 	ck_assert_uint_eq(C.redis.db, 0);
 	ck_assert_uint_eq(C.redis.timeout_ms, 100);
+	ck_assert_uint_eq(C.redis.sentinels.n, 0);
+	ck_assert_str_eq(C.redis.master_name, "mymaster");
+	ck_assert_str_eq(C.redis.sentinel_password, "");
+	ck_assert_uint_eq(C.redis.replicas.n, 0);
 
 	ck_assert_str_eq(C.postgres.primary, "");
 	ck_assert_str_eq(C.postgres.backup, "");
@@ -136,6 +144,7 @@ START_TEST(test_defaults_match_design)
 	ck_assert_uint_eq(C.spool.max_bytes, 1073741824);
 	ck_assert_int_eq(C.spool.fsync, CONF_FSYNC_BATCH);
 	ck_assert_uint_eq(C.spool.fsync_ms, 100);
+	ck_assert_uint_eq(C.spool.dead_max_bytes, 104857600);
 
 	ck_assert_uint_eq(C.probe.interval_ms, 1000);
 	ck_assert_uint_eq(C.probe.fast_interval_ms, 250);
@@ -155,6 +164,7 @@ START_TEST(test_defaults_match_design)
 	ck_assert_uint_eq(C.modes.degraded_stale_ttl_ms, 30000);
 	ck_assert_int_eq(C.modes.emergency_pricing, CONF_EMERGENCY_DEFAULT);
 	ck_assert(C.modes.degraded_quote_sample == 0.1);
+	ck_assert_uint_eq(C.modes.stale_max_age_ms, 3600000);
 
 	ck_assert_str_eq(C.alerts.webhook_url, "");
 	ck_assert_str_eq(C.alerts.slack_webhook_url, "");
@@ -163,16 +173,21 @@ START_TEST(test_defaults_match_design)
 	ck_assert_str_eq(C.alerts.email_to, "");
 	ck_assert_str_eq(C.alerts.sendmail, "/usr/sbin/sendmail");
 	ck_assert_uint_eq(C.alerts.min_interval_ms, 60000);
+	ck_assert_uint_eq(C.alerts.event_age_ms, 300000);
+
+	ck_assert_int_eq(C.log.level, CONF_LOG_INFO);
+	ck_assert(C.log.access_sample == 0);
 
 	ck_assert_uint_eq(C.supervisor.restart_base_ms, 100);
 	ck_assert_uint_eq(C.supervisor.restart_max_ms, 10000);
 	ck_assert_uint_eq(C.supervisor.restart_reset_ms, 10000);
 	ck_assert_uint_eq(C.supervisor.heartbeat_timeout_ms, 5000);
 	ck_assert_uint_eq(C.supervisor.drain_ms, 5000);
+	ck_assert_uint_eq(C.supervisor.drain_grace_ms, 0);
 	ck_assert_str_eq(C.supervisor.libexec_dir, "");
 
-	/* 61 keys in DESIGN.md's table: a new key needs a line above. */
-	ck_assert_uint_eq(conf_schema_count(), 61);
+	/* 75 keys in DESIGN.md's table: a new key needs a line above. */
+	ck_assert_uint_eq(conf_schema_count(), 75);
 	ck_assert_int_eq(CONF_PRICING_WORKERS_MAX, 64 - 2);
 }
 END_TEST
@@ -287,11 +302,11 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(C.http.header_timeout_ms, 1000);
 	ck_assert_uint_eq(C.http.idle_timeout_ms, 2000);
 	ck_assert_uint_eq(C.http.max_connections, 50);
-	ck_assert_uint_eq(C.auth.n_tokens, 2);
-	ck_assert_uint_eq(C.auth.token_sha256[0][0], 0x8e);
-	ck_assert_uint_eq(C.auth.token_sha256[0][31], 0xf8);
-	ck_assert_uint_eq(C.auth.token_sha256[1][0], 0xf4);
-	ck_assert_uint_eq(C.auth.token_sha256[1][31], 0x53);
+	ck_assert_uint_eq(C.auth.tokens.n, 2);
+	ck_assert_uint_eq(C.auth.tokens.sha256[0][0], 0x8e);
+	ck_assert_uint_eq(C.auth.tokens.sha256[0][31], 0xf8);
+	ck_assert_uint_eq(C.auth.tokens.sha256[1][0], 0xf4);
+	ck_assert_uint_eq(C.auth.tokens.sha256[1][31], 0x53);
 	ck_assert_uint_eq(C.pricing.workers, 4);
 	ck_assert(C.pricing.default_base_fare == 9.75);
 	ck_assert(C.pricing.default_multiplier == 1.5);
@@ -634,10 +649,10 @@ START_TEST(test_multiple_tokens)
 	for (int i = 0; i < CONF_MAX_TOKENS; i++)
 		used += (size_t)sprintf(text + used, "token_sha256 = %064x\n", i);
 	expect_ok(text);
-	ck_assert_uint_eq(C.auth.n_tokens, CONF_MAX_TOKENS);
+	ck_assert_uint_eq(C.auth.tokens.n, CONF_MAX_TOKENS);
 	for (int i = 0; i < CONF_MAX_TOKENS; i++) {
-		ck_assert_uint_eq(C.auth.token_sha256[i][31], (unsigned)i & 0xff);
-		ck_assert_uint_eq(C.auth.token_sha256[i][0], 0);
+		ck_assert_uint_eq(C.auth.tokens.sha256[i][31], (unsigned)i & 0xff);
+		ck_assert_uint_eq(C.auth.tokens.sha256[i][0], 0);
 	}
 	conf_free(&C);
 	/* One more is refused on its line. */
@@ -649,6 +664,70 @@ START_TEST(test_multiple_tokens)
 	             "token_sha256 = 8ED3F6AD685B959EAD7022518E1AF76CD816F8E8EC7CCDDA1ED4018E8F2223F8\n",
 	             "config.ini:4: [auth] token_sha256: the same digest is already on line 2");
 	free(text);
+}
+END_TEST
+
+/* Admin digests are their own list: counted, deduplicated and compared
+ * apart from the ordinary tokens; the same digest may stand in both. */
+START_TEST(test_admin_tokens)
+{
+	expect_ok("[auth]\ntoken_sha256 = " DIGEST_A "\nadmin_token_sha256 = " DIGEST_A "\n"
+	          "admin_token_sha256 = F44E64E75F3948E9F73F8DFA94721C4CE8CBB4F265C4790C702B2D41CFBF2753\n");
+	ck_assert_uint_eq(C.auth.tokens.n, 1);
+	ck_assert_uint_eq(C.auth.admin.n, 2);
+	ck_assert_uint_eq(C.auth.admin.sha256[0][0], 0x8e);
+	ck_assert_uint_eq(C.auth.admin.sha256[1][31], 0x53);
+	struct conf other;
+	const char *plain = "[auth]\ntoken_sha256 = " DIGEST_A "\n";
+	ck_assert_int_eq(conf_load_buffer("x", plain, strlen(plain), &other, NULL), 0);
+	ck_assert(!conf_equal(&C, &other));
+	conf_free(&other);
+	conf_free(&C);
+	expect_error("[auth]\nadmin_token_sha256 = " DIGEST_A "\nadmin_token_sha256 = " DIGEST_A "\n",
+	             "config.ini:3: [auth] admin_token_sha256: the same digest is already on line 2");
+	conf_free(&C);
+	expect_error("[auth]\nadmin_token_sha256 =\n",
+	             "config.ini:2: [auth] admin_token_sha256 is empty: give a digest, or remove "
+	             "the line (no admin token = admin API off)");
+	conf_free(&C);
+}
+END_TEST
+
+/* [redis] sentinels / replicas: host:port lists parsed into entries. */
+START_TEST(test_host_lists)
+{
+	expect_ok("[redis]\nsentinels = 10.0.0.1:26379, 10.0.0.2:26380,[::1]:26381\n"
+	          "replicas = r1.example:6380\n");
+	ck_assert_uint_eq(C.redis.sentinels.n, 3);
+	ck_assert_str_eq(C.redis.sentinels.a[0].host, "10.0.0.1");
+	ck_assert_uint_eq(C.redis.sentinels.a[0].port, 26379);
+	ck_assert_str_eq(C.redis.sentinels.a[1].host, "10.0.0.2");
+	ck_assert_uint_eq(C.redis.sentinels.a[1].port, 26380);
+	ck_assert_str_eq(C.redis.sentinels.a[2].host, "::1");
+	ck_assert_uint_eq(C.redis.sentinels.a[2].port, 26381);
+	ck_assert_uint_eq(C.redis.replicas.n, 1);
+	ck_assert_str_eq(C.redis.replicas.a[0].host, "r1.example");
+	ck_assert_uint_eq(C.redis.replicas.a[0].port, 6380);
+	conf_free(&C);
+	expect_error("[redis]\nsentinels = 10.0.0.1\n",
+	             "config.ini:2: [redis] sentinels = 10.0.0.1: entry 1: must be HOST:PORT or "
+	             "[IPv6]:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:26379)");
+	conf_free(&C);
+	expect_error("[redis]\nreplicas = 10.0.0.1:1,10.0.0.1:0\n",
+	             "config.ini:2: [redis] replicas = 10.0.0.1:1,10.0.0.1:0: entry 2: must be "
+	             "HOST:PORT or [IPv6]:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:26379)");
+	conf_free(&C);
+	expect_error("[redis]\nreplicas = ::1:6379\n",
+	             "config.ini:2: [redis] replicas = ::1:6379: entry 1: must be HOST:PORT or "
+	             "[IPv6]:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:26379)");
+	conf_free(&C);
+	expect_error("[redis]\nreplicas = 10.0.0.1:1, 10.0.0.1:1\n",
+	             "config.ini:2: [redis] replicas = 10.0.0.1:1, 10.0.0.1:1: entry 2 repeats entry 1");
+	conf_free(&C);
+	expect_error("[redis]\nreplicas = a b:1\n",
+	             "config.ini:2: [redis] replicas = a b:1: must be a host name or IP address "
+	             "(A-Z a-z 0-9 _ . : -)");
+	conf_free(&C);
 }
 END_TEST
 
@@ -866,8 +945,9 @@ START_TEST(test_secrets_never_printed)
 			ck_assert_msg(strstr(E.msg[0], "SECRETMARK") == NULL, "leaked: %s", E.msg[0]);
 		conf_free(&C);
 	}
-	/* password, primary, backup, 3 URLs, routing key, token digests */
-	ck_assert_int_eq(secrets, 8);
+	/* password, sentinel_password, primary, backup, 3 URLs, routing key,
+	 * token and admin token digests */
+	ck_assert_int_eq(secrets, 10);
 	ck_assert_int_eq(load("[alerts]\nwebhook_url = ftp://user:SECRETMARK@h/\n"), -EINVAL);
 	ck_assert_str_eq(E.msg[0], "config.ini:2: [alerts] webhook_url: must be an http:// or "
 	                 "https:// URL (or empty)");
@@ -1329,6 +1409,8 @@ static Suite *conf_suite(void)
 	tc = tcase_create("features");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_multiple_tokens);
+	tcase_add_test(tc, test_admin_tokens);
+	tcase_add_test(tc, test_host_lists);
 	tcase_add_test(tc, test_zone_sections);
 	tcase_add_test(tc, test_zone_ids_validated);
 	tcase_add_test(tc, test_many_zones);

@@ -117,24 +117,38 @@ static void check_valid(const struct conf *c)
 			else
 				ck_assert_int_eq(conf_listen_parse(f, NULL, NULL), 0);
 			for (size_t j = 0; j < n; j++)
-				ck_assert((unsigned char)f[j] >= 0x20 && f[j] != 0x7f);
+				ck_assert_msg((unsigned char)f[j] >= 0x20 && f[j] != 0x7f, "seed %" PRIu64 ": %s.%s control byte", seed, k->section, k->key);
 			break;
 		}
 		case CONF__ENUM: {
 			int v;
 			memcpy(&v, f, sizeof(v));
-			ck_assert(v >= 0 && v <= 2);
-			ck_assert(k->names[v] != NULL);
+			int n_names = 0;
+			while (k->names[n_names] != NULL)
+				n_names++;
+			ck_assert(v >= 0 && v < n_names);
 			break;
 		}
-		case CONF__SHA256:
+		case CONF__SHA256: {
+			const struct conf_digests *ds = (const void *)f;
+			ck_assert_uint_le(ds->n, CONF_MAX_TOKENS);
+			for (unsigned a = 0; a < ds->n; a++)
+				for (unsigned b = 0; b < a; b++)
+					ck_assert(memcmp(ds->sha256[a], ds->sha256[b], 32) != 0);
 			break;
+		}
+		case CONF__HOSTS: {
+			const struct conf_hostports *hp = (const void *)f;
+			ck_assert_uint_le(hp->n, CONF_MAX_HOSTS);
+			for (unsigned a = 0; a < hp->n; a++) {
+				size_t n = strnlen(hp->a[a].host, CONF_HOST_MAX);
+				ck_assert(n > 0 && n < CONF_HOST_MAX);
+				ck_assert_uint_gt(hp->a[a].port, 0);
+			}
+			break;
+		}
 		}
 	}
-	ck_assert_uint_le(c->auth.n_tokens, CONF_MAX_TOKENS);
-	for (unsigned i = 0; i < c->auth.n_tokens; i++)
-		for (unsigned j = 0; j < i; j++)
-			ck_assert(memcmp(c->auth.token_sha256[i], c->auth.token_sha256[j], 32) != 0);
 	ck_assert_uint_le(c->kafka.n_rdkafka, CONF_MAX_RDKAFKA);
 	for (size_t i = 0; i < c->kafka.n_rdkafka; i++) {
 		ck_assert(strnlen(c->kafka.rdkafka[i].name, 128) > 0);

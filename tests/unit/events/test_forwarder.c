@@ -28,7 +28,7 @@
 #include "shm/shm_ring.h"
 #include "util/util.h"
 #include "workers/forwarder/fw.h"
-#include "workers/forwarder/fw_spool.h"
+#include "spool/spool.h"
 
 #define PARTITIONS 3
 
@@ -437,14 +437,14 @@ START_TEST(test_outage_spools_then_replays_in_order)
 	 * replay oldest-first keeps per-key order. */
 	check_all_delivered(true);
 	/* and the spool's segments are gone */
-	struct fw_spool *sp;
-	struct fw_spool_params p = { .dir = spooldir, .readonly = true };
+	struct spool *sp;
+	struct spool_params p = { .dir = spooldir, .readonly = true };
 	char err[256];
-	ck_assert_int_eq(fw_spool_open(&p, &sp, err, sizeof(err)), 0);
-	struct fw_spool_stats ss;
-	fw_spool_stats(sp, &ss);
+	ck_assert_int_eq(spool_open(&p, &sp, err, sizeof(err)), 0);
+	struct spool_stats ss;
+	spool_stats(sp, &ss);
 	ck_assert_uint_eq(ss.segments, 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	uv_loop_close(&loop);
 }
 END_TEST

@@ -1,5 +1,5 @@
 /*
- * test_spool: the forwarder's disk spool (workers/forwarder/fw_spool.h) on a
+ * test_spool: the forwarder's disk spool (spool/spool.h) on a
  * real filesystem: append, replay, acknowledgment, rotation, bounds, torn
  * tails at every byte offset, corruption in the middle, restart mid-replay,
  * the directory lock and a really full disk (a private tmpfs).
@@ -19,8 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "workers/forwarder/fw_crc32c.h"
-#include "workers/forwarder/fw_spool.h"
+#include "spool/spool_crc32c.h"
+#include "spool/spool.h"
 
 static char tmpdir[256];
 static char spooldir[300];
@@ -44,23 +44,23 @@ static void teardown(void)
 	nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static struct fw_spool *open_spool(uint64_t max_bytes, uint64_t seg_bytes, enum fw_spool_fsync f)
+static struct spool *open_spool(uint64_t max_bytes, uint64_t seg_bytes, enum spool_fsync f)
 {
-	struct fw_spool_params p = { .dir = spooldir, .max_bytes = max_bytes,
+	struct spool_params p = { .dir = spooldir, .max_bytes = max_bytes,
 	                             .segment_bytes = seg_bytes, .fsync = f };
-	struct fw_spool *sp = NULL;
+	struct spool *sp = NULL;
 	char err[512];
-	int rc = fw_spool_open(&p, &sp, err, sizeof(err));
+	int rc = spool_open(&p, &sp, err, sizeof(err));
 	ck_assert_msg(rc == 0, "open: %d %s", rc, err);
 	return sp;
 }
 
-static struct fw_spool *open_ro(void)
+static struct spool *open_ro(void)
 {
-	struct fw_spool_params p = { .dir = spooldir, .readonly = true };
-	struct fw_spool *sp = NULL;
+	struct spool_params p = { .dir = spooldir, .readonly = true };
+	struct spool *sp = NULL;
 	char err[512];
-	int rc = fw_spool_open(&p, &sp, err, sizeof(err));
+	int rc = spool_open(&p, &sp, err, sizeof(err));
 	ck_assert_msg(rc == 0, "open ro: %d %s", rc, err);
 	return sp;
 }
@@ -75,18 +75,18 @@ static size_t payload(uint64_t i, char *buf, size_t cap)
 	return len;
 }
 
-static void append_n(struct fw_spool *sp, uint64_t from, uint64_t n)
+static void append_n(struct spool *sp, uint64_t from, uint64_t n)
 {
 	char buf[256];
 	for (uint64_t i = from; i < from + n; i++) {
 		size_t len = payload(i, buf, sizeof(buf));
 		uint64_t seq;
-		ck_assert_int_eq(fw_spool_append(sp, buf, (uint32_t)len, 1000 + i, &seq), 0);
+		ck_assert_int_eq(spool_append(sp, buf, (uint32_t)len, 1000 + i, &seq), 0);
 		ck_assert_uint_eq(seq, i);
 	}
 }
 
-static void check_rec(const struct fw_spool_rec *r, uint64_t i)
+static void check_rec(const struct spool_rec *r, uint64_t i)
 {
 	char buf[256];
 	size_t len = payload(i, buf, sizeof(buf));
@@ -144,20 +144,20 @@ static void write_file(const char *path, const void *b, size_t len)
 
 START_TEST(test_crc32c_vectors)
 {
-	ck_assert_uint_eq(fw_crc32c(0, "123456789", 9), 0xE3069283u);
-	ck_assert_uint_eq(fw__crc32c_sw(0, "123456789", 9), 0xE3069283u);
-	ck_assert_uint_eq(fw_crc32c(0, "", 0), 0);
+	ck_assert_uint_eq(spool_crc32c(0, "123456789", 9), 0xE3069283u);
+	ck_assert_uint_eq(spool__crc32c_sw(0, "123456789", 9), 0xE3069283u);
+	ck_assert_uint_eq(spool_crc32c(0, "", 0), 0);
 	uint8_t zeros[32] = { 0 };
-	ck_assert_uint_eq(fw_crc32c(0, zeros, 32), 0x8A9136AAu);   /* RFC 3720 B.4 */
+	ck_assert_uint_eq(spool_crc32c(0, zeros, 32), 0x8A9136AAu);   /* RFC 3720 B.4 */
 	uint8_t buf[1500];
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)(i * 131 + 7);
 	for (size_t len = 0; len < sizeof(buf); len += 37) {
-		uint32_t a = fw_crc32c(0, buf, len);
-		ck_assert_uint_eq(a, fw__crc32c_sw(0, buf, len));
+		uint32_t a = spool_crc32c(0, buf, len);
+		ck_assert_uint_eq(a, spool__crc32c_sw(0, buf, len));
 		/* chaining gives the same result as one call */
-		uint32_t c = fw_crc32c(0, buf, len / 3);
-		c = fw_crc32c(c, buf + len / 3, len - len / 3);
+		uint32_t c = spool_crc32c(0, buf, len / 3);
+		c = spool_crc32c(c, buf + len / 3, len - len / 3);
 		ck_assert_uint_eq(a, c);
 	}
 }
@@ -165,107 +165,107 @@ END_TEST
 
 /* ---- basics ---- */
 
-static void roundtrip(enum fw_spool_fsync f)
+static void roundtrip(enum spool_fsync f)
 {
-	struct fw_spool *sp = open_spool(0, 0, f);
-	struct fw_spool_stats st;
-	struct fw_spool_rec r;
+	struct spool *sp = open_spool(0, 0, f);
+	struct spool_stats st;
+	struct spool_rec r;
 
-	fw_spool_stats(sp, &st);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 0);
 	ck_assert_uint_eq(st.next_seq, 1);
-	ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
+	ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
 
 	append_n(sp, 1, 100);
-	fw_spool_stats(sp, &st);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 100);
 	ck_assert_uint_eq(st.unread, 100);
 	ck_assert_uint_eq(st.segments, 1);
 	ck_assert_uint_eq(st.oldest_ts_ms, 1001);
-	ck_assert_int_eq(fw_spool_sync(sp), 0);
+	ck_assert_int_eq(spool_sync(sp), 0);
 	for (uint64_t i = 1; i <= 100; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
 	}
-	ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
-	ck_assert_int_eq(fw_spool_ack(sp, 5), -ENOENT);         /* already acked */
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
+	ck_assert_int_eq(spool_ack(sp, 5), -ENOENT);         /* already acked */
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 0);
 	ck_assert_uint_eq(st.segments, 0);
 	ck_assert_uint_eq(st.bytes, 0);
 	ck_assert_uint_eq(st.oldest_ts_ms, 0);
 	ck_assert_int_eq(count_segments(), 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	ck_assert_ptr_null(sp);
 }
 
-START_TEST(test_roundtrip_batch) { roundtrip(FW_SPOOL_FSYNC_BATCH); }
+START_TEST(test_roundtrip_batch) { roundtrip(SPOOL_FSYNC_BATCH); }
 END_TEST
-START_TEST(test_roundtrip_always) { roundtrip(FW_SPOOL_FSYNC_ALWAYS); }
+START_TEST(test_roundtrip_always) { roundtrip(SPOOL_FSYNC_ALWAYS); }
 END_TEST
-START_TEST(test_roundtrip_never) { roundtrip(FW_SPOOL_FSYNC_NEVER); }
+START_TEST(test_roundtrip_never) { roundtrip(SPOOL_FSYNC_NEVER); }
 END_TEST
 
 START_TEST(test_reject_bad_lengths)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
-	char *big = calloc(1, FW_SPOOL_MAX_RECORD + 1);
-	ck_assert_int_eq(fw_spool_append(sp, "x", 0, 0, NULL), -EINVAL);
-	ck_assert_int_eq(fw_spool_append(sp, big, FW_SPOOL_MAX_RECORD + 1, 0, NULL), -EINVAL);
-	ck_assert_int_eq(fw_spool_append(sp, big, FW_SPOOL_MAX_RECORD, 0, NULL), 0);
-	struct fw_spool_rec r;
-	ck_assert_int_eq(fw_spool_next(sp, &r), 0);
-	ck_assert_uint_eq(r.len, FW_SPOOL_MAX_RECORD);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
+	char *big = calloc(1, SPOOL_MAX_RECORD + 1);
+	ck_assert_int_eq(spool_append(sp, "x", 0, 0, NULL), -EINVAL);
+	ck_assert_int_eq(spool_append(sp, big, SPOOL_MAX_RECORD + 1, 0, NULL), -EINVAL);
+	ck_assert_int_eq(spool_append(sp, big, SPOOL_MAX_RECORD, 0, NULL), 0);
+	struct spool_rec r;
+	ck_assert_int_eq(spool_next(sp, &r), 0);
+	ck_assert_uint_eq(r.len, SPOOL_MAX_RECORD);
 	free(big);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
 START_TEST(test_reopen_keeps_unacked)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
 	append_n(sp, 1, 50);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
-	sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 50);
 	ck_assert_uint_eq(st.next_seq, 51);
 	ck_assert_uint_eq(st.corrupt_regions, 0);
 	ck_assert_uint_eq(st.torn_bytes, 0);
 	append_n(sp, 51, 10);                 /* appends continue the same segment */
-	struct fw_spool_rec r;
+	struct spool_rec r;
 	for (uint64_t i = 1; i <= 60; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
 	}
-	ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
-	fw_spool_close(&sp);
+	ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
+	spool_close(&sp);
 }
 END_TEST
 
 START_TEST(test_seq_never_reused)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_rec r;
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_rec r;
 	append_n(sp, 1, 5);
-	while (fw_spool_next(sp, &r) == 0)
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
+	while (spool_next(sp, &r) == 0)
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
+	ck_assert_int_eq(spool_commit(sp), 0);
 	ck_assert_int_eq(count_segments(), 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
 	/* Every segment is gone; the marker still remembers seq 5. */
-	sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
+	sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
 	uint64_t seq;
-	ck_assert_int_eq(fw_spool_append(sp, "x", 1, 0, &seq), 0);
+	ck_assert_int_eq(spool_append(sp, "x", 1, 0, &seq), 0);
 	ck_assert_uint_eq(seq, 6);
-	ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+	ck_assert_int_eq(spool_next(sp, &r), 0);
 	ck_assert_uint_eq(r.seq, 6);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
@@ -273,77 +273,77 @@ END_TEST
 
 START_TEST(test_out_of_order_acks)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_rec r;
-	struct fw_spool_stats st;
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_rec r;
+	struct spool_stats st;
 
 	append_n(sp, 1, 10);
 	for (int i = 0; i < 10; i++)
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 	for (uint64_t s = 10; s >= 2; s--)
-		ck_assert_int_eq(fw_spool_ack(sp, s), 0);
-	ck_assert_int_eq(fw_spool_ack(sp, 11), -ENOENT);
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
-	fw_spool_stats(sp, &st);
+		ck_assert_int_eq(spool_ack(sp, s), 0);
+	ck_assert_int_eq(spool_ack(sp, 11), -ENOENT);
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.acked_through, 0);
 	ck_assert_uint_eq(st.records, 10);
 	ck_assert_uint_eq(st.inflight, 10);
 	ck_assert_uint_eq(st.oldest_ts_ms, 1001);
 	ck_assert_int_eq(count_segments(), 1);
 
-	ck_assert_int_eq(fw_spool_ack(sp, 1), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_ack(sp, 1), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.acked_through, 10);
 	ck_assert_uint_eq(st.records, 0);
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
+	ck_assert_int_eq(spool_commit(sp), 0);
 	ck_assert_int_eq(count_segments(), 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
 START_TEST(test_rotation_and_segment_deletion)
 {
 	/* 1000-byte segments: each record is 32 + 7..67+ bytes, so ~10 per segment. */
-	struct fw_spool *sp = open_spool(0, 1000, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_stats st;
-	struct fw_spool_rec r;
+	struct spool *sp = open_spool(0, 1000, SPOOL_FSYNC_BATCH);
+	struct spool_stats st;
+	struct spool_rec r;
 	char path[400];
 
 	append_n(sp, 1, 200);
-	fw_spool_stats(sp, &st);
+	spool_stats(sp, &st);
 	ck_assert_uint_gt(st.segments, 10);
 	ck_assert_int_eq(count_segments(), (int)st.segments);
 	/* the first segment is named by seq 1 and no segment exceeds 1000 bytes */
 	ck_assert_int_eq(access(seg_path(1, path, sizeof(path)), F_OK), 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
-	sp = open_spool(0, 1000, FW_SPOOL_FSYNC_BATCH);
+	sp = open_spool(0, 1000, SPOOL_FSYNC_BATCH);
 	uint64_t segs0;
-	fw_spool_stats(sp, &st);
+	spool_stats(sp, &st);
 	segs0 = st.segments;
 	ck_assert_uint_eq(st.records, 200);
 	/* replay everything in order across segments, ack the first 100 */
 	for (uint64_t i = 1; i <= 200; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
 		if (i <= 100)
-			ck_assert_int_eq(fw_spool_ack(sp, i), 0);
+			ck_assert_int_eq(spool_ack(sp, i), 0);
 	}
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_lt(st.segments, segs0);
 	ck_assert_uint_gt(st.segments, 0);
 	ck_assert_uint_eq(st.records, 100);
 	ck_assert_uint_eq(st.acked_through, 100);
 	/* The segment holding 101 still exists; the one with seq 1 is gone. */
 	ck_assert_int_eq(access(seg_path(1, path, sizeof(path)), F_OK), -1);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
 	/* After a restart the acked half is not replayed again. */
-	sp = open_spool(0, 1000, FW_SPOOL_FSYNC_BATCH);
-	ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+	sp = open_spool(0, 1000, SPOOL_FSYNC_BATCH);
+	ck_assert_int_eq(spool_next(sp, &r), 0);
 	check_rec(&r, 101);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
@@ -352,40 +352,40 @@ START_TEST(test_max_bytes)
 	char buf[100];
 	memset(buf, 'x', sizeof(buf));
 	/* room for exactly 10 records of 100 bytes */
-	struct fw_spool *sp = open_spool(10 * (FW_SPOOL_REC_HDR + 100), 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_stats st;
+	struct spool *sp = open_spool(10 * (SPOOL_REC_HDR + 100), 0, SPOOL_FSYNC_BATCH);
+	struct spool_stats st;
 	for (int i = 0; i < 10; i++)
-		ck_assert_int_eq(fw_spool_append(sp, buf, 100, 0, NULL), 0);
-	ck_assert_int_eq(fw_spool_append(sp, buf, 100, 0, NULL), -ENOSPC);
-	fw_spool_stats(sp, &st);
+		ck_assert_int_eq(spool_append(sp, buf, 100, 0, NULL), 0);
+	ck_assert_int_eq(spool_append(sp, buf, 100, 0, NULL), -ENOSPC);
+	spool_stats(sp, &st);
 	ck_assert(st.full);
 	ck_assert(!st.disk_full);
 	ck_assert_uint_eq(st.records, 10);
-	ck_assert_uint_eq(st.bytes, 10 * (FW_SPOOL_REC_HDR + 100));
-	fw_spool_close(&sp);
+	ck_assert_uint_eq(st.bytes, 10 * (SPOOL_REC_HDR + 100));
+	spool_close(&sp);
 
 	/* all or nothing: 2 fit after acking 2, a batch of 3 does not */
-	sp = open_spool(10 * (FW_SPOOL_REC_HDR + 100), 4 * (FW_SPOOL_REC_HDR + 100),
-	                FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_rec r;
+	sp = open_spool(10 * (SPOOL_REC_HDR + 100), 4 * (SPOOL_REC_HDR + 100),
+	                SPOOL_FSYNC_BATCH);
+	struct spool_rec r;
 	for (int i = 0; i < 10; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
 	}
-	ck_assert_int_eq(fw_spool_commit(sp), 0);     /* one segment of 10: all acked, deleted */
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_commit(sp), 0);     /* one segment of 10: all acked, deleted */
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.bytes, 0);
 	for (int i = 0; i < 8; i++)
-		ck_assert_int_eq(fw_spool_append(sp, buf, 100, 0, NULL), 0);
-	struct fw_spool_item it[3] = { { buf, 100, 0 }, { buf, 100, 0 }, { buf, 100, 0 } };
-	ck_assert_int_eq(fw_spool_appendv(sp, it, 3, NULL), -ENOSPC);
-	fw_spool_stats(sp, &st);
+		ck_assert_int_eq(spool_append(sp, buf, 100, 0, NULL), 0);
+	struct spool_item it[3] = { { buf, 100, 0 }, { buf, 100, 0 }, { buf, 100, 0 } };
+	ck_assert_int_eq(spool_appendv(sp, it, 3, NULL), -ENOSPC);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 8);
-	ck_assert_int_eq(fw_spool_appendv(sp, it, 2, NULL), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_appendv(sp, it, 2, NULL), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 10);
 	ck_assert(!st.full);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
@@ -394,22 +394,22 @@ END_TEST
 START_TEST(test_torn_tail_every_offset)
 {
 	const uint64_t K = 6;
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
 	char path[400], buf[256];
 	append_n(sp, 1, K);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
 	seg_path(1, path, sizeof(path));
 	size_t full_len;
 	char *full = read_file(path, &full_len);
-	size_t last_len = FW_SPOOL_REC_HDR + payload(K, buf, sizeof(buf));
+	size_t last_len = SPOOL_REC_HDR + payload(K, buf, sizeof(buf));
 	size_t start = full_len - last_len;
 
 	for (size_t cut = start; cut <= full_len; cut++) {
 		write_file(path, full, cut);
-		sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
-		struct fw_spool_stats st;
-		fw_spool_stats(sp, &st);
+		sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
+		struct spool_stats st;
+		spool_stats(sp, &st);
 		uint64_t expect = cut == full_len ? K : K - 1;
 		ck_assert_msg(st.records == expect, "cut %zu: %" PRIu64 " records", cut, st.records);
 		ck_assert_uint_eq(st.corrupt_regions, 0);
@@ -417,22 +417,22 @@ START_TEST(test_torn_tail_every_offset)
 		/* the torn bytes are gone from disk, not just ignored */
 		if (cut > start)
 			ck_assert_int_eq(file_size(path), cut == full_len ? (off_t)full_len : (off_t)start);
-		struct fw_spool_rec r;
+		struct spool_rec r;
 		for (uint64_t i = 1; i <= expect; i++) {
-			ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+			ck_assert_int_eq(spool_next(sp, &r), 0);
 			check_rec(&r, i);
 		}
-		ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
+		ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
 		/* appending after a repair continues cleanly */
 		if (cut < full_len) {
 			size_t len = payload(K, buf, sizeof(buf));
 			uint64_t seq;
-			ck_assert_int_eq(fw_spool_append(sp, buf, (uint32_t)len, 1000 + K, &seq), 0);
+			ck_assert_int_eq(spool_append(sp, buf, (uint32_t)len, 1000 + K, &seq), 0);
 			ck_assert_uint_eq(seq, K);
-			ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+			ck_assert_int_eq(spool_next(sp, &r), 0);
 			check_rec(&r, K);
 		}
-		fw_spool_close(&sp);
+		spool_close(&sp);
 		if (cut < full_len) {
 			size_t now_len;
 			char *now = read_file(path, &now_len);
@@ -447,20 +447,20 @@ END_TEST
 
 START_TEST(test_torn_tail_readonly_leaves_file)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
 	char path[400];
 	append_n(sp, 1, 3);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	seg_path(1, path, sizeof(path));
 	off_t sz = file_size(path);
 	ck_assert_int_eq(truncate(path, sz - 5), 0);
 	sp = open_ro();
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, 2);
 	ck_assert_uint_gt(st.torn_bytes, 0);
-	ck_assert_int_eq(fw_spool_append(sp, "x", 1, 0, NULL), -EROFS);
-	fw_spool_close(&sp);
+	ck_assert_int_eq(spool_append(sp, "x", 1, 0, NULL), -EROFS);
+	spool_close(&sp);
 	ck_assert_int_eq(file_size(path), sz - 5);   /* readonly never repairs */
 }
 END_TEST
@@ -483,49 +483,49 @@ static size_t rec_off(uint64_t seq)
 	char buf[256];
 	size_t off = 0;
 	for (uint64_t i = 1; i < seq; i++)
-		off += FW_SPOOL_REC_HDR + payload(i, buf, sizeof(buf));
+		off += SPOOL_REC_HDR + payload(i, buf, sizeof(buf));
 	return off;
 }
 
 static void corrupt_case(size_t off_in_rec, size_t n, int val, uint64_t bad_from, uint64_t bad_to)
 {
 	char path[400];
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
 	append_n(sp, 1, 10);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	seg_path(1, path, sizeof(path));
 	damage(path, rec_off(bad_from) + off_in_rec, n, val);
 
 	/* readonly (eqctl) sees the same, and changes nothing */
 	sp = open_ro();
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.corrupt_regions, 1);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
-	sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
-	fw_spool_stats(sp, &st);
+	sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.corrupt_regions, 1);
 	ck_assert_uint_gt(st.corrupt_bytes, 0);
 	ck_assert_uint_eq(st.torn_bytes, 0);
 	ck_assert_uint_eq(st.records, 10 - (bad_to - bad_from + 1));
-	struct fw_spool_rec r;
+	struct spool_rec r;
 	for (uint64_t i = 1; i <= 10; i++) {
 		if (i >= bad_from && i <= bad_to)
 			continue;
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
 	}
-	ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
+	ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
 	/* everything readable acked: the segment with the bad stretch goes too */
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.segments, 0);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 
-START_TEST(test_corrupt_payload_byte) { corrupt_case(FW_SPOOL_REC_HDR + 2, 1, -1, 5, 5); }
+START_TEST(test_corrupt_payload_byte) { corrupt_case(SPOOL_REC_HDR + 2, 1, -1, 5, 5); }
 END_TEST
 START_TEST(test_corrupt_magic) { corrupt_case(0, 1, 'Z', 4, 4); }
 END_TEST
@@ -543,9 +543,9 @@ START_TEST(test_corrupt_random_fuzz)
 	/* Random damage anywhere, many times: never a crash, and every record
 	 * handed out is an intact original. */
 	char path[400];
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
 	append_n(sp, 1, 40);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	seg_path(1, path, sizeof(path));
 	size_t len;
 	char *orig = read_file(path, &len);
@@ -562,19 +562,19 @@ START_TEST(test_corrupt_random_fuzz)
 		char d[400];
 		snprintf(d, sizeof(d), "%s/acked", spooldir);
 		unlink(d);
-		sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
-		struct fw_spool_rec r;
+		sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
+		struct spool_rec r;
 		uint64_t prev = 0, got = 0;
-		struct fw_spool_stats st;
-		fw_spool_stats(sp, &st);
-		while (fw_spool_next(sp, &r) == 0) {
+		struct spool_stats st;
+		spool_stats(sp, &st);
+		while (spool_next(sp, &r) == 0) {
 			ck_assert_uint_gt(r.seq, prev);
 			check_rec(&r, r.seq);
 			prev = r.seq;
 			got++;
 		}
 		ck_assert_uint_eq(got, st.records);
-		fw_spool_close(&sp);
+		spool_close(&sp);
 	}
 	free(orig);
 }
@@ -582,27 +582,27 @@ END_TEST
 
 START_TEST(test_restart_mid_replay)
 {
-	struct fw_spool *sp = open_spool(0, 1500, FW_SPOOL_FSYNC_ALWAYS);
+	struct spool *sp = open_spool(0, 1500, SPOOL_FSYNC_ALWAYS);
 	append_n(sp, 1, 100);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		/* The forwarder: 60 in flight, acks 1..30 and 40..50 (out of
 		 * order, as delivery reports come), commits, and is killed. */
-		struct fw_spool *c = open_spool(0, 1500, FW_SPOOL_FSYNC_ALWAYS);
-		struct fw_spool_rec r;
+		struct spool *c = open_spool(0, 1500, SPOOL_FSYNC_ALWAYS);
+		struct spool_rec r;
 		for (int i = 0; i < 60; i++)
-			if (fw_spool_next(c, &r) != 0)
+			if (spool_next(c, &r) != 0)
 				_exit(2);
 		for (uint64_t s = 50; s >= 40; s--)
-			if (fw_spool_ack(c, s) != 0)
+			if (spool_ack(c, s) != 0)
 				_exit(3);
 		for (uint64_t s = 1; s <= 30; s++)
-			if (fw_spool_ack(c, s) != 0)
+			if (spool_ack(c, s) != 0)
 				_exit(4);
-		if (fw_spool_commit(c) != 0)
+		if (spool_commit(c) != 0)
 			_exit(5);
 		raise(SIGKILL);
 		_exit(6);
@@ -611,73 +611,73 @@ START_TEST(test_restart_mid_replay)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
-	sp = open_spool(0, 1500, FW_SPOOL_FSYNC_ALWAYS);
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	sp = open_spool(0, 1500, SPOOL_FSYNC_ALWAYS);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.acked_through, 30);
 	ck_assert_uint_eq(st.records, 70);     /* 31..100: 40..50 are resent duplicates */
-	struct fw_spool_rec r;
+	struct spool_rec r;
 	for (uint64_t i = 31; i <= 100; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
 	}
-	ck_assert_int_eq(fw_spool_next(sp, &r), -ENOENT);
-	fw_spool_close(&sp);
+	ck_assert_int_eq(spool_next(sp, &r), -ENOENT);
+	spool_close(&sp);
 }
 END_TEST
 
 START_TEST(test_rewind_resends_inflight)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_rec r;
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_rec r;
 	append_n(sp, 1, 20);
 	for (int i = 0; i < 10; i++)
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 	for (uint64_t s = 1; s <= 5; s++)
-		ck_assert_int_eq(fw_spool_ack(sp, s), 0);
-	ck_assert_int_eq(fw_spool_ack(sp, 8), 0);
-	fw_spool_rewind(sp);
+		ck_assert_int_eq(spool_ack(sp, s), 0);
+	ck_assert_int_eq(spool_ack(sp, 8), 0);
+	spool_rewind(sp);
 	for (uint64_t i = 6; i <= 20; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		check_rec(&r, i);
 	}
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
 START_TEST(test_marker_torn_slot)
 {
 	char path[400];
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_rec r;
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_rec r;
 	append_n(sp, 1, 20);
 	for (uint64_t i = 1; i <= 10; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
 		if (i == 4 || i == 10)
-			ck_assert_int_eq(fw_spool_commit(sp), 0);  /* marker gens 3 (W=4, slot 1), 4 (W=10, slot 0) */
+			ck_assert_int_eq(spool_commit(sp), 0);  /* marker gens 3 (W=4, slot 1), 4 (W=10, slot 0) */
 	}
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	/* Tear the newer slot (gen 4, slot 0): the older one (W=4) wins. */
 	snprintf(path, sizeof(path), "%s/acked", spooldir);
 	damage(path, 16, 1, -1);
-	sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.acked_through, 4);
 	ck_assert(!st.marker_lost);
-	ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+	ck_assert_int_eq(spool_next(sp, &r), 0);
 	check_rec(&r, 5);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	/* Both slots bad: everything is replayed (duplicates, never loss). */
 	damage(path, 0, 64, 0x55);
-	sp = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	fw_spool_stats(sp, &st);
+	sp = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	spool_stats(sp, &st);
 	ck_assert(st.marker_lost);
 	ck_assert_uint_eq(st.acked_through, 0);
 	ck_assert_uint_eq(st.records, 20);
 	ck_assert_uint_eq(st.next_seq, 21);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 
@@ -685,10 +685,10 @@ END_TEST
 
 START_TEST(test_lock_excludes_second_forwarder)
 {
-	struct fw_spool *a = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH), *b = NULL;
-	struct fw_spool_params p = { .dir = spooldir, .fsync = FW_SPOOL_FSYNC_BATCH };
+	struct spool *a = open_spool(0, 0, SPOOL_FSYNC_BATCH), *b = NULL;
+	struct spool_params p = { .dir = spooldir, .fsync = SPOOL_FSYNC_BATCH };
 	char err[512];
-	ck_assert_int_eq(fw_spool_open(&p, &b, err, sizeof(err)), -EWOULDBLOCK);
+	ck_assert_int_eq(spool_open(&p, &b, err, sizeof(err)), -EWOULDBLOCK);
 	ck_assert_ptr_null(b);
 	char pidtxt[32];
 	snprintf(pidtxt, sizeof(pidtxt), "pid %d", (int)getpid());
@@ -697,28 +697,28 @@ START_TEST(test_lock_excludes_second_forwarder)
 	/* another process too */
 	pid_t pid = fork();
 	if (pid == 0) {
-		struct fw_spool *c = NULL;
-		_exit(fw_spool_open(&p, &c, err, sizeof(err)) == -EWOULDBLOCK ? 0 : 1);
+		struct spool *c = NULL;
+		_exit(spool_open(&p, &c, err, sizeof(err)) == -EWOULDBLOCK ? 0 : 1);
 	}
 	int status;
 	waitpid(pid, &status, 0);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	/* readonly readers need no lock */
-	struct fw_spool *ro = open_ro();
-	fw_spool_close(&ro);
-	fw_spool_close(&a);
-	b = open_spool(0, 0, FW_SPOOL_FSYNC_BATCH);
-	fw_spool_close(&b);
+	struct spool *ro = open_ro();
+	spool_close(&ro);
+	spool_close(&a);
+	b = open_spool(0, 0, SPOOL_FSYNC_BATCH);
+	spool_close(&b);
 }
 END_TEST
 
 START_TEST(test_readonly_missing_dir)
 {
-	struct fw_spool_params p = { .dir = spooldir, .readonly = true };
-	struct fw_spool *sp = NULL;
+	struct spool_params p = { .dir = spooldir, .readonly = true };
+	struct spool *sp = NULL;
 	char err[512];
-	ck_assert_int_eq(fw_spool_open(&p, &sp, err, sizeof(err)), -ENOENT);
+	ck_assert_int_eq(spool_open(&p, &sp, err, sizeof(err)), -ENOENT);
 	ck_assert_ptr_nonnull(strstr(err, "does not exist"));
 	ck_assert_int_eq(access(spooldir, F_OK), -1);   /* not created */
 }
@@ -726,18 +726,18 @@ END_TEST
 
 START_TEST(test_readonly_sees_live_appends)
 {
-	struct fw_spool *sp = open_spool(0, 0, FW_SPOOL_FSYNC_NEVER);
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
 	append_n(sp, 1, 7);
-	struct fw_spool *ro = open_ro();
-	struct fw_spool_stats st;
-	fw_spool_stats(ro, &st);
+	struct spool *ro = open_ro();
+	struct spool_stats st;
+	spool_stats(ro, &st);
 	ck_assert_uint_eq(st.records, 7);
 	ck_assert_uint_eq(st.oldest_ts_ms, 1001);
-	struct fw_spool_rec r;
-	ck_assert_int_eq(fw_spool_next(ro, &r), 0);
+	struct spool_rec r;
+	ck_assert_int_eq(spool_next(ro, &r), 0);
 	check_rec(&r, 1);
-	fw_spool_close(&ro);
-	fw_spool_close(&sp);
+	spool_close(&ro);
+	spool_close(&sp);
 }
 END_TEST
 
@@ -752,39 +752,39 @@ START_TEST(test_disk_full)
 	ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
 	ck_assert_int_eq(mount("eqt", tmpdir, "tmpfs", 0, "size=128k"), 0);
 
-	struct fw_spool *sp = open_spool(0, 16 << 10, FW_SPOOL_FSYNC_BATCH);
+	struct spool *sp = open_spool(0, 16 << 10, SPOOL_FSYNC_BATCH);
 	char buf[3000];
 	memset(buf, 'd', sizeof(buf));
 	uint64_t n = 0;
 	int rc;
-	while ((rc = fw_spool_append(sp, buf, sizeof(buf), n, NULL)) == 0)
+	while ((rc = spool_append(sp, buf, sizeof(buf), n, NULL)) == 0)
 		n++;
 	ck_assert_int_eq(rc, -ENOSPC);
 	ck_assert_uint_gt(n, 10);
-	struct fw_spool_stats st;
-	fw_spool_stats(sp, &st);
+	struct spool_stats st;
+	spool_stats(sp, &st);
 	ck_assert(st.disk_full);
 	ck_assert(!st.full);
 	ck_assert_uint_eq(st.records, n);
 	/* a smaller record may still fit; either way nothing is torn */
-	fw_spool_close(&sp);
-	sp = open_spool(0, 16 << 10, FW_SPOOL_FSYNC_BATCH);
-	fw_spool_stats(sp, &st);
+	spool_close(&sp);
+	sp = open_spool(0, 16 << 10, SPOOL_FSYNC_BATCH);
+	spool_stats(sp, &st);
 	ck_assert_uint_eq(st.records, n);
 	ck_assert_uint_eq(st.torn_bytes, 0);
 	ck_assert_uint_eq(st.corrupt_regions, 0);
 	/* delivering frees whole segments and appends work again */
-	struct fw_spool_rec r;
+	struct spool_rec r;
 	for (uint64_t i = 0; i < n; i++) {
-		ck_assert_int_eq(fw_spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_next(sp, &r), 0);
 		ck_assert_uint_eq(r.ts_ms, i);
-		ck_assert_int_eq(fw_spool_ack(sp, r.seq), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
 	}
-	ck_assert_int_eq(fw_spool_commit(sp), 0);
-	ck_assert_int_eq(fw_spool_append(sp, buf, sizeof(buf), 0, NULL), 0);
-	fw_spool_stats(sp, &st);
+	ck_assert_int_eq(spool_commit(sp), 0);
+	ck_assert_int_eq(spool_append(sp, buf, sizeof(buf), 0, NULL), 0);
+	spool_stats(sp, &st);
 	ck_assert(!st.disk_full);
-	fw_spool_close(&sp);
+	spool_close(&sp);
 }
 END_TEST
 

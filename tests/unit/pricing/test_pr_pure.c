@@ -307,7 +307,7 @@ END_TEST
 
 static void add_token(struct conf *c, const char *tok)
 {
-	SHA256((const unsigned char *)tok, strlen(tok), c->auth.token_sha256[c->auth.n_tokens++]);
+	SHA256((const unsigned char *)tok, strlen(tok), c->auth.tokens.sha256[c->auth.tokens.n++]);
 }
 
 static enum pr_auth_result check(const struct conf *c, const char *hdr)

@@ -124,12 +124,28 @@ START_TEST(test_quick_crashes_double_up_to_the_max)
 }
 END_TEST
 
-START_TEST(test_long_uptime_resets_to_base)
+START_TEST(test_long_uptime_restarts_at_once)
 {
-	ck_assert_uint_eq(sup_policy_backoff(&defaults, 6400, 10000, true), 100);
-	ck_assert_uint_eq(sup_policy_backoff(&defaults, 10000, 60000, true), 100);
+	/* Up restart_reset_ms or more: restarted at once, whatever came before. */
+	ck_assert_uint_eq(sup_policy_backoff(&defaults, 0, 10000, true), 0);
+	ck_assert_uint_eq(sup_policy_backoff(&defaults, 6400, 10000, true), 0);
+	ck_assert_uint_eq(sup_policy_backoff(&defaults, 10000, 60000, true), 0);
 	/* Just under the reset time still doubles. */
 	ck_assert_uint_eq(sup_policy_backoff(&defaults, 6400, 9999, true), 10000);
+}
+END_TEST
+
+START_TEST(test_crash_loop_after_a_long_uptime_backs_off_from_the_base)
+{
+	/* Up long, restarted at once; then it crashes quickly again and again:
+	 * the loop is throttled from the base as a first crash is. */
+	uint32_t d = sup_policy_backoff(&defaults, 3200, 86400000, true);
+	ck_assert_uint_eq(d, 0);
+	const uint32_t want[] = { 100, 200, 400, 800 };
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		d = sup_policy_backoff(&defaults, d, 30, true);
+		ck_assert_uint_eq(d, want[i]);
+	}
 }
 END_TEST
 
@@ -155,7 +171,8 @@ START_TEST(test_base_above_max_is_clamped)
 	const struct sup_policy_cfg odd = { .base_ms = 5000, .max_ms = 1000, .reset_ms = 10 };
 	ck_assert_uint_eq(sup_policy_backoff(&odd, 0, 0, false), 1000);
 	ck_assert_uint_eq(sup_policy_backoff(&odd, 1000, 0, false), 1000);
-	ck_assert_uint_eq(sup_policy_backoff(&odd, 1000, 100, true), 1000);
+	ck_assert_uint_eq(sup_policy_backoff(&odd, 1000, 5, true), 1000);
+	ck_assert_uint_eq(sup_policy_backoff(&odd, 1000, 100, true), 0);   /* up past reset_ms */
 }
 END_TEST
 
@@ -219,7 +236,8 @@ static Suite *policy_suite(void)
 	tc = tcase_create("backoff");
 	tcase_add_test(tc, test_first_restart_waits_the_base);
 	tcase_add_test(tc, test_quick_crashes_double_up_to_the_max);
-	tcase_add_test(tc, test_long_uptime_resets_to_base);
+	tcase_add_test(tc, test_long_uptime_restarts_at_once);
+	tcase_add_test(tc, test_crash_loop_after_a_long_uptime_backs_off_from_the_base);
 	tcase_add_test(tc, test_startup_failure_never_resets);
 	tcase_add_test(tc, test_never_gives_up);
 	tcase_add_test(tc, test_base_above_max_is_clamped);

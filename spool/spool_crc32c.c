@@ -1,13 +1,13 @@
 /*
- * fw_crc32c: CRC-32C with a hardware path (SSE4.2) and a slice-by-8 table.
+ * spool_crc32c: CRC-32C with a hardware path (SSE4.2) and a slice-by-8 table.
  */
-#include "workers/forwarder/fw_crc32c.h"
+#include "spool/spool_crc32c.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
-#define FW_CRC32C_POLY 0x82F63B78u
+#define SPOOL_CRC32C_POLY 0x82F63B78u
 
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
@@ -18,7 +18,7 @@ static void crc_init(void)
 	for (unsigned i = 0; i < 256; i++) {
 		uint32_t c = i;
 		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? (c >> 1) ^ FW_CRC32C_POLY : c >> 1;
+			c = (c & 1) ? (c >> 1) ^ SPOOL_CRC32C_POLY : c >> 1;
 		crc_table[0][i] = c;
 	}
 	for (unsigned i = 0; i < 256; i++) {
@@ -34,7 +34,7 @@ static void crc_init(void)
 #endif
 }
 
-uint32_t fw__crc32c_sw(uint32_t crc, const void *buf, size_t len)
+uint32_t spool__crc32c_sw(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 
@@ -78,12 +78,12 @@ static uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t len)
 }
 #endif
 
-uint32_t fw_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	pthread_once(&crc_once, crc_init);
 #if defined(__x86_64__) && defined(__GNUC__)
 	if (crc_have_hw)
 		return crc32c_hw(crc, buf, len);
 #endif
-	return fw__crc32c_sw(crc, buf, len);
+	return spool__crc32c_sw(crc, buf, len);
 }

@@ -1,8 +1,8 @@
 /*
- * fw_spool: append-only segment files with CRC32C records, an "acked
- * through" marker and a replay cursor.  Format and invariants: fw_spool.h.
+ * spool: append-only segment files with CRC32C records, an "acked
+ * through" marker and a replay cursor.  Format and invariants: spool.h.
  */
-#include "workers/forwarder/fw_spool.h"
+#include "spool/spool.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,21 +18,21 @@
 #include <unistd.h>
 
 #include "util/util.h"
-#include "workers/forwarder/fw_crc32c.h"
+#include "spool/spool_crc32c.h"
 
-#define FW_SPOOL_MAGIC        0x50535145u      /* "EQSP" in file byte order */
-#define FW_MARKER_MAGIC       0x4b415145u      /* "EQAK" */
-#define FW_MARKER_VERSION     1
-#define FW_MARKER_SLOT        32
-#define FW_SEG_NAME_LEN       30               /* "spool-" + 20 digits + ".seg" */
-#define FW_SEG_DEFAULT_MAX    (64ull << 20)
-#define FW_SEG_DEFAULT_MIN    (64ull << 10)
-#define FW_READ_CHUNK         (256u << 10)
-#define FW_IOV_BATCH          512              /* iovecs per pwritev (< IOV_MAX) */
+#define SPOOL_MAGIC        0x50535145u      /* "EQSP" in file byte order */
+#define SPOOL_MARKER_MAGIC       0x4b415145u      /* "EQAK" */
+#define SPOOL_MARKER_VERSION     1
+#define SPOOL_MARKER_SLOT        32
+#define SPOOL_SEG_NAME_LEN       30               /* "spool-" + 20 digits + ".seg" */
+#define SPOOL_SEG_DEFAULT_MAX    (64ull << 20)
+#define SPOOL_SEG_DEFAULT_MIN    (64ull << 10)
+#define SPOOL_READ_CHUNK         (256u << 10)
+#define SPOOL_IOV_BATCH          512              /* iovecs per pwritev (< IOV_MAX) */
 
 /* One segment file.  Only the active segment and the replay cursor's one
  * keep an open fd; the others are opened when the cursor reaches them. */
-struct fw_seg {
+struct spool_seg {
 	uint64_t name_seq;                   /* from the file name */
 	uint64_t first_seq;                  /* first valid record, 0 = none */
 	uint64_t last_seq;                   /* last valid record, 0 = none */
@@ -42,16 +42,16 @@ struct fw_seg {
 	int fd;                              /* -1 when closed */
 };
 
-/* A record handed out by fw_spool_next() and not yet popped.  Entries are in
+/* A record handed out by spool_next() and not yet popped.  Entries are in
  * increasing seq order; acked ones behind an unacked front wait there. */
-struct fw_inflight {
+struct spool_inflight {
 	uint64_t seq;
 	uint64_t ts_ms;
 	bool acked;
 };
 
 /* Buffered pread window over one segment. */
-struct fw_reader {
+struct spool_reader {
 	uint8_t *buf;
 	size_t cap;
 	uint64_t name_seq;                   /* segment the window belongs to, 0 = none */
@@ -59,10 +59,10 @@ struct fw_reader {
 	size_t have;                         /* valid bytes in buf */
 };
 
-struct fw_spool {
+struct spool {
 	char dir[PATH_MAX];
 	bool readonly;
-	enum fw_spool_fsync fsync;
+	enum spool_fsync fsync;
 	uint64_t max_bytes;
 	uint64_t segment_bytes;
 
@@ -74,7 +74,7 @@ struct fw_spool {
 	bool marker_unsynced;                /* written since the last fdatasync */
 	bool data_unsynced;                  /* appended since the last fdatasync */
 
-	struct fw_seg *segs;                 /* sorted by name_seq */
+	struct spool_seg *segs;                 /* sorted by name_seq */
 	size_t nsegs, segs_cap;
 	bool active;                         /* segs[nsegs-1] takes appends (fd open rw) */
 
@@ -86,9 +86,9 @@ struct fw_spool {
 
 	size_t cur_seg;                      /* replay cursor */
 	uint64_t cur_off;
-	struct fw_reader rd;
+	struct spool_reader rd;
 
-	struct fw_inflight *inf;             /* circular, inf_len entries from inf_head */
+	struct spool_inflight *inf;             /* circular, inf_len entries from inf_head */
 	size_t inf_cap, inf_head, inf_len;
 
 	uint8_t *hdrbuf;                     /* appendv scratch */
@@ -96,7 +96,7 @@ struct fw_spool {
 	struct iovec *iov;
 	size_t iovcap;
 
-	struct fw_spool_stats st;            /* counters; gauges computed on demand */
+	struct spool_stats st;            /* counters; gauges computed on demand */
 };
 
 /* ---- small helpers ---- */
@@ -116,7 +116,7 @@ static void seg_name(char *buf, size_t len, uint64_t seq)
 /* "spool-<20 digits>.seg" -> 0 and *seq, else -EINVAL. */
 static int seg_parse_name(const char *name, uint64_t *seq)
 {
-	if (strlen(name) != FW_SEG_NAME_LEN || strncmp(name, "spool-", 6) != 0 ||
+	if (strlen(name) != SPOOL_SEG_NAME_LEN || strncmp(name, "spool-", 6) != 0 ||
 	    strcmp(name + 26, ".seg") != 0)
 		return -EINVAL;
 	uint64_t v = 0;
@@ -150,9 +150,9 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static int fsync_dir(struct fw_spool *sp)
+static int fsync_dir(struct spool *sp)
 {
-	if (sp->fsync == FW_SPOOL_FSYNC_NEVER)
+	if (sp->fsync == SPOOL_FSYNC_NEVER)
 		return 0;
 	if (fsync(sp->dir_fd) == -1) {
 		int e = errno;
@@ -167,15 +167,15 @@ static int fsync_dir(struct fw_spool *sp)
 static void rec_header(uint8_t *h, uint32_t len, uint64_t seq, uint64_t ts_ms,
                        const void *payload)
 {
-	put_u32(h, FW_SPOOL_MAGIC);
+	put_u32(h, SPOOL_MAGIC);
 	put_u32(h + 4, len);
 	put_u64(h + 8, seq);
 	put_u64(h + 16, ts_ms);
-	uint16_t ver = FW_SPOOL_REC_VERSION, flags = 0;
+	uint16_t ver = SPOOL_REC_VERSION, flags = 0;
 	memcpy(h + 24, &ver, 2);
 	memcpy(h + 26, &flags, 2);
-	uint32_t crc = fw_crc32c(0, h, 28);
-	crc = fw_crc32c(crc, payload, len);
+	uint32_t crc = spool_crc32c(0, h, 28);
+	crc = spool_crc32c(crc, payload, len);
 	put_u32(h + 28, crc);
 }
 
@@ -185,7 +185,7 @@ static void rec_header(uint8_t *h, uint32_t len, uint64_t seq, uint64_t ts_ms,
  * needed, or NULL if they are not all below limit (or the file is shorter:
  * a concurrent truncation seen by a readonly reader).  *err gets -errno on
  * a read error. */
-static const uint8_t *rd_get(struct fw_reader *rd, const struct fw_seg *s, int fd,
+static const uint8_t *rd_get(struct spool_reader *rd, const struct spool_seg *s, int fd,
                              uint64_t off, size_t need, uint64_t limit, int *err)
 {
 	*err = 0;
@@ -193,7 +193,7 @@ static const uint8_t *rd_get(struct fw_reader *rd, const struct fw_seg *s, int f
 		return NULL;
 	if (rd->name_seq == s->name_seq && off >= rd->base && off + need <= rd->base + rd->have)
 		return rd->buf + (off - rd->base);
-	size_t want = need > FW_READ_CHUNK ? need : FW_READ_CHUNK;
+	size_t want = need > SPOOL_READ_CHUNK ? need : SPOOL_READ_CHUNK;
 	if (want > limit - off)
 		want = (size_t)(limit - off);
 	if (want > rd->cap) {
@@ -236,34 +236,34 @@ struct parsed {
 
 /* Checks the record at off: PARSE_OK (and *pr), PARSE_BAD (wrong magic,
  * version, length or CRC), PARSE_SHORT (runs past limit), PARSE_ERR (*err). */
-static enum parse_result parse_at(struct fw_reader *rd, const struct fw_seg *s, int fd,
+static enum parse_result parse_at(struct spool_reader *rd, const struct spool_seg *s, int fd,
                                   uint64_t off, uint64_t limit, struct parsed *pr, int *err)
 {
-	const uint8_t *h = rd_get(rd, s, fd, off, FW_SPOOL_REC_HDR, limit, err);
+	const uint8_t *h = rd_get(rd, s, fd, off, SPOOL_REC_HDR, limit, err);
 	if (!h)
 		return *err ? PARSE_ERR : PARSE_SHORT;
-	if (get_u32(h) != FW_SPOOL_MAGIC)
+	if (get_u32(h) != SPOOL_MAGIC)
 		return PARSE_BAD;
 	uint32_t len = get_u32(h + 4);
-	if (len == 0 || len > FW_SPOOL_MAX_RECORD || get_u16(h + 24) != FW_SPOOL_REC_VERSION)
+	if (len == 0 || len > SPOOL_MAX_RECORD || get_u16(h + 24) != SPOOL_REC_VERSION)
 		return PARSE_BAD;
-	const uint8_t *r = rd_get(rd, s, fd, off, FW_SPOOL_REC_HDR + (size_t)len, limit, err);
+	const uint8_t *r = rd_get(rd, s, fd, off, SPOOL_REC_HDR + (size_t)len, limit, err);
 	if (!r)
 		return *err ? PARSE_ERR : PARSE_SHORT;
-	uint32_t crc = fw_crc32c(0, r, 28);
-	crc = fw_crc32c(crc, r + FW_SPOOL_REC_HDR, len);
+	uint32_t crc = spool_crc32c(0, r, 28);
+	crc = spool_crc32c(crc, r + SPOOL_REC_HDR, len);
 	if (crc != get_u32(r + 28))
 		return PARSE_BAD;
 	pr->seq = get_u64(r + 8);
 	pr->ts_ms = get_u64(r + 16);
 	pr->len = len;
-	pr->payload = r + FW_SPOOL_REC_HDR;
+	pr->payload = r + SPOOL_REC_HDR;
 	return PARSE_OK;
 }
 
 /* Finds the first offset > from where a valid record starts, below limit.
  * Returns 0 and *found, -ENOENT if none, -errno on a read error. */
-static int resync(struct fw_reader *rd, const struct fw_seg *s, int fd,
+static int resync(struct spool_reader *rd, const struct spool_seg *s, int fd,
                   uint64_t from, uint64_t limit, uint64_t *found)
 {
 	static const uint8_t magic[4] = { 'E', 'Q', 'S', 'P' };
@@ -271,7 +271,7 @@ static int resync(struct fw_reader *rd, const struct fw_seg *s, int fd,
 	int err;
 
 	while (pos + 4 <= limit) {
-		size_t span = limit - pos > FW_READ_CHUNK ? FW_READ_CHUNK : (size_t)(limit - pos);
+		size_t span = limit - pos > SPOOL_READ_CHUNK ? SPOOL_READ_CHUNK : (size_t)(limit - pos);
 		const uint8_t *b = rd_get(rd, s, fd, pos, span, limit, &err);
 		if (!b)
 			return err ? err : -ENOENT;
@@ -293,23 +293,23 @@ static int resync(struct fw_reader *rd, const struct fw_seg *s, int fd,
 	}
 	return -ENOENT;
 }
-_Static_assert(FW_SPOOL_MAGIC == ('E' | 'Q' << 8 | 'S' << 16 | (uint32_t)'P' << 24), "magic bytes");
+_Static_assert(SPOOL_MAGIC == ('E' | 'Q' << 8 | 'S' << 16 | (uint32_t)'P' << 24), "magic bytes");
 
 /* ---- marker ---- */
 
-static int marker_read(struct fw_spool *sp)
+static int marker_read(struct spool *sp)
 {
-	uint8_t b[2 * FW_MARKER_SLOT];
+	uint8_t b[2 * SPOOL_MARKER_SLOT];
 	ssize_t n = pread(sp->marker_fd, b, sizeof(b), 0);
 	if (n == -1)
 		return -errno;
 	bool any = false;
 	for (int i = 0; i < 2; i++) {
-		const uint8_t *p = b + i * FW_MARKER_SLOT;
-		if (n < (i + 1) * FW_MARKER_SLOT)
+		const uint8_t *p = b + i * SPOOL_MARKER_SLOT;
+		if (n < (i + 1) * SPOOL_MARKER_SLOT)
 			continue;
-		if (get_u32(p) != FW_MARKER_MAGIC || get_u32(p + 4) != FW_MARKER_VERSION ||
-		    fw_crc32c(0, p, 28) != get_u32(p + 28))
+		if (get_u32(p) != SPOOL_MARKER_MAGIC || get_u32(p + 4) != SPOOL_MARKER_VERSION ||
+		    spool_crc32c(0, p, 28) != get_u32(p + 28))
 			continue;
 		uint64_t gen = get_u64(p + 8), w = get_u64(p + 16);
 		if (!any || gen > sp->marker_gen) {
@@ -327,17 +327,17 @@ static int marker_read(struct fw_spool *sp)
 	return 0;
 }
 
-static int marker_write(struct fw_spool *sp)
+static int marker_write(struct spool *sp)
 {
-	uint8_t p[FW_MARKER_SLOT] = { 0 };
+	uint8_t p[SPOOL_MARKER_SLOT] = { 0 };
 	uint64_t gen = sp->marker_gen + 1;
 
-	put_u32(p, FW_MARKER_MAGIC);
-	put_u32(p + 4, FW_MARKER_VERSION);
+	put_u32(p, SPOOL_MARKER_MAGIC);
+	put_u32(p + 4, SPOOL_MARKER_VERSION);
 	put_u64(p + 8, gen);
 	put_u64(p + 16, sp->acked_through);
-	put_u32(p + 28, fw_crc32c(0, p, 28));
-	ssize_t n = pwrite(sp->marker_fd, p, sizeof(p), (off_t)((gen & 1) * FW_MARKER_SLOT));
+	put_u32(p + 28, spool_crc32c(0, p, 28));
+	ssize_t n = pwrite(sp->marker_fd, p, sizeof(p), (off_t)((gen & 1) * SPOOL_MARKER_SLOT));
 	if (n != (ssize_t)sizeof(p)) {
 		int e = n == -1 ? errno : EIO;
 		log_err("spool: writing %s/acked failed: %s", sp->dir, strerror(e));
@@ -345,13 +345,13 @@ static int marker_write(struct fw_spool *sp)
 	}
 	sp->marker_gen = gen;
 	sp->marker_written = sp->acked_through;
-	if (sp->fsync == FW_SPOOL_FSYNC_ALWAYS) {
+	if (sp->fsync == SPOOL_FSYNC_ALWAYS) {
 		if (fdatasync(sp->marker_fd) == -1) {
 			int e = errno;
 			log_err("spool: fdatasync of %s/acked failed: %s", sp->dir, strerror(e));
 			return -e;
 		}
-	} else if (sp->fsync == FW_SPOOL_FSYNC_BATCH) {
+	} else if (sp->fsync == SPOOL_FSYNC_BATCH) {
 		sp->marker_unsynced = true;
 	}
 	return 0;
@@ -359,11 +359,11 @@ static int marker_write(struct fw_spool *sp)
 
 /* ---- segments ---- */
 
-static int segs_push(struct fw_spool *sp, const struct fw_seg *s)
+static int segs_push(struct spool *sp, const struct spool_seg *s)
 {
 	if (sp->nsegs == sp->segs_cap) {
 		size_t nc = sp->segs_cap ? sp->segs_cap * 2 : 16;
-		struct fw_seg *n = realloc(sp->segs, nc * sizeof(*n));
+		struct spool_seg *n = realloc(sp->segs, nc * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
 		sp->segs = n;
@@ -373,7 +373,7 @@ static int segs_push(struct fw_spool *sp, const struct fw_seg *s)
 	return 0;
 }
 
-static int seg_open_fd(struct fw_spool *sp, struct fw_seg *s, int flags)
+static int seg_open_fd(struct spool *sp, struct spool_seg *s, int flags)
 {
 	char name[64];
 
@@ -384,14 +384,14 @@ static int seg_open_fd(struct fw_spool *sp, struct fw_seg *s, int flags)
 	return s->fd == -1 ? -errno : 0;
 }
 
-static void seg_close_fd(struct fw_seg *s)
+static void seg_close_fd(struct spool_seg *s)
 {
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
 }
 
-static bool seg_is_active(const struct fw_spool *sp, size_t i)
+static bool seg_is_active(const struct spool *sp, size_t i)
 {
 	return sp->active && i + 1 == sp->nsegs;
 }
@@ -399,7 +399,7 @@ static bool seg_is_active(const struct fw_spool *sp, size_t i)
 /* Scans one segment at open: counts valid records, skips (and counts)
  * corrupt stretches, and finds the valid end.  A bad tail is cut off in
  * read-write mode; readonly it is noted (it may be a write in progress). */
-static int seg_scan(struct fw_spool *sp, struct fw_seg *s, bool last, uint64_t *max_seq)
+static int seg_scan(struct spool *sp, struct spool_seg *s, bool last, uint64_t *max_seq)
 {
 	struct stat stt;
 	uint64_t off = 0, prev_seq = *max_seq;
@@ -422,7 +422,7 @@ static int seg_scan(struct fw_spool *sp, struct fw_seg *s, bool last, uint64_t *
 			if (pr.seq <= sp->acked_through)
 				sp->acked_records++;
 			prev_seq = pr.seq;
-			off += FW_SPOOL_REC_HDR + (uint64_t)pr.len;
+			off += SPOOL_REC_HDR + (uint64_t)pr.len;
 			continue;
 		}
 		uint64_t next;
@@ -474,7 +474,7 @@ static int cmp_seq(const void *a, const void *b)
 }
 
 /* Lists, scans and (read-write) repairs every segment. */
-static int segs_load(struct fw_spool *sp, char *err, size_t errlen)
+static int segs_load(struct spool *sp, char *err, size_t errlen)
 {
 	uint64_t *seqs = NULL;
 	size_t n = 0, cap = 0;
@@ -511,7 +511,7 @@ static int segs_load(struct fw_spool *sp, char *err, size_t errlen)
 		qsort(seqs, n, sizeof(*seqs), cmp_seq);
 
 	for (size_t i = 0; i < n; i++) {
-		struct fw_seg s = { .name_seq = seqs[i], .fd = -1 };
+		struct spool_seg s = { .name_seq = seqs[i], .fd = -1 };
 		bool last = i + 1 == n;
 		rc = seg_open_fd(sp, &s, sp->readonly ? O_RDONLY : O_RDWR);
 		if (rc == -ENOENT && sp->readonly) {
@@ -556,7 +556,7 @@ static int segs_load(struct fw_spool *sp, char *err, size_t errlen)
 	sp->next_seq = (max_seq > sp->acked_through ? max_seq : sp->acked_through) + 1;
 	/* Keep appending to the newest segment if it has room. */
 	if (!sp->readonly && sp->nsegs > 0) {
-		struct fw_seg *s = &sp->segs[sp->nsegs - 1];
+		struct spool_seg *s = &sp->segs[sp->nsegs - 1];
 		if (s->fd >= 0 && s->size < sp->segment_bytes)
 			sp->active = true;
 		else
@@ -570,7 +570,7 @@ out:
 
 /* ---- open / close ---- */
 
-static int lock_dir(struct fw_spool *sp, char *err, size_t errlen)
+static int lock_dir(struct spool *sp, char *err, size_t errlen)
 {
 	sp->lock_fd = openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
 	if (sp->lock_fd == -1) {
@@ -604,19 +604,19 @@ static int lock_dir(struct fw_spool *sp, char *err, size_t errlen)
 static uint64_t default_segment_bytes(uint64_t max_bytes)
 {
 	if (max_bytes == 0)
-		return FW_SEG_DEFAULT_MAX;
+		return SPOOL_SEG_DEFAULT_MAX;
 	uint64_t s = max_bytes / 8;
-	if (s < FW_SEG_DEFAULT_MIN)
-		s = FW_SEG_DEFAULT_MIN;
-	if (s > FW_SEG_DEFAULT_MAX)
-		s = FW_SEG_DEFAULT_MAX;
+	if (s < SPOOL_SEG_DEFAULT_MIN)
+		s = SPOOL_SEG_DEFAULT_MIN;
+	if (s > SPOOL_SEG_DEFAULT_MAX)
+		s = SPOOL_SEG_DEFAULT_MAX;
 	return s;
 }
 
-int fw_spool_open(const struct fw_spool_params *p, struct fw_spool **out,
+int spool_open(const struct spool_params *p, struct spool **out,
                   char *err, size_t errlen)
 {
-	struct fw_spool *sp;
+	struct spool *sp;
 	int rc;
 
 	*out = NULL;
@@ -687,7 +687,7 @@ int fw_spool_open(const struct fw_spool_params *p, struct fw_spool **out,
 		rc = marker_write(sp);
 		if (!rc)
 			rc = marker_write(sp);
-		if (!rc && sp->fsync != FW_SPOOL_FSYNC_NEVER && fdatasync(sp->marker_fd) == -1)
+		if (!rc && sp->fsync != SPOOL_FSYNC_NEVER && fdatasync(sp->marker_fd) == -1)
 			rc = -errno;
 		if (!rc)
 			rc = fsync_dir(sp);
@@ -705,7 +705,7 @@ int fw_spool_open(const struct fw_spool_params *p, struct fw_spool **out,
 		goto fail;
 	}
 	if (!sp->readonly) {
-		rc = fw_spool_commit(sp);   /* drops segments acked before the restart */
+		rc = spool_commit(sp);   /* drops segments acked before the restart */
 		if (rc) {
 			snprintf(err, errlen, "cannot update spool %s: %s", sp->dir, strerror(-rc));
 			goto fail;
@@ -714,20 +714,20 @@ int fw_spool_open(const struct fw_spool_params *p, struct fw_spool **out,
 	*out = sp;
 	return 0;
 fail:
-	fw_spool_close(&sp);
+	spool_close(&sp);
 	return rc;
 }
 
-void fw_spool_close(struct fw_spool **spp)
+void spool_close(struct spool **spp)
 {
-	struct fw_spool *sp = *spp;
+	struct spool *sp = *spp;
 
 	if (!sp)
 		return;
 	if (!sp->readonly && sp->marker_fd >= 0 && sp->dir_fd >= 0) {
-		fw_spool_commit(sp);
-		if (sp->fsync != FW_SPOOL_FSYNC_NEVER)
-			fw_spool_sync(sp);
+		spool_commit(sp);
+		if (sp->fsync != SPOOL_FSYNC_NEVER)
+			spool_sync(sp);
 	}
 	for (size_t i = 0; i < sp->nsegs; i++)
 		seg_close_fd(&sp->segs[i]);
@@ -749,14 +749,14 @@ void fw_spool_close(struct fw_spool **spp)
 /* ---- append ---- */
 
 /* Makes sure an appendable segment with room for `need` bytes exists. */
-static int ensure_active(struct fw_spool *sp, uint64_t need)
+static int ensure_active(struct spool *sp, uint64_t need)
 {
 	if (sp->active) {
-		struct fw_seg *s = &sp->segs[sp->nsegs - 1];
+		struct spool_seg *s = &sp->segs[sp->nsegs - 1];
 		if (s->size == 0 || s->size + need <= sp->segment_bytes)
 			return 0;
 		/* Seal it: its data must be durable before we stop syncing it. */
-		if (sp->fsync != FW_SPOOL_FSYNC_NEVER && sp->data_unsynced) {
+		if (sp->fsync != SPOOL_FSYNC_NEVER && sp->data_unsynced) {
 			if (fdatasync(s->fd) == -1)
 				log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s",
 				        sp->dir, s->name_seq, strerror(errno));
@@ -766,7 +766,7 @@ static int ensure_active(struct fw_spool *sp, uint64_t need)
 			seg_close_fd(s);       /* else the replay cursor reads through it */
 		sp->active = false;
 	}
-	struct fw_seg s = { .name_seq = sp->next_seq, .fd = -1 };
+	struct spool_seg s = { .name_seq = sp->next_seq, .fd = -1 };
 	char name[64];
 	seg_name(name, sizeof(name), s.name_seq);
 	s.fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -786,10 +786,10 @@ static int ensure_active(struct fw_spool *sp, uint64_t need)
 	return 0;
 }
 
-static int scratch_reserve(struct fw_spool *sp, size_t n)
+static int scratch_reserve(struct spool *sp, size_t n)
 {
 	if (sp->hdrcap < n) {
-		uint8_t *h = realloc(sp->hdrbuf, n * FW_SPOOL_REC_HDR);
+		uint8_t *h = realloc(sp->hdrbuf, n * SPOOL_REC_HDR);
 		if (!h)
 			return -ENOMEM;
 		sp->hdrbuf = h;
@@ -807,7 +807,7 @@ static int scratch_reserve(struct fw_spool *sp, size_t n)
 static int write_all(int fd, struct iovec *iov, size_t cnt, uint64_t off)
 {
 	while (cnt > 0) {
-		int batch = cnt > FW_IOV_BATCH ? FW_IOV_BATCH : (int)cnt;
+		int batch = cnt > SPOOL_IOV_BATCH ? SPOOL_IOV_BATCH : (int)cnt;
 		ssize_t n = pwritev(fd, iov, batch, (off_t)off);
 		if (n == -1) {
 			if (errno == EINTR)
@@ -830,7 +830,7 @@ static int write_all(int fd, struct iovec *iov, size_t cnt, uint64_t off)
 	return 0;
 }
 
-int fw_spool_appendv(struct fw_spool *sp, const struct fw_spool_item *items, size_t n,
+int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
                      uint64_t *first_seq)
 {
 	uint64_t total = 0;
@@ -841,9 +841,9 @@ int fw_spool_appendv(struct fw_spool *sp, const struct fw_spool_item *items, siz
 	if (n == 0)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].len == 0 || items[i].len > FW_SPOOL_MAX_RECORD || !items[i].data)
+		if (items[i].len == 0 || items[i].len > SPOOL_MAX_RECORD || !items[i].data)
 			return -EINVAL;
-		total += FW_SPOOL_REC_HDR + (uint64_t)items[i].len;
+		total += SPOOL_REC_HDR + (uint64_t)items[i].len;
 	}
 	if (sp->max_bytes && sp->bytes + total > sp->max_bytes) {
 		if (!sp->st.full)
@@ -860,11 +860,11 @@ int fw_spool_appendv(struct fw_spool *sp, const struct fw_spool_item *items, siz
 	if (rc)
 		goto fail;
 
-	struct fw_seg *s = &sp->segs[sp->nsegs - 1];
+	struct spool_seg *s = &sp->segs[sp->nsegs - 1];
 	for (size_t i = 0; i < n; i++) {
-		uint8_t *h = sp->hdrbuf + i * FW_SPOOL_REC_HDR;
+		uint8_t *h = sp->hdrbuf + i * SPOOL_REC_HDR;
 		rec_header(h, items[i].len, sp->next_seq + i, items[i].ts_ms, items[i].data);
-		sp->iov[2 * i] = (struct iovec){ h, FW_SPOOL_REC_HDR };
+		sp->iov[2 * i] = (struct iovec){ h, SPOOL_REC_HDR };
 		sp->iov[2 * i + 1] = (struct iovec){ (void *)items[i].data, items[i].len };
 	}
 	rc = write_all(s->fd, sp->iov, 2 * n, s->size);
@@ -888,12 +888,12 @@ int fw_spool_appendv(struct fw_spool *sp, const struct fw_spool_item *items, siz
 	sp->st.appended += n;
 	sp->st.full = false;
 	sp->st.disk_full = false;
-	if (sp->fsync == FW_SPOOL_FSYNC_ALWAYS) {
+	if (sp->fsync == SPOOL_FSYNC_ALWAYS) {
 		if (fdatasync(s->fd) == -1)
 			log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s (records "
 			        "are written but may not survive a machine crash)", sp->dir,
 			        s->name_seq, strerror(errno));
-	} else if (sp->fsync == FW_SPOOL_FSYNC_BATCH) {
+	} else if (sp->fsync == SPOOL_FSYNC_BATCH) {
 		sp->data_unsynced = true;
 	}
 	return 0;
@@ -908,26 +908,26 @@ fail:
 	return rc;
 }
 
-int fw_spool_append(struct fw_spool *sp, const void *data, uint32_t len, uint64_t ts_ms,
+int spool_append(struct spool *sp, const void *data, uint32_t len, uint64_t ts_ms,
                     uint64_t *seq)
 {
-	struct fw_spool_item it = { .data = data, .len = len, .ts_ms = ts_ms };
-	return fw_spool_appendv(sp, &it, 1, seq);
+	struct spool_item it = { .data = data, .len = len, .ts_ms = ts_ms };
+	return spool_appendv(sp, &it, 1, seq);
 }
 
 /* ---- replay ---- */
 
 /* inf_cap is a power of two. */
-static struct fw_inflight *inf_at(struct fw_spool *sp, size_t i)
+static struct spool_inflight *inf_at(struct spool *sp, size_t i)
 {
 	return &sp->inf[(sp->inf_head + i) & (sp->inf_cap - 1)];
 }
 
-static int inf_push(struct fw_spool *sp, uint64_t seq, uint64_t ts_ms)
+static int inf_push(struct spool *sp, uint64_t seq, uint64_t ts_ms)
 {
 	if (sp->inf_len == sp->inf_cap) {
 		size_t nc = sp->inf_cap ? sp->inf_cap * 2 : 1024;
-		struct fw_inflight *n = malloc(nc * sizeof(*n));
+		struct spool_inflight *n = malloc(nc * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
 		for (size_t i = 0; i < sp->inf_len; i++)
@@ -938,7 +938,7 @@ static int inf_push(struct fw_spool *sp, uint64_t seq, uint64_t ts_ms)
 		sp->inf_head = 0;
 	}
 	sp->inf[(sp->inf_head + sp->inf_len) & (sp->inf_cap - 1)] =
-		(struct fw_inflight){ .seq = seq, .ts_ms = ts_ms, .acked = false };
+		(struct spool_inflight){ .seq = seq, .ts_ms = ts_ms, .acked = false };
 	sp->inf_len++;
 	return 0;
 }
@@ -946,14 +946,14 @@ static int inf_push(struct fw_spool *sp, uint64_t seq, uint64_t ts_ms)
 /* Reads the record at the cursor without consuming it.  0 and *pr (and
  * *next_off), -ENOENT at the end, -errno on read errors.  Skips records
  * already acked and corrupt stretches; moves the cursor over them. */
-static int cursor_peek(struct fw_spool *sp, struct parsed *pr, uint64_t *next_off)
+static int cursor_peek(struct spool *sp, struct parsed *pr, uint64_t *next_off)
 {
 	int err;
 
 	for (;;) {
 		if (sp->cur_seg >= sp->nsegs)
 			return -ENOENT;
-		struct fw_seg *s = &sp->segs[sp->cur_seg];
+		struct spool_seg *s = &sp->segs[sp->cur_seg];
 		if (sp->cur_off >= s->size) {
 			if (sp->cur_seg + 1 >= sp->nsegs)
 				return -ENOENT;
@@ -977,10 +977,10 @@ static int cursor_peek(struct fw_spool *sp, struct parsed *pr, uint64_t *next_of
 			return err;
 		if (r == PARSE_OK) {
 			if (pr->seq <= sp->acked_through) {
-				sp->cur_off += FW_SPOOL_REC_HDR + (uint64_t)pr->len;
+				sp->cur_off += SPOOL_REC_HDR + (uint64_t)pr->len;
 				continue;
 			}
-			*next_off = sp->cur_off + FW_SPOOL_REC_HDR + (uint64_t)pr->len;
+			*next_off = sp->cur_off + SPOOL_REC_HDR + (uint64_t)pr->len;
 			return 0;
 		}
 		/* Counted at open if it lies in the scanned part; else it is new. */
@@ -1001,7 +1001,7 @@ static int cursor_peek(struct fw_spool *sp, struct parsed *pr, uint64_t *next_of
 	}
 }
 
-int fw_spool_next(struct fw_spool *sp, struct fw_spool_rec *rec)
+int spool_next(struct spool *sp, struct spool_rec *rec)
 {
 	struct parsed pr;
 	uint64_t next_off;
@@ -1020,7 +1020,7 @@ int fw_spool_next(struct fw_spool *sp, struct fw_spool_rec *rec)
 	return 0;
 }
 
-int fw_spool_ack(struct fw_spool *sp, uint64_t seq)
+int spool_ack(struct spool *sp, uint64_t seq)
 {
 	size_t lo = 0, hi = sp->inf_len;
 
@@ -1051,7 +1051,7 @@ int fw_spool_ack(struct fw_spool *sp, uint64_t seq)
 	return 0;
 }
 
-void fw_spool_rewind(struct fw_spool *sp)
+void spool_rewind(struct spool *sp)
 {
 	sp->inf_len = 0;
 	sp->inf_head = 0;
@@ -1064,7 +1064,7 @@ void fw_spool_rewind(struct fw_spool *sp)
 
 /* ---- commit / sync ---- */
 
-int fw_spool_commit(struct fw_spool *sp)
+int spool_commit(struct spool *sp)
 {
 	int rc = 0;
 
@@ -1077,7 +1077,7 @@ int fw_spool_commit(struct fw_spool *sp)
 	 * This is safe even if the marker write just failed: a deleted segment
 	 * holds only acked records, and an older marker only means duplicates. */
 	while (sp->nsegs > 0) {
-		struct fw_seg *s = &sp->segs[0];
+		struct spool_seg *s = &sp->segs[0];
 		if (s->nrecords > 0 && s->last_seq > sp->acked_through)
 			break;
 		if (sp->nsegs == 1 && sp->inf_len > 0)
@@ -1112,14 +1112,14 @@ int fw_spool_commit(struct fw_spool *sp)
 	return rc;
 }
 
-int fw_spool_sync(struct fw_spool *sp)
+int spool_sync(struct spool *sp)
 {
 	int rc = 0;
 
 	if (sp->readonly)
 		return 0;
 	if (sp->data_unsynced && sp->active) {
-		struct fw_seg *s = &sp->segs[sp->nsegs - 1];
+		struct spool_seg *s = &sp->segs[sp->nsegs - 1];
 		if (fdatasync(s->fd) == -1) {
 			rc = -errno;
 			log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s",
@@ -1139,23 +1139,23 @@ int fw_spool_sync(struct fw_spool *sp)
 
 /* ---- figures ---- */
 
-int fw_spool_segment(const struct fw_spool *sp, size_t i, struct fw_spool_seg_info *out)
+int spool_segment(const struct spool *sp, size_t i, struct spool_seg_info *out)
 {
 	if (i >= sp->nsegs)
 		return -ENOENT;
-	const struct fw_seg *s = &sp->segs[i];
-	*out = (struct fw_spool_seg_info){ .name_seq = s->name_seq, .first_seq = s->first_seq,
+	const struct spool_seg *s = &sp->segs[i];
+	*out = (struct spool_seg_info){ .name_seq = s->name_seq, .first_seq = s->first_seq,
 	                                   .last_seq = s->last_seq, .records = s->nrecords,
 	                                   .bytes = s->size };
 	return 0;
 }
 
-uint64_t fw_spool_unread(const struct fw_spool *sp)
+uint64_t spool_unread(const struct spool *sp)
 {
 	return sp->total_records - sp->acked_records - sp->inf_len;
 }
 
-uint64_t fw_spool_oldest_ts(struct fw_spool *sp)
+uint64_t spool_oldest_ts(struct spool *sp)
 {
 	if (sp->inf_len > 0)
 		return inf_at(sp, 0)->ts_ms;
@@ -1166,7 +1166,7 @@ uint64_t fw_spool_oldest_ts(struct fw_spool *sp)
 	return 0;
 }
 
-void fw_spool_stats(struct fw_spool *sp, struct fw_spool_stats *st)
+void spool_stats(struct spool *sp, struct spool_stats *st)
 {
 	*st = sp->st;
 	st->segments = sp->nsegs;
@@ -1176,34 +1176,34 @@ void fw_spool_stats(struct fw_spool *sp, struct fw_spool_stats *st)
 	st->unread = st->records - st->inflight;
 	st->acked_through = sp->acked_through;
 	st->next_seq = sp->next_seq;
-	st->oldest_ts_ms = fw_spool_oldest_ts(sp);
+	st->oldest_ts_ms = spool_oldest_ts(sp);
 }
 
-void fw_spool_set_limits(struct fw_spool *sp, uint64_t max_bytes, enum fw_spool_fsync f)
+void spool_set_limits(struct spool *sp, uint64_t max_bytes, enum spool_fsync f)
 {
-	if (sp->fsync != FW_SPOOL_FSYNC_NEVER && f != sp->fsync)
-		fw_spool_sync(sp);           /* what was written under the old policy */
+	if (sp->fsync != SPOOL_FSYNC_NEVER && f != sp->fsync)
+		spool_sync(sp);           /* what was written under the old policy */
 	sp->max_bytes = max_bytes;
 	sp->fsync = f;
 }
 
-int fw_spool_fsync_parse(const char *s)
+int spool_fsync_parse(const char *s)
 {
 	if (strcmp(s, "always") == 0)
-		return FW_SPOOL_FSYNC_ALWAYS;
+		return SPOOL_FSYNC_ALWAYS;
 	if (strcmp(s, "batch") == 0)
-		return FW_SPOOL_FSYNC_BATCH;
+		return SPOOL_FSYNC_BATCH;
 	if (strcmp(s, "never") == 0)
-		return FW_SPOOL_FSYNC_NEVER;
+		return SPOOL_FSYNC_NEVER;
 	return -EINVAL;
 }
 
-const char *fw_spool_fsync_name(enum fw_spool_fsync f)
+const char *spool_fsync_name(enum spool_fsync f)
 {
 	switch (f) {
-	case FW_SPOOL_FSYNC_ALWAYS: return "always";
-	case FW_SPOOL_FSYNC_BATCH:  return "batch";
-	case FW_SPOOL_FSYNC_NEVER:  return "never";
+	case SPOOL_FSYNC_ALWAYS: return "always";
+	case SPOOL_FSYNC_BATCH:  return "batch";
+	case SPOOL_FSYNC_NEVER:  return "never";
 	}
 	return "?";
 }
