@@ -832,13 +832,18 @@ void be_pg_destroy(struct be_pg **pc)
 static int pg_submit(struct be_pg *c, enum op_kind kind, const char *text, be_pg_cb cb, void *arg)
 {
 	char msg[BE_ERRMSG_MAX] = "";
-	struct be_pg_op *op = c && text && cb ? op_new(kind, text, cb, arg) : NULL;
-	int rc = op ? be__client_admit(&c->cl, &op->req) : c && text && cb ? -ENOMEM : -EINVAL;
+	struct be_pg_op *op;
+	int rc;
 
-	if (rc < 0 && op)
-		op_free(op);
-	if (rc <= 0)
+	if (!c || !text || !cb)
+		return -EINVAL;
+	if (!(op = op_new(kind, text, cb, arg)))
+		return -ENOMEM;
+	if ((rc = be__client_admit(&c->cl, &op->req)) <= 0) {
+		if (rc < 0)
+			op_free(op);
 		return rc;           /* 0: deferred, its failure follows */
+	}
 	be__req_insert(&c->cl, &op->req, be__client_deadline(&c->cl), true);
 	if (c->cl.phase == BE__PH_CONNECTED) {
 		if (pg_send(c, op, msg, sizeof(msg)) < 0 || pg_flush(c) < 0)
