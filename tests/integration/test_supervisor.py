@@ -453,9 +453,13 @@ def test_pricing_restart_never_refuses_a_connection(daemon, workers):
         t.join(timeout=15)
     refused = [r for r in results if isinstance(r[2], str) and r[2].startswith("refused")]
     assert not refused, refused
-    # Connections opened while no pricing worker ran were queued, then
-    # answered by the new one.
-    waited = [r for r in results if r[0] > t_kill and r[2] == 200 and r[1] - r[0] > 0.05]
+    # Connections that met no pricing worker were queued, then answered by
+    # the new one: answered 200 after the kill, having waited out the gap.
+    # (They may have been opened a moment before t_kill: with four clients
+    # looping on sub-millisecond requests, the kill usually finds all four
+    # mid-request, still in the backlog; the old worker is dead, so the 200
+    # is the successor's.)
+    waited = [r for r in results if r[1] > t_kill and r[2] == 200 and r[1] - r[0] > 0.05]
     assert waited, results[-20:]
     cut = [r for r in results if isinstance(r[2], str)]
     assert len(cut) <= 4, cut   # at most the ones the killed worker held
