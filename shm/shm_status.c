@@ -186,11 +186,11 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(o, "supervisor", sj);
 	/* The running supervisor's version; a segment it never wrote (layout
 	 * 1.0) shows the reader's own. */
-	char sv[SHM_VERSION_TEXT];
-	memcpy(sv, h->sup_version, sizeof(sv));
-	sv[sizeof(sv) - 1] = '\0';
-	util_utf8_sanitize(sv);
-	json_object_set_new(o, "version", json_string(sv[0] != '\0' ? sv : util_version()));
+	char supver[SHM_VERSION_TEXT];
+	memcpy(supver, h->sup_version, sizeof(supver));
+	supver[sizeof(supver) - 1] = '\0';
+	util_utf8_sanitize(supver);
+	json_object_set_new(o, "version", json_string(supver[0] != '\0' ? supver : util_version()));
 
 	json_t *seg = json_object();
 	json_object_set_new(seg, "name", json_string(s->name));
