@@ -236,6 +236,27 @@ def test_invalid_config_exits_78_and_creates_nothing(test_tmp):
     assert not os.path.exists("/dev/shm" + name)
 
 
+def test_shm_group_that_does_not_exist_exits_78_a_gid_is_taken(test_tmp):
+    """[shm] group takes a name or a numeric gid; a name that is no group on
+    this machine is a config error (--check-config: FILE:LINE; start: 78,
+    no segment); a numeric gid owns the segment it creates."""
+    name = f"/eqt-{os.getpid()}-grp"
+    bad = os.path.join(test_tmp, "group.conf")
+    with open(bad, "w") as f:
+        f.write(f"[shm]\nname = {name}\ngroup = eq-no-such-group\n")
+    r = run_equilibriumd("--check-config", "-c", bad)
+    assert r.returncode == 1
+    assert f"{bad}:3: [shm] group = eq-no-such-group: group 'eq-no-such-group' does not exist" \
+        in r.stderr, r.stderr
+    r = run_equilibriumd("-c", bad)
+    assert r.returncode == 78, r.stderr
+    assert not os.path.exists("/dev/shm" + name)
+    good = os.path.join(test_tmp, "gid.conf")
+    with open(good, "w") as f:
+        f.write(f"[shm]\nname = {name}\ngroup = 4242\n")
+    assert run_equilibriumd("--check-config", "-c", good).returncode == 0
+
+
 # --------------------------------------------------------------------------
 # start, systemd
 
