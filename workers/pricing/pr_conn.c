@@ -698,6 +698,8 @@ static void conn_flush(struct pr_conn *c)
 
 	if (c->phase >= PR_CONN_SHUTDOWN || c->writing || c->out.len == 0)
 		return;
+	if (c->srv->ops.on_flush)            /* side effects first (pr_http.h) */
+		c->srv->ops.on_flush(c->srv->ops.arg);
 	b = uv_buf_init(c->out.data, (unsigned)c->out.len);
 	r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 	if (r == UV_EAGAIN || r == UV_ENOSYS)

@@ -100,6 +100,11 @@ struct pr_http_ops {
 	 * answered. */
 	void (*on_drained)(void *arg);
 	void *arg;
+	/* Optional: called before answer bytes are handed to the kernel (each
+	 * connection's write, batched per loop iteration), so the application
+	 * can put what those answers imply, quote events, in custody first.
+	 * Must be cheap when there is nothing to do. */
+	void (*on_flush)(void *arg);
 };
 
 /* Creates the server on loop (no socket yet).  0 or -errno. */

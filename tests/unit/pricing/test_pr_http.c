@@ -131,7 +131,7 @@ static void on_cmd(uv_async_t *a)
 static void *srv_main(void *arg)
 {
 	struct tsrv *s = arg;
-	struct pr_http_ops ops = { on_request, on_answered, on_drained, s };
+	struct pr_http_ops ops = { on_request, on_answered, on_drained, s, NULL };
 
 	uv_loop_init(&s->loop);
 	ck_assert_int_eq(pr_http_create(&s->loop, &s->lim, &ops, &s->h), 0);
