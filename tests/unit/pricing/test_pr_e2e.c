@@ -62,7 +62,9 @@ static void *srv_main(void *arg)
 	struct e2e *e = arg;
 	struct pr *p = &e->pr;
 	struct pr_http_limits lim;
-	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p, pr_api_on_flush };
+	struct pr_http_ops ops = { .on_request = pr_api_on_request,
+	                           .on_answered = pr_api_on_answered, .arg = p,
+	                           .on_flush = pr_api_on_flush, .on_headers = pr_api_on_headers };
 	struct pr_src_ops src;
 
 	uv_loop_init(&e->loop);
@@ -619,6 +621,36 @@ START_TEST(batch_in_order)
 }
 END_TEST
 
+/* A burst of concurrent batch requests used to leave every batch struct
+ * (100 answers each) on the free list for ever; at most a few are kept. */
+START_TEST(batch_pool_is_trimmed_after_a_burst)
+{
+	struct tclient *c;
+	struct tresp r;
+	char req[256];
+	size_t n = 0;
+	static char burst[24 * 256];
+
+	start();
+	redis_hset("b1", "1.5", "1.0", 0);
+	snprintf(req, sizeof(req), "GET /v1/pricing?zones=b1,b1,nowhere HTTP/1.1\r\n"
+	         "Authorization: Bearer " TOKEN "\r\n\r\n");
+	for (int i = 0; i < 24; i++)
+		n += (size_t)snprintf(burst + n, sizeof(burst) - n, "%s", req);
+	c = tc_connect(E.port);
+	tc_send(c, burst, n);                /* one segment: 24 batches live at once */
+	for (int i = 0; i < 24; i++) {
+		ck_assert_int_eq(tc_read(c, &r, 0), 0);
+		ck_assert_int_eq(r.status, 200);
+		tresp_free(&r);
+	}
+	tc_close(c);
+	ck_assert_uint_le(pr_api_pooled_batches(&E.pr), 4);
+	ck_assert_uint_ge(pr_api_pooled_batches(&E.pr), 1);
+	stop();
+}
+END_TEST
+
 START_TEST(status_and_metrics)
 {
 	json_t *j;
@@ -926,6 +958,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, auth_and_errors);
 	tcase_add_test(tc, batch_in_order);
+	tcase_add_test(tc, batch_pool_is_trimmed_after_a_burst);
 	tcase_add_test(tc, status_and_metrics);
 	tcase_add_test(tc, readyz_503_while_draining);
 	suite_add_tcase(s, tc);
