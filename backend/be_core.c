@@ -14,6 +14,9 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -640,4 +643,29 @@ enum be_state be__client_state(const struct be__client *cl)
 void be__client_status(const struct be__client *cl, struct be_status *out)
 {
 	be__health_status(&cl->h, be__client_state(cl), cl->n_pending + cl->n_deferred, out);
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+int be__sock_tune(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int flags = fcntl(fd, F_GETFD);
+	const int on = 1, idle = BE__KEEPIDLE_S, intvl = BE__KEEPINTVL_S, cnt = BE__KEEPCNT;
+	const unsigned user_timeout = BE__USER_TIMEOUT_MS;
+
+	if (flags == -1 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == -1)
+		return -errno;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
+		return -errno;
+	if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+		return 0;            /* a Unix socket: no TCP options */
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) == -1)
+		return -errno;
+	return 0;
 }

@@ -308,6 +308,20 @@ void be__req_defer(struct be__client *cl, struct be__req *req, enum be_err err,
 enum be_state be__client_state(const struct be__client *cl);
 void be__client_status(const struct be__client *cl, struct be_status *out);
 
+/* Socket options every backend connection gets, so that a peer that
+ * vanishes (a partition: no FIN, no RST) is noticed between requests too,
+ * and so that no child process (sendmail, an alert hook) inherits it:
+ * FD_CLOEXEC; for TCP also SO_KEEPALIVE with TCP_KEEPIDLE BE__KEEPIDLE_S,
+ * TCP_KEEPINTVL BE__KEEPINTVL_S, TCP_KEEPCNT BE__KEEPCNT, and
+ * TCP_USER_TIMEOUT of their sum (unacknowledged data fails the socket
+ * after as long as an unanswered keepalive would).  A Unix socket gets
+ * FD_CLOEXEC only.  Returns 0 or -errno (the first option refused). */
+#define BE__KEEPIDLE_S 2
+#define BE__KEEPINTVL_S 1
+#define BE__KEEPCNT 3
+#define BE__USER_TIMEOUT_MS ((BE__KEEPIDLE_S + BE__KEEPINTVL_S * BE__KEEPCNT) * 1000)
+int be__sock_tune(int fd);
+
 /* Defines be_<proto>_state, be_<proto>_status and be_<proto>_last_error
  * (be_redis.h, be_pg.h) for a protocol type T that embeds the skeleton as
  * its member `cl`: the three are the skeleton's, written once here. */

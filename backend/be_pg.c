@@ -435,12 +435,15 @@ static void pg_op_abort(struct be__client *cl, enum be_err err, const char *msg)
 static void pg_connected(struct be_pg *c)
 {
 	char msg[BE_ERRMSG_MAX];
+	int rc;
 
 	if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
 		be__msgf(msg, sizeof(msg), "cannot enter pipeline mode: %s", PQerrorMessage(c->pg));
 		pg_conn_down(c, BE_ERR_IO, msg);
 		return;
 	}
+	if ((rc = be__sock_tune(PQsocket(c->pg))) < 0)
+		log_warn("%s: cannot set the socket options: %s", c->cl.h.name, strerror(-rc));
 	c->prepared = false;
 	c->want_write = false;
 	be__client_up(&c->cl);

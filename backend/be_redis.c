@@ -419,7 +419,9 @@ static void redis_op_connect(struct be__client *cl)
 	ac->ev.cleanup = adapter_cleanup;
 	c->ac = ac;
 	c->conn = conn;
-	redisEnableKeepAlive(&ac->c);
+	if ((rc = be__sock_tune(ac->c.fd)) < 0)
+		log_warn("%s: cannot set the socket options: %s", cl->h.name, strerror(-rc));
+	rc = 0;
 	redisAsyncSetConnectCallback(ac, on_connect);   /* also arms the write watch */
 
 	if (c->password) {
