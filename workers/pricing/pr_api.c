@@ -705,7 +705,7 @@ void pr_api_on_answered(const struct pr_req *r, int status, void *arg)
 
 void pr_api_init(struct pr *p)
 {
-	struct shm_ring *ring;
+	struct shm_ring_h ring;
 	const char *q = getenv("EQ_PRICING_QUOTES");
 
 	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;

@@ -485,7 +485,7 @@ START_TEST(degraded_cache_and_batch_off)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	redis_hset("z1", "99", "9", 0);            /* not asked: cache is fresh */
 	j = price("z1", 0);
 	expect(j, "stale", "stale", 0.7, "degraded_cache");
@@ -514,7 +514,7 @@ START_TEST(emergency_default_and_stale)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	j = price("z1", 0);
 	expect(j, "stale", "very_stale", 0.5, "emergency_mode");
 	ck_assert_str_eq(js(j, "mode"), "emergency");
@@ -816,11 +816,11 @@ START_TEST(quotes_per_mode)
 	ck_assert_str_eq(ev[0].u.quote.freshness, "real-time");
 	ck_assert_str_eq(ev[0].u.quote.fallback_reason, "");
 	ck_assert_double_eq(ev[0].u.quote.base_fare, 12.5);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* degraded, sample 0: none */
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* emergency: none */
@@ -895,7 +895,7 @@ START_TEST(quotes_degraded_sampled)
 	redis_hset("z1", "12.5", "1.7", 0);
 	json_decref(price("z1", NULL));
 	ring_read(ev, 128);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 100; i++)
 		json_decref(price("z1", NULL));
 	n = ring_read(ev, 128);
