@@ -8,6 +8,7 @@ history (cause `api`) show it, and the mode follows.
 import hashlib
 import json
 import secrets
+import time
 
 import pytest
 
@@ -52,6 +53,29 @@ def test_admin_sets_the_override_with_cause_api(d):
     status, _, body = post(d, '{"override":"none"}', d.admin)
     assert status == 200 and body["override"] == "none" and body["mode"] == "normal"
     assert d.status()["override"] == "none"
+
+
+def test_for_s_and_reason_expire_by_themselves(d):
+    t0 = time.time()
+    status, _, body = post(d, '{"override":"emergency","for_s":2,"reason":"drill \u00e9"}',
+                           d.admin)
+    assert status == 200, body
+    assert body["override"] == "emergency" and body["mode"] == "emergency"
+    assert body["override_reason"] == "drill \u00e9"
+    assert body["override_expires"].endswith("Z")
+    st = d.status()
+    assert st["override_reason"] == "drill \u00e9"
+    assert st["override_expires"] == body["override_expires"]
+    h = [h for h in history(d) if h["kind"] == "override"][-1]
+    assert (h["to"], h["cause"]) == ("emergency", "api")
+    deadline = time.monotonic() + 10
+    while d.status()["override"] != "none":
+        assert time.monotonic() < deadline, "the override never expired"
+        time.sleep(0.1)
+    assert time.time() - t0 >= 1.9
+    h = [h for h in history(d) if h["kind"] == "override"][-1]
+    assert (h["from"], h["to"], h["cause"]) == ("emergency", "none", "expired")
+    assert d.status()["override_reason"] is None
 
 
 def test_tokens_401_and_403(d):

@@ -425,8 +425,13 @@ static void admin_invalid(struct pr_req *r, const char *msg)
 static void admin_render(struct pr *p)
 {
 	struct shm_mode_view v;
+	struct shm_override_view ov;
+	char iso[40];
 
 	shm_mode_get(p->shm, &v);
+	shm_override_read(p->shm, &ov);
+	/* As the status JSON: null unless the record describes this override. */
+	ov.known = ov.known && ov.override == v.override && ov.override != EQ_OVERRIDE_NONE;
 	pr_buf_reset(&p->body, 1 << 20);
 	PR_JSON_LIT(&p->body, "{\"mode\":");
 	pr_json_cstr(&p->body, shm_mode_name(v.effective));
@@ -434,7 +439,19 @@ static void admin_render(struct pr *p)
 	pr_json_cstr(&p->body, shm_mode_name(v.auto_mode));
 	PR_JSON_LIT(&p->body, ",\"override\":");
 	pr_json_cstr(&p->body, shm_override_name(v.override));
-	PR_JSON_LIT(&p->body, ",\"override_expires\":null,\"override_reason\":null}");
+	PR_JSON_LIT(&p->body, ",\"override_expires\":");
+	if (ov.known && ov.expires_ms) {
+		util_fmt_iso8601(ov.expires_ms, iso, sizeof(iso));
+		pr_json_cstr(&p->body, iso);
+	} else {
+		PR_JSON_LIT(&p->body, "null");
+	}
+	PR_JSON_LIT(&p->body, ",\"override_reason\":");
+	if (ov.known && ov.reason[0])
+		pr_json_cstr(&p->body, ov.reason);
+	else
+		PR_JSON_LIT(&p->body, "null");
+	pr_buf_putc(&p->body, '}');
 }
 
 static void do_admin_mode(struct pr *p, struct pr_req *r)
@@ -480,7 +497,7 @@ static void do_admin_mode(struct pr *p, struct pr_req *r)
 		} else if (strcmp(key, "reason") == 0) {
 			reason = json_string_value(v);
 			if (reason == NULL ||
-			    util_text_ok(reason, json_string_length(v), PR_ADMIN_REASON_MAX) != 0) {
+			    !util_text_ok(reason, json_string_length(v), PR_ADMIN_REASON_MAX)) {
 				json_decref(j);
 				admin_invalid(r, "\"reason\" must be text of at most 200 bytes "
 				              "(UTF-8, no control characters)");
@@ -502,15 +519,15 @@ static void do_admin_mode(struct pr *p, struct pr_req *r)
 		admin_invalid(r, "\"for_s\" needs an override other than \"none\"");
 		return;
 	}
-	/* XXX(14): expiry and reason need the override record of shm_mode;
-	 * refused rather than silently dropped until it is there. */
-	if (for_s || (reason && reason[0])) {
-		json_decref(j);
-		admin_invalid(r, "\"for_s\" and \"reason\" are not supported by this build");
+	rc = shm_mode_set_override(p->shm, (enum eq_override)o,
+	                           for_s ? util_now_ms() + (uint64_t)for_s * 1000u : 0,
+	                           reason, getpid(), "api");
+	json_decref(j);
+	if (rc == -EINVAL) {
+		admin_invalid(r, "\"reason\" must be text of at most 200 bytes "
+		              "(UTF-8, no control characters)");
 		return;
 	}
-	rc = shm_mode_set_override(p->shm, (enum eq_override)o, getpid(), "api");
-	json_decref(j);
 	if (rc < 0) {
 		pr_http_error(r, 503, "busy", "the override could not be written now: retry",
 		              "Retry-After: 1\r\n");
