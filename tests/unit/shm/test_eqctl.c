@@ -236,6 +236,9 @@ START_TEST(test_mode_for_and_reason)
 	              "%s", out);
 	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s history", name), 0);
 	ck_assert_msg(strstr(out, "--for 90s") && strstr(out, "db failover"), "%s", out);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s watch --count 1", name), 0);
+	ck_assert_msg(strstr(out, "override emergency ends in ") && strstr(out, "reason: db failover"),
+	              "%s", out);
 	/* 2h and 24h are fine; auto clears expiry and reason. */
 	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --for 2h", name), 0);
 	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --for 24h", name), 0);
