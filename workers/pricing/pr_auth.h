@@ -22,11 +22,19 @@ enum pr_auth_result {
 	PR_AUTH_MISSING,                     /* no Authorization header */
 	PR_AUTH_MALFORMED,                   /* not "Bearer <token>" */
 	PR_AUTH_WRONG,                       /* no digest matches */
+	PR_AUTH_FORBIDDEN,                   /* valid, but not an admin token (403) */
 };
 
 /* Checks an Authorization header value (value == NULL: header absent)
  * against the digests in c.  Pure apart from the hashing. */
 enum pr_auth_result pr_auth_check(const struct conf *c, const char *value, size_t len);
+
+/* The admin API's check (POST /v1/admin/mode): PR_AUTH_OK for a token among
+ * auth.admin_token_sha256; PR_AUTH_FORBIDDEN for a token the ordinary
+ * check accepts that is not an admin one, and for every request while no
+ * admin digest is configured (the admin API is off); otherwise why the
+ * token was not accepted (answered 401). */
+enum pr_auth_result pr_auth_check_admin(const struct conf *c, const char *value, size_t len);
 
 /* The last token accepted, kept by one worker so that a client sending the
  * same token again (every request of a keep-alive client) is checked
@@ -36,7 +44,8 @@ enum pr_auth_result pr_auth_check(const struct conf *c, const char *value, size_
  * without a branch, so the time taken says nothing about how much agreed;
  * and the digest it matched must still be in the current config (a reload
  * that drops the token refuses it at once).  Tokens longer than
- * PR_AUTH_CACHE_MAX are always hashed.  Zero-initialise; process-local. */
+ * PR_AUTH_CACHE_MAX are always hashed.  Ordinary tokens only (the admin
+ * check is rare).  Zero-initialise; process-local. */
 #define PR_AUTH_CACHE_MAX 128
 
 struct pr_auth_cache {
