@@ -26,6 +26,31 @@
 #define JSON_CT  "application/json"
 #define RETRY_AFTER_S "5"
 
+/*
+ * Retry-After for a full event ring, from what the spool says about how
+ * soon the ring will drain:
+ *   - the spool is full (within a record of spool.max_bytes): nothing
+ *     drains until Kafka is back: 30 s;
+ *   - Kafka is failed but the spool has room: the forwarder drains the ring
+ *     to disk, a few seconds behind: 5 s;
+ *   - otherwise the forwarder is only momentarily behind: 1 s.
+ */
+#define RETRY_RING_SPOOL_FULL_S 30
+#define RETRY_RING_SPOOLING_S   5
+#define RETRY_RING_BEHIND_S     1
+#define SPOOL_FULL_MARGIN       65536        /* bytes: a spool this close to max is full */
+
+static unsigned ring_retry_after_s(const struct pr *p)
+{
+	struct shm_event_gauges g;
+	shm_event_gauges_read(p->shm, &g);
+	if (g.spool_bytes + SPOOL_FULL_MARGIN >= p->conf->spool.max_bytes)
+		return RETRY_RING_SPOOL_FULL_S;
+	if (shm_component_state(p->shm, EQ_COMP_KAFKA) == EQ_CSTATE_FAILED)
+		return RETRY_RING_SPOOLING_S;
+	return RETRY_RING_BEHIND_S;
+}
+
 struct pr_batch;
 
 struct pr_batch_slot {
@@ -338,10 +363,13 @@ static void do_events(struct pr *p, struct pr_req *r)
 	/* All or nothing: 202 only once every event is in the ring. */
 	rc = shm_ring_append(p->shm, x->recs, (unsigned)n);
 	if (rc == -ENOBUFS || rc == -EMSGSIZE) {
+		char retry[32];
+		snprintf(retry, sizeof(retry), "Retry-After: %u\r\n",
+		         rc == -ENOBUFS ? ring_retry_after_s(p) : RETRY_RING_SPOOL_FULL_S);
 		pr_http_error(r, 503, "ring_full", rc == -ENOBUFS ?
 		              "the event buffer is full (Kafka and the spool are behind): retry later" :
 		              "this batch is larger than the whole event buffer: send fewer at a time",
-		              "Retry-After: " RETRY_AFTER_S "\r\n");
+		              retry);
 		return;
 	}
 	if (rc != 0) {

@@ -35,6 +35,7 @@ struct e2e {
 	uv_async_t cmd;
 	sem_t ready;
 	unsigned port;
+	int lfd;                             /* listening socket (wk_listen_open) */
 	volatile int stop, drain;
 };
 
@@ -63,7 +64,6 @@ static void *srv_main(void *arg)
 	struct pr_http_limits lim;
 	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p };
 	struct pr_src_ops src;
-	char err[256];
 
 	uv_loop_init(&e->loop);
 	p->loop = &e->loop;
@@ -77,7 +77,8 @@ static void *srv_main(void *arg)
 	ck_assert_int_eq(pr_price_create(e->shm, &e->conf, &src, &p->price), 0);
 	pr_limits_from_conf(&e->conf, &lim);
 	ck_assert_int_eq(pr_http_create(&e->loop, &lim, &ops, &p->http), 0);
-	ck_assert_int_eq(pr_http_listen_addr(p->http, "127.0.0.1:0", err, sizeof(err)), 0);
+	e->lfd = t_listen_any();
+	ck_assert_int_eq(pr_http_listen_fd(p->http, e->lfd), 0);
 	e->port = pr_http_port(p->http);
 	p->ready = true;
 	uv_async_init(&e->loop, &e->cmd, on_cmd);
@@ -85,6 +86,7 @@ static void *srv_main(void *arg)
 	sem_post(&e->ready);
 	uv_run(&e->loop, UV_RUN_DEFAULT);
 	pr_http_free(&p->http);
+	close(e->lfd);
 	pr_price_destroy(&p->price);
 	pr_backend_free(&e->be);
 	pr_api_fini(p);
