@@ -226,6 +226,15 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(o, "mode", json_string(shm_mode_name(mv.effective)));
 	json_object_set_new(o, "auto_mode", json_string(shm_mode_name(mv.auto_mode)));
 	json_object_set_new(o, "override", json_string(shm_override_name(mv.override)));
+	/* Expiry and reason of this override; null when it has none (or while
+	 * its record is being rewritten). */
+	struct shm_override_view ov;
+	shm_override_read(s, &ov);
+	bool ovr_known = ov.known && ov.override == mv.override && ov.override != EQ_OVERRIDE_NONE;
+	json_object_set_new(o, "override_expires",
+	                    ovr_known && ov.expires_ms ? iso_time(ov.expires_ms) : json_null());
+	json_object_set_new(o, "override_reason",
+	                    ovr_known && ov.reason[0] ? json_string(ov.reason) : json_null());
 	json_object_set_new(o, "mode_since", iso_time(mv.since_ms));
 	json_object_set_new(o, "components", components_json(s));
 	json_object_set_new(o, "workers", workers_json(s));
@@ -294,6 +303,13 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(sj, "generation", json_integer((json_int_t)sv.generation));
 	json_object_set_new(sj, "alive", json_boolean(sv.alive));
 	json_object_set_new(o, "supervisor", sj);
+	/* The running supervisor's version; a segment it never wrote (layout
+	 * 1.0) shows the reader's own. */
+	char supver[SHM_VERSION_TEXT];
+	memcpy(supver, h->sup_version, sizeof(supver));
+	supver[sizeof(supver) - 1] = '\0';
+	util_utf8_sanitize(supver);
+	json_object_set_new(o, "version", json_string(supver[0] != '\0' ? supver : util_version()));
 
 	json_t *seg = json_object();
 	json_object_set_new(seg, "name", json_string(s->name));

@@ -85,7 +85,7 @@ static int sup__parse_args(int argc, char **argv, struct sup_args *a)
 			sup__usage(stdout);
 			exit(SUP_EXIT_OK);
 		case OPT_VERSION:
-			printf("equilibriumd %s\n", EQ_VERSION);
+			printf("equilibriumd %s\n", util_version());
 			exit(SUP_EXIT_OK);
 		case ':':
 			fprintf(stderr, "equilibriumd: option %s needs a value (try --help)\n",
@@ -241,8 +241,17 @@ static int sup__drain_signals(struct sup *s)
 	}
 }
 
+/* Blocks the signals we handle (they arrive on the signalfd, whatever the
+ * disposition we inherited) and ignores SIGPIPE: a write to a gone
+ * worker's channel or to a closed notify/log socket must come back as
+ * EPIPE, never kill the supervisor (DESIGN.md "Signals"). */
 static int sup__signals_open(sigset_t *set)
 {
+	struct sigaction ign;
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &ign, NULL) == -1)
+		return -errno;
 	sigemptyset(set);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
@@ -345,7 +354,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
-	           EQ_VERSION, s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
+	           util_version(), s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
 	if (s.conf.auth.tokens.n == 0)
 		log_warn("AUTH IS OFF: no [auth] token_sha256 is configured, so /v1/* answers "
 		         "anyone who can reach %s", s.conf.http.listen);

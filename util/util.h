@@ -32,6 +32,10 @@ void util_logv(int prio, const char *fmt, va_list ap) __attribute__((format(prin
 #define log_info(...)    util_log(LOG_INFO, __VA_ARGS__)
 #define log_debug(...)   util_log(LOG_DEBUG, __VA_ARGS__)
 
+/* The version string of this build ("0.1.0", or "0.1.0+g1a2b3c4" from a git
+ * checkout): what --version prints after the binary's name. */
+const char *util_version(void);
+
 /* Clocks.  *_ms are milliseconds: util_now_ms() is wall-clock (unix ms,
  * comparable to Redis' updated_at and shown to users); util_mono_ms() is
  * CLOCK_MONOTONIC, identical across processes of one boot, used for
@@ -82,6 +86,13 @@ int util_text_ok(const char *s, size_t len, size_t max);
  * (jansson refuses invalid UTF-8) and onto a terminal.  The length does
  * not change.  Returns the number of bytes replaced. */
 size_t util_utf8_sanitize(char *s);
+
+/* Like util_utf8_sanitize, and control characters (util_is_control: C0,
+ * DEL, C1) become '?' too, one per byte: text another process or a server
+ * wrote (error replies, causes) can then go onto a terminal without
+ * carrying escape sequences.  The length does not change.  Returns the
+ * number of bytes replaced. */
+size_t util_text_sanitize(char *s);
 
 /* Parses a base-10 integer/double that must fill the whole string.
  * Returns 0, or -EINVAL (not a number) / -ERANGE (out of [min, max]). */

@@ -62,7 +62,9 @@ static void *srv_main(void *arg)
 	struct e2e *e = arg;
 	struct pr *p = &e->pr;
 	struct pr_http_limits lim;
-	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p };
+	struct pr_http_ops ops = { .on_request = pr_api_on_request,
+	                           .on_answered = pr_api_on_answered, .arg = p,
+	                           .on_flush = pr_api_on_flush, .on_headers = pr_api_on_headers };
 	struct pr_src_ops src;
 
 	uv_loop_init(&e->loop);
@@ -483,7 +485,7 @@ START_TEST(degraded_cache_and_batch_off)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	redis_hset("z1", "99", "9", 0);            /* not asked: cache is fresh */
 	j = price("z1", 0);
 	expect(j, "stale", "stale", 0.7, "degraded_cache");
@@ -512,7 +514,7 @@ START_TEST(emergency_default_and_stale)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	j = price("z1", 0);
 	expect(j, "stale", "very_stale", 0.5, "emergency_mode");
 	ck_assert_str_eq(js(j, "mode"), "emergency");
@@ -615,6 +617,36 @@ START_TEST(batch_in_order)
 	ck_assert_int_eq(st, 400);
 	ck_assert_str_eq(js(j, "error"), "invalid_zone_id");
 	json_decref(j);
+	stop();
+}
+END_TEST
+
+/* A burst of concurrent batch requests used to leave every batch struct
+ * (100 answers each) on the free list for ever; at most a few are kept. */
+START_TEST(batch_pool_is_trimmed_after_a_burst)
+{
+	struct tclient *c;
+	struct tresp r;
+	char req[256];
+	size_t n = 0;
+	static char burst[24 * 256];
+
+	start();
+	redis_hset("b1", "1.5", "1.0", 0);
+	snprintf(req, sizeof(req), "GET /v1/pricing?zones=b1,b1,nowhere HTTP/1.1\r\n"
+	         "Authorization: Bearer " TOKEN "\r\n\r\n");
+	for (int i = 0; i < 24; i++)
+		n += (size_t)snprintf(burst + n, sizeof(burst) - n, "%s", req);
+	c = tc_connect(E.port);
+	tc_send(c, burst, n);                /* one segment: 24 batches live at once */
+	for (int i = 0; i < 24; i++) {
+		ck_assert_int_eq(tc_read(c, &r, 0), 0);
+		ck_assert_int_eq(r.status, 200);
+		tresp_free(&r);
+	}
+	tc_close(c);
+	ck_assert_uint_le(pr_api_pooled_batches(&E.pr), 4);
+	ck_assert_uint_ge(pr_api_pooled_batches(&E.pr), 1);
 	stop();
 }
 END_TEST
@@ -784,14 +816,72 @@ START_TEST(quotes_per_mode)
 	ck_assert_str_eq(ev[0].u.quote.freshness, "real-time");
 	ck_assert_str_eq(ev[0].u.quote.fallback_reason, "");
 	ck_assert_double_eq(ev[0].u.quote.base_fare, 12.5);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* degraded, sample 0: none */
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* emergency: none */
+	stop();
+}
+END_TEST
+
+/* Quotes are batched per loop iteration, but each one is in the ring
+ * before its answer's first byte is written: a client that has read k
+ * answers finds at least k quotes there (so a worker killed after writing
+ * an answer never loses its quote).  Pipelined, so many answers share
+ * iterations; then a batch request (one answer, several quotes). */
+START_TEST(quotes_in_the_ring_before_their_answers)
+{
+	enum { NMAX = 200 };
+	static struct proto_event ev[NMAX + 8];
+	struct shm_ring_stats st;
+	struct tresp r;
+	char req[256];
+	uint64_t base;
+
+	start();
+	redis_hset("z1", "12.5", "1.7", 0);
+	redis_hset("z2", "10.0", "1.1", 0);
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	base = st.appended;
+	/* As many as the ring holds (nothing consumes it here), at most NMAX. */
+	int n = st.capacity - st.used - 4 < NMAX ? (int)(st.capacity - st.used - 4) : NMAX;
+	ck_assert_int_ge(n, 64);
+	struct tclient *c = tc_connect(E.port);
+	snprintf(req, sizeof(req), "GET /v1/pricing/z1 HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+	struct pr_buf all = { 0 };
+	for (int i = 0; i < n; i++)
+		pr_buf_puts(&all, req);
+	tc_send(c, all.data, all.len);
+	for (int k = 1; k <= n; k++) {
+		ck_assert_int_eq(tc_read(c, &r, 0), 0);
+		ck_assert_int_eq(r.status, 200);
+		tresp_free(&r);
+		ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+		ck_assert_msg(st.appended - base >= (uint64_t)k, "answer %d read, %llu quotes in the ring",
+		              k, (unsigned long long)(st.appended - base));
+	}
+	tc_sends(c, "GET /v1/pricing?zones=z1,z2,z1 HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 200);
+	tresp_free(&r);
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	ck_assert_uint_eq(st.appended - base, (uint64_t)n + 3);
+	tc_close(c);
+	/* Every one of them a well-formed quote with its own id. */
+	ck_assert_uint_eq(ring_read(ev, NMAX + 8), (size_t)n + 3);
+	for (int i = 0; i < n + 3; i++) {
+		ck_assert_int_eq(ev[i].type, PROTO_TYPE_QUOTE);
+		ck_assert_str_eq(ev[i].u.quote.source, "redis");
+		for (int j = 0; j < i; j++)
+			ck_assert_str_ne(ev[i].event_id, ev[j].event_id);
+	}
+	ck_assert_str_eq(ev[n + 1].u.quote.zone_id, "z2");
+	ck_assert_uint_eq(atomic_load(&shm_counters(E.shm)->events[EQ_EVC_DROPPED]), 0);
+	pr_buf_free(&all);
 	stop();
 }
 END_TEST
@@ -805,7 +895,7 @@ START_TEST(quotes_degraded_sampled)
 	redis_hset("z1", "12.5", "1.7", 0);
 	json_decref(price("z1", NULL));
 	ring_read(ev, 128);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 100; i++)
 		json_decref(price("z1", NULL));
 	n = ring_read(ev, 128);
@@ -868,6 +958,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, auth_and_errors);
 	tcase_add_test(tc, batch_in_order);
+	tcase_add_test(tc, batch_pool_is_trimmed_after_a_burst);
 	tcase_add_test(tc, status_and_metrics);
 	tcase_add_test(tc, readyz_503_while_draining);
 	suite_add_tcase(s, tc);
@@ -877,6 +968,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, events_accepted_into_ring);
 	tcase_add_test(tc, events_ring_full_503_all_or_nothing);
 	tcase_add_test(tc, quotes_per_mode);
+	tcase_add_test(tc, quotes_in_the_ring_before_their_answers);
 	tcase_add_test(tc, quotes_degraded_sampled);
 	suite_add_tcase(s, tc);
 	return s;

@@ -77,7 +77,7 @@ START_TEST(test_create_attach)
 	ck_assert(!shm_writable(ro));
 	ck_assert(shm_writable(rw));
 	/* A write through one mapping is seen through the other. */
-	shm_mode_set_override(rw, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(rw, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	ck_assert_int_eq(shm_mode_effective(ro), EQ_MODE_DEGRADED);
 	shm_detach(&ro);
 	shm_detach(&rw);
@@ -254,11 +254,34 @@ START_TEST(test_mode_override_and_history)
 }
 END_TEST
 
+/* [shm] group as a numeric gid: the segment is created 0640 with that
+ * group (a name is resolved; conf refuses one that does not exist). */
+START_TEST(test_create_with_numeric_group)
+{
+	const char *n = test_shm_name();
+	struct shm_params p = { .name = n, .zones_capacity = 16, .ring_bytes = 65536, .group = "4242" };
+	struct shm *s = NULL;
+	char err[256] = "";
+	shm_unlink_name(n);
+	int rc = shm_create(&p, &s, err, sizeof(err));
+	ck_assert_msg(rc == 0, "%s", err);
+	int fd = shm_open(n, O_RDONLY, 0);
+	ck_assert_int_ge(fd, 0);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	close(fd);
+	shm_detach(&s);
+	shm_unlink_name(n);
+	ck_assert_uint_eq(st.st_gid, 4242);
+	ck_assert_uint_eq(st.st_mode & 0777, 0640);
+}
+END_TEST
+
 START_TEST(test_mode_time_accounting)
 {
-	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, getpid(), "t");
+	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "t");
 	usleep(120 * 1000);
-	shm_mode_set_override(seg, EQ_OVERRIDE_NONE, getpid(), "t");
+	shm_mode_set_override(seg, EQ_OVERRIDE_NONE, 0, NULL, getpid(), "t");
 	struct shm_mode_view v;
 	shm_mode_get(seg, &v);
 	ck_assert_uint_ge(v.ms_total[EQ_MODE_DEGRADED], 100);
@@ -796,7 +819,7 @@ START_TEST(test_text_fields_stay_utf8)
 	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED };
 	memcpy(v.last_error, msg, sizeof(v.last_error) - 1);   /* cut mid-character */
 	shm_component_write(seg, EQ_COMP_REDIS, &v);
-	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, getpid(), msg);
+	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), msg);
 
 	json_t *st = shm_status_json(seg);
 	ck_assert_ptr_nonnull(st);
@@ -891,6 +914,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_supervisor_lock);
 	tcase_add_test(tc, test_mode_override_and_history);
 	tcase_add_test(tc, test_mode_time_accounting);
+	tcase_add_test(tc, test_create_with_numeric_group);
 	tcase_add_test(tc, test_history_wraps);
 	tcase_add_test(tc, test_components);
 	tcase_add_test(tc, test_text_fields_stay_utf8);
