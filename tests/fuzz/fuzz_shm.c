@@ -70,7 +70,7 @@ static void make_base(void)
 		pr.zone_len = (size_t)snprintf(pr.zone_id, sizeof(pr.zone_id), "zone-%d", i);
 		shm_prices_store(s, &pr);
 	}
-	shm_mode_set_override(s, EQ_OVERRIDE_DEGRADED, getpid(), "fuzz");
+	shm_mode_set_override(s, EQ_OVERRIDE_DEGRADED, util_now_ms() + 3600000, "fuzzing", getpid(), "fuzz");
 	shm_mode_set_auto(s, EQ_MODE_DEGRADED, EQ_COMP_REDIS, "redis failed: connect refused");
 	for (int i = 0; i < 3; i++) {
 		struct proto_event ev;
