@@ -183,6 +183,16 @@ void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int ht
 void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
 
+/* The event-path gauges eq-forwarder publishes (its single writer; eqctl,
+ * the prober and /metrics read them from struct shm_counters). */
+struct shm_event_gauges {
+	uint64_t oldest_undelivered_ms;      /* wall ms of the oldest event not yet acked, ring or spool; 0 = none */
+	uint64_t spool_bytes, spool_segments;
+	uint64_t spool_records;              /* in the spool, not yet acked */
+	uint64_t kafka_inflight;             /* handed to librdkafka, not yet acked */
+};
+void shm_events_publish(struct shm *s, const struct shm_event_gauges *g);
+
 /* ---- stale-price table ---- */
 struct shm_price {
 	char zone_id[SHM_ZONE_ID_MAX + 1];   /* NUL-terminated copy */

@@ -191,3 +191,14 @@ void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n)
 	assert((unsigned)c < EQ_EVC__COUNT);
 	atomic_fetch_add_explicit(&s->counters->events[c], n, memory_order_relaxed);
 }
+
+void shm_events_publish(struct shm *s, const struct shm_event_gauges *g)
+{
+	struct shm_counters *c = s->counters;
+
+	atomic_store_explicit(&c->oldest_undelivered_ms, g->oldest_undelivered_ms, memory_order_relaxed);
+	atomic_store_explicit(&c->spool_bytes, g->spool_bytes, memory_order_relaxed);
+	atomic_store_explicit(&c->spool_segments, g->spool_segments, memory_order_relaxed);
+	atomic_store_explicit(&c->spool_records, g->spool_records, memory_order_relaxed);
+	atomic_store_explicit(&c->kafka_inflight, g->kafka_inflight, memory_order_relaxed);
+}
