@@ -41,6 +41,11 @@
 #define SUP_SLOT_FORWARDER  1
 #define SUP_SLOT_PRICING0   2
 #define SUP_KILL_MARGIN_MS  1000             /* after drain_ms before SIGKILL */
+/* The whole stop's backstop comes this long after the children's own kill
+ * deadlines (drain_ms + SUP_KILL_MARGIN_MS, each counted from its own stop
+ * message), so it never races them: it only catches a child the per-child
+ * deadline missed. */
+#define SUP_STOP_BACKSTOP_MS 500
 #define SUP_TICK_STARTING_MS 10              /* readiness polling while starting */
 #define SUP_TICK_MAX_MS     250              /* mode/heartbeat polling otherwise */
 

@@ -158,7 +158,8 @@ static char **sup__child_env(void)
 static void sup__begin_stop(struct sup *s, const char *why)
 {
 	s->stopping = true;
-	s->stop_deadline = util_mono_ms() + s->conf.supervisor.drain_ms + SUP_KILL_MARGIN_MS;
+	s->stop_deadline = util_mono_ms() + s->conf.supervisor.drain_ms + SUP_KILL_MARGIN_MS +
+	                   SUP_STOP_BACKSTOP_MS;
 	log_notice("%s: stopping; workers drain for up to %u ms", why, s->conf.supervisor.drain_ms);
 	sup_notify_stopping(s);
 	/* The workers keep their copies until they have drained; ours is not
