@@ -1111,7 +1111,7 @@ static int pg_submit(struct be_pg *c, enum op_kind kind, const char *text, be_pg
 
 int be_pg_zone(struct be_pg *c, const char *zone_id, be_pg_cb cb, void *arg)
 {
-	if (!zone_id || !zone_id[0] || strlen(zone_id) > BE_PG_ZONE_ID_MAX)
+	if (!zone_id || !zone_id[0] || strlen(zone_id) > PROTO_ZONE_ID_MAX)
 		return -EINVAL;
 	return pg_submit(c, OP_ZONE, zone_id, cb, arg);
 }
@@ -1132,7 +1132,7 @@ struct pg_chain {
 	int cur;                     /* index of the client asked now */
 	be_pg_chain_cb cb;
 	void *arg;
-	char zone_id[BE_PG_ZONE_ID_MAX + 1];
+	char zone_id[PROTO_ZONE_ID_MAX + 1];
 };
 
 static void chain_on_result(struct be_pg *c, const struct be_pg_result *r, void *arg);
@@ -1180,7 +1180,7 @@ int be_pg_zone_chain(struct be_pg *const *clients, size_t n, const char *zone_id
 	int rc;
 
 	if (!clients || n == 0 || n > PG_CHAIN_MAX || !cb || !zone_id || !zone_id[0] ||
-	    strlen(zone_id) > BE_PG_ZONE_ID_MAX)
+	    strlen(zone_id) > PROTO_ZONE_ID_MAX)
 		return -EINVAL;
 	ch = calloc(1, sizeof(*ch));
 	if (!ch)

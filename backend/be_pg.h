@@ -50,14 +50,13 @@
 #define EQ_BE_PG_H
 
 #include "backend/be.h"
+#include "proto/proto_zone.h"           /* PROTO_ZONE_ID_MAX */
 
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-
-#define BE_PG_ZONE_ID_MAX 64
 
 struct be_pg;
 
@@ -73,7 +72,7 @@ struct be_pg_opts {
 
 /* One row of current_zone_status, as the lookup reads it. */
 struct be_pg_zone {
-	char zone_id[BE_PG_ZONE_ID_MAX + 1];
+	char zone_id[PROTO_ZONE_ID_MAX + 1];
 	double base_fare;
 	double multiplier;           /* current_multiplier */
 	int64_t supply_count;

@@ -150,6 +150,15 @@ void conf_errors_print(const struct conf_errors *errs, FILE *f)
 		fprintf(f, "... and %u more errors\n", errs->count - stored);
 }
 
+void conf_log_errors(const struct conf_errors *errs)
+{
+	unsigned shown = errs->count < CONF_MAX_ERRORS ? errs->count : CONF_MAX_ERRORS;
+	for (unsigned i = 0; i < shown; i++)
+		log_err("%s", errs->msg[i]);
+	if (errs->count > shown)
+		log_err("... and %u more config errors", errs->count - shown);
+}
+
 /* Quotes a (non-secret) value safely: control and non-ASCII bytes become
  * '?', long values are cut with "...". */
 static const char *conf__show(const char *v, char *buf, size_t len)
@@ -238,13 +247,13 @@ static void conf__zone_header(struct conf__parse *p, const char *id, size_t len)
 {
 	char shown[CONF__SHOW_MAX + 4];
 	char tmp[2 * CONF__SHOW_MAX];
-	if (conf__zone_id_check(id, len) < 0) {
+	if (!proto_zone_id_ok(id, len)) {
 		size_t n = len < sizeof(tmp) - 1 ? len : sizeof(tmp) - 1;
 		memcpy(tmp, id, n);
 		tmp[n] = '\0';
 		conf__error(p, p->lineno, "[zone:%s]: a zone id must be 1-%d characters of "
 		            "A-Z a-z 0-9 _ . : -%s", conf__show(tmp, shown, sizeof(shown)),
-		            CONF_ZONE_ID_MAX, len > CONF_ZONE_ID_MAX ? " (this one is longer)" : "");
+		            PROTO_ZONE_ID_MAX, len > PROTO_ZONE_ID_MAX ? " (this one is longer)" : "");
 		p->sec_kind = SEC_SKIP;
 		return;
 	}
@@ -334,7 +343,7 @@ static int conf__blank(char ch)
 static void conf__long_line(struct conf__parse *p, const char *line, size_t n, size_t full,
                             size_t limit)
 {
-	char label[CONF_ZONE_ID_MAX + 16], key[65];
+	char label[PROTO_ZONE_ID_MAX + 16], key[65];
 	size_t i = 0;
 	if (line[0] == '[') {
 		conf__error(p, p->lineno, "line too long (%zu bytes, max %zu): section header",
@@ -572,7 +581,7 @@ static void conf__rdkafka(struct conf__parse *p, const char *prop, const char *v
 static void conf__zone_key(struct conf__parse *p, const char *key, const char *value)
 {
 	struct conf__zone_w *w = &p->zones[p->sec];
-	char label[CONF_ZONE_ID_MAX + 16], why[256], shown[CONF__SHOW_MAX + 4];
+	char label[PROTO_ZONE_ID_MAX + 16], why[256], shown[CONF__SHOW_MAX + 4];
 	conf__sec_label(p, label, sizeof(label));
 	for (size_t i = 0; i < conf__n_zone_keys; i++) {
 		const struct conf__key *k = &conf__zone_keys[i];

@@ -29,8 +29,9 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "proto/proto_zone.h"           /* PROTO_ZONE_ID_MAX */
+
 #define CONF_MAX_TOKENS      64
-#define CONF_ZONE_ID_MAX     64      /* same bound as the HTTP zone_id */
 #define CONF_STR_MAX         256
 #define CONF_CONNINFO_MAX    1024
 #define CONF_MAX_ERRORS      64
@@ -80,7 +81,7 @@ enum conf_emergency_pricing {
 };
 
 struct conf_zone {                           /* [zone:ID] per-zone default */
-	char id[CONF_ZONE_ID_MAX + 1];
+	char id[PROTO_ZONE_ID_MAX + 1];
 	double base_fare;
 	double surge_multiplier;
 };
@@ -272,6 +273,10 @@ int conf_load_fd(const char *name, int fd, struct conf *c, struct conf_errors *e
 /* Prints every stored error on its own line to f, then "... and N more"
  * if more were found than stored. */
 void conf_errors_print(const struct conf_errors *errs, FILE *f);
+
+/* The same lines through the log at LOG_ERR, then "... and N more config
+ * errors" (equilibriumd and the workers, whose stderr is the journal). */
+void conf_log_errors(const struct conf_errors *errs);
 
 /* Frees the malloc'd parts (zones, rdkafka) and resets them to empty. */
 void conf_free(struct conf *c);

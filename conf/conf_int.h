@@ -71,7 +71,4 @@ void conf__range_text(const struct conf__key *k, char *buf, size_t len);
 /* True if the field of k differs between bases a and b. */
 int conf__field_differs(const void *a, const void *b, const struct conf__key *k);
 
-/* 0 if id is a valid zone id (1-64 of [A-Za-z0-9_.:-]), else -EINVAL. */
-int conf__zone_id_check(const char *id, size_t len);
-
 #endif

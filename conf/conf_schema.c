@@ -628,20 +628,6 @@ int conf__field_differs(const void *a, const void *b, const struct conf__key *k)
 	return memcmp(fa, fb, k->size) != 0;
 }
 
-int conf__zone_id_check(const char *id, size_t len)
-{
-	if (len == 0 || len > CONF_ZONE_ID_MAX)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)id[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
-		      ch == ':' || ch == '-'))
-			return -EINVAL;
-	}
-	return 0;
-}
-
 const char *conf_fsync_name(enum conf_fsync v)
 {
 	return (unsigned)v < UTIL_ARRAY_LEN(fsync_names) - 1 ? fsync_names[v] : "?";

@@ -7,9 +7,7 @@
 #include "eqctl/eqctl.h"
 #include "shm/shm.h"
 #include "util/util.h"
-#ifdef EQCTL_HAVE_CONF
 #include "conf/conf.h"
-#endif
 
 static void usage(FILE *f)
 {
@@ -49,7 +47,6 @@ struct shm *eqctl_attach(const struct eqctl_opts *o, bool writable)
 	return s;
 }
 
-#ifdef EQCTL_HAVE_CONF
 /* The segment name from the config, when no --shm was given. */
 static const char *shm_name_from_config(const char *path, bool explicit_path, char *buf, size_t len)
 {
@@ -67,7 +64,6 @@ static const char *shm_name_from_config(const char *path, bool explicit_path, ch
 	conf_free(&c);
 	return buf;
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -107,15 +103,10 @@ int main(int argc, char **argv)
 	}
 	char namebuf[256];
 	if (o.shm_name == NULL) {
-#ifdef EQCTL_HAVE_CONF
 		const char *path = o.config ? o.config : "/etc/equilibrium/equilibrium.conf";
 		o.shm_name = shm_name_from_config(path, o.config != NULL, namebuf, sizeof(namebuf));
 		if (o.shm_name == NULL)
 			return EQCTL_USAGE;
-#else
-		(void)namebuf;
-		o.shm_name = "/equilibrium";
-#endif
 	}
 
 	static const struct {
@@ -126,15 +117,9 @@ int main(int argc, char **argv)
 		{ "prices", eqctl_cmd_prices },
 		{ "history", eqctl_cmd_history },
 		{ "check", eqctl_cmd_check },
-#ifdef EQCTL_HAVE_MODE
 		{ "mode", eqctl_cmd_mode },
-#endif
-#ifdef EQCTL_HAVE_WATCH
 		{ "watch", eqctl_cmd_watch },
-#endif
-#ifdef EQCTL_HAVE_SPOOL
 		{ "spool", eqctl_cmd_spool },
-#endif
 	};
 	for (size_t i = 0; i < UTIL_ARRAY_LEN(cmds); i++)
 		if (strcmp(args[0], cmds[i].name) == 0)

@@ -289,7 +289,7 @@ int eqctl_cmd_check(const struct eqctl_opts *o, int argc, char **argv)
 		json_object_set_new(j, "ring_claimed_dead", json_integer((json_int_t)r.ring_claimed_dead));
 		print_json(j);
 	} else if (bad) {
-		printf("segment %s: %u problem(s); first: %s\n", shm_header(s) ? o->shm_name : "", r.problems, r.first);
+		printf("segment %s: %u problem(s); first: %s\n", o->shm_name, r.problems, r.first);
 		printf("  prices held by dead writers: %llu, invalid entries: %llu, stuck component records: %llu\n",
 		       (unsigned long long)r.prices_locked_dead, (unsigned long long)r.prices_bad,
 		       (unsigned long long)r.components_incomplete);

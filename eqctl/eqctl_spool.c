@@ -25,9 +25,7 @@
 #include "util/util.h"
 #include "spool/spool_msg.h"
 #include "spool/spool.h"
-#ifdef FW_HAVE_PROTO
 #include "proto/proto.h"
-#endif
 
 #define EQCTL_SPOOL_DEFAULT_CONF "/etc/equilibrium/equilibrium.conf"
 
@@ -99,7 +97,6 @@ static json_t *record_json(const struct conf *c, const struct spool_rec *r, bool
 	}
 	json_object_set_new(o, "topic", json_string(topic_name(c, fr.topic)));
 	json_object_set_new(o, "key", json_stringn(fr.key, fr.key_len));
-#ifdef FW_HAVE_PROTO
 	struct proto_event ev;
 	char *js = NULL;
 	int rc = proto_event_decode(fr.val, fr.val_len, &ev);
@@ -114,7 +111,6 @@ static json_t *record_json(const struct conf *c, const struct spool_rec *r, bool
 	}
 	json_object_set_new(o, "error", json_string(rc ? strerror(-rc) : "cannot render"));
 	*bad = true;
-#endif
 	char *h = hex(fr.val, fr.val_len);
 	json_object_set_new(o, "value_hex", json_string(h ? h : ""));
 	free(h);

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +36,7 @@ struct eqctl_watch_totals {
 	uint64_t requests[EQ_EP__COUNT];
 	uint64_t answers[EQ_SOURCE__COUNT];
 	uint64_t events[EQ_EVC__COUNT];
+	struct shm_event_gauges gauges;
 };
 
 static void eqctl__fmt_age(uint64_t ms, char *buf, size_t len)
@@ -55,21 +55,19 @@ static void eqctl__fmt_age(uint64_t ms, char *buf, size_t len)
 
 static void eqctl__totals(const struct shm *s, struct eqctl_watch_totals *t)
 {
-	struct shm_counters *c = shm_counters(s);
+	struct shm_counters_view c;
+	shm_counters_read(s, &c);
 	memset(t, 0, sizeof(*t));
 	t->at_ms = util_mono_ms();
-	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++) {
-		const struct shm_worker_counters *wc = &c->workers[w];
-		for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
-			for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
-				for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
-					t->requests[ep] += atomic_load_explicit(&wc->requests[ep][code][m],
-					                                        memory_order_relaxed);
-		for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
-			t->answers[src] += atomic_load_explicit(&wc->answers[src], memory_order_relaxed);
-	}
+	for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
+		for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
+			for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+				t->requests[ep] += c.requests[ep][code][m];
+	for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
+		t->answers[src] = c.answers[src];
 	for (unsigned e = 0; e < EQ_EVC__COUNT; e++)
-		t->events[e] = atomic_load_explicit(&c->events[e], memory_order_relaxed);
+		t->events[e] = c.events[e];
+	t->gauges = c.gauges;
 }
 
 static double eqctl__rate(uint64_t now, uint64_t before, uint64_t dt_ms)
@@ -84,16 +82,17 @@ static void eqctl__frame(const struct shm *s, const char *name, const struct eqc
 {
 	char buf[64], buf2[64];
 	uint64_t now = util_now_ms(), mono = util_mono_ms();
-	const struct shm_header *h = shm_header(s);
+	struct shm_supervisor_view sv;
+	shm_supervisor_read(s, &sv);
 
 	if (tty)
 		fputs("\033[H\033[2J", stdout);
 
 	/* Header: segment, supervisor, clock. */
-	int64_t sup_pid = atomic_load(&h->sup_pid);
-	uint64_t sup_started = atomic_load(&h->sup_started_ms);
+	int64_t sup_pid = sv.pid;
+	uint64_t sup_started = sv.started_ms;
 	util_fmt_iso8601(now, buf, sizeof(buf));
-	if (sup_pid > 0 && shm_pid_alive((pid_t)sup_pid)) {
+	if (sv.alive) {
 		eqctl__fmt_age(now > sup_started ? now - sup_started : 0, buf2, sizeof(buf2));
 		printf("equilibrium %s   supervisor pid %lld up %s   %s%s\n", name,
 		       (long long)sup_pid, buf2, buf, tty ? "   (q quits)" : "");
@@ -165,18 +164,16 @@ static void eqctl__frame(const struct shm *s, const char *name, const struct eqc
 		       (unsigned long long)cur->events[e],
 		       eqctl__rate(cur->events[e], prev->events[e], dt));
 
-	struct shm_counters *ctr = shm_counters(s);
-	uint64_t oldest = atomic_load(&ctr->oldest_undelivered_ms);
+	const struct shm_event_gauges *g = &cur->gauges;
+	uint64_t oldest = g->oldest_undelivered_ms;
 	if (oldest != 0)
 		eqctl__fmt_age(now > oldest ? now - oldest : 0, buf, sizeof(buf));
 	else
 		snprintf(buf, sizeof(buf), "-");
 	printf("\nspool %llu bytes in %llu segments, %llu records; kafka in flight %llu; "
 	       "oldest undelivered %s\n",
-	       (unsigned long long)atomic_load(&ctr->spool_bytes),
-	       (unsigned long long)atomic_load(&ctr->spool_segments),
-	       (unsigned long long)atomic_load(&ctr->spool_records),
-	       (unsigned long long)atomic_load(&ctr->kafka_inflight), buf);
+	       (unsigned long long)g->spool_bytes, (unsigned long long)g->spool_segments,
+	       (unsigned long long)g->spool_records, (unsigned long long)g->kafka_inflight, buf);
 
 	struct shm_prices_stats ps;
 	shm_prices_stats(s, &ps);

@@ -49,12 +49,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/proto_zone.h"      /* PROTO_ZONE_ID_MAX, proto_zone_id_ok */
+
 #define PROTO_VERSION        1
 #define PROTO_EVENT_ID_LEN   36     /* "0190a6c3-8f1e-7b2a-9c4d-5e6f7a8b9c0d" */
-#define PROTO_ZONE_ID_MAX    64     /* [A-Za-z0-9_.:-]{1,64}, as the HTTP API */
 #define PROTO_NAME_MAX       24     /* source, freshness, mode, component, from, to, kind, fallback_reason: [a-z0-9_-]{1,24} */
 #define PROTO_CAUSE_MAX      128    /* valid UTF-8, no control characters */
-#define PROTO_KEY_MAX        64     /* longest Kafka key (a zone id) */
+#define PROTO_KEY_MAX        PROTO_ZONE_ID_MAX  /* longest Kafka key (a zone id) */
 #define PROTO_MAX_ENCODED    416    /* longest encoded event; key + value <= 480 */
 
 /* Message types: the `type` field.  Values are stable (stored nowhere as
@@ -189,7 +190,6 @@ const char *proto_sys_kind_name(enum proto_sys_kind k);
 const char *proto_topic_name(enum proto_topic t);
 
 /* Validators shared with the HTTP layer (same rules as the decoder). */
-bool proto_zone_id_ok(const char *s, size_t len);
 bool proto_name_ok(const char *s, size_t len);      /* [a-z0-9_-]{1,24} */
 bool proto_cause_ok(const char *s, size_t len);     /* UTF-8, no controls, <= 128 */
 bool proto_event_id_ok(const char *s, size_t len);

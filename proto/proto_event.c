@@ -55,20 +55,6 @@ static int proto__lookup(const char *const *names, size_t n, size_t first,
 
 /* ---- validators ---- */
 
-bool proto_zone_id_ok(const char *s, size_t len)
-{
-	if (len < 1 || len > PROTO_ZONE_ID_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
-		if (!ok)
-			return false;
-	}
-	return true;
-}
-
 bool proto_name_ok(const char *s, size_t len)
 {
 	if (len < 1 || len > PROTO_NAME_MAX)
@@ -85,47 +71,15 @@ bool proto_name_ok(const char *s, size_t len)
  * printable character (no C0/C1 controls, no DEL), or 0. */
 static size_t proto__utf8_char(const unsigned char *s, size_t n)
 {
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return (c >= 0x20 && c != 0x7f) ? 1 : 0;
-	size_t need;
-	uint32_t cp, min;
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 2; cp = c & 0x1f; min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 3; cp = c & 0x0f; min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 4; cp = c & 0x07; min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (n < need)
-		return 0;
-	for (size_t i = 1; i < need; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-	    (cp >= 0x80 && cp < 0xa0))
-		return 0;
-	return need;
+	uint32_t cp;
+	size_t k = util_utf8_char(s, n, &cp);
+	return k != 0 && !util_is_control(cp) ? k : 0;
 }
 
 bool proto_cause_ok(const char *s, size_t len)
 {
-	if (len > PROTO_CAUSE_MAX)
-		return false;
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < len;) {
-		size_t k = proto__utf8_char(p + i, len - i);
-		if (k == 0)
-			return false;
-		i += k;
-	}
-	return true;
+	return util_text_ok(s, len, PROTO_CAUSE_MAX);
 }
-
 void proto_copy_text(char *dst, size_t cap, const char *src)
 {
 	if (cap == 0)

@@ -67,10 +67,36 @@ void shm_detach(struct shm **s);
  * supervisor holds it.  Records our pid, start time and a new generation. */
 int shm_supervisor_lock(struct shm *s);
 
-/* Raw access for the few modules that own a region's inner format. */
+/* Raw access for shm/'s own files that own a region's inner format (the
+ * event ring) and for shm/'s layout tests.  Production code outside shm/
+ * uses the typed functions below instead. */
 const struct shm_header *shm_header(const struct shm *s);
 void *shm_section(const struct shm *s, enum shm_section_id id, uint64_t *bytes);
 bool shm_writable(const struct shm *s);
+
+/* The supervisor the segment names (equilibriumd writes it when it takes
+ * shm_supervisor_lock).  alive: that pid runs and is the same process
+ * (same /proc start time), so a dead supervisor's reused pid does not look
+ * alive.  Any process. */
+struct shm_supervisor_view {
+	int64_t pid;                         /* 0 = none ever attached */
+	uint64_t start_ticks;
+	uint64_t started_ms;                 /* wall clock */
+	uint64_t generation;                 /* +1 per supervisor attach */
+	bool alive;
+};
+void shm_supervisor_read(const struct shm *s, struct shm_supervisor_view *out);
+
+/* Layout facts for display (eqctl status, /v1/status). */
+struct shm_segment_view {
+	uint64_t bytes;
+	uint16_t version_major, version_minor;
+	uint64_t created_ms;
+	uint32_t owner_uid;
+	uint32_t zones_capacity;             /* as created */
+	uint64_t ring_bytes;                 /* as created */
+};
+void shm_segment_read(const struct shm *s, struct shm_segment_view *out);
 
 /* ---- names (from shm_tbl.h) ---- */
 const char *shm_mode_name(unsigned m);
@@ -176,26 +202,49 @@ void shm_worker_heartbeat(struct shm *s, unsigned slot);
 void shm_worker_set_ready(struct shm *s, unsigned slot, bool ready);
 
 /* ---- counters ---- */
+/* The counters region itself: for shm/'s layout tests.  Everything else
+ * reads and writes counters through the functions below. */
 struct shm_counters *shm_counters(const struct shm *s);
+
+/* Gauges about undelivered events.  Single writer: eq-forwarder (each
+ * field is stored on its own; a reader may see one refresh half applied,
+ * which a gauge tolerates). */
+struct shm_event_gauges {
+	uint64_t oldest_undelivered_ms;      /* wall ms of the oldest event not yet acked, 0 = none */
+	uint64_t spool_bytes;
+	uint64_t spool_segments;
+	uint64_t spool_records;              /* records in the spool not yet acked */
+	uint64_t kafka_inflight;             /* handed to librdkafka, not yet acked */
+};
+void shm_event_gauges_publish(struct shm *s, const struct shm_event_gauges *g);
+void shm_event_gauges_read(const struct shm *s, struct shm_event_gauges *out);
+
+/* One eq_events_total{outcome} counter (relaxed load). */
+uint64_t shm_event_count(const struct shm *s, enum eq_event_counter c);
+
+/* Every counter of the segment, the per-worker blocks summed: what
+ * /metrics and eqctl watch show.  Relaxed loads; a snapshot that may be a
+ * few increments apart between fields, never torn within one. */
+struct shm_counters_view {
+	uint64_t requests[EQ_EP__COUNT][EQ_HTTP__COUNT][EQ_MODE__COUNT];
+	uint64_t latency_bucket[EQ_MODE__COUNT][EQ_LATENCY_BUCKETS + 1];  /* last = +Inf */
+	uint64_t latency_sum_us[EQ_MODE__COUNT];
+	uint64_t answers[EQ_SOURCE__COUNT];
+	uint64_t events[EQ_EVC__COUNT];
+	uint64_t worker_restarts[EQ_ROLE__COUNT];
+	struct shm_event_gauges gauges;
+};
+void shm_counters_read(const struct shm *s, struct shm_counters_view *out);
 /* Per-request accounting by the worker in `slot`. */
 void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int http_code,
                        enum eq_mode mode, uint64_t duration_us);
 void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
 
-/* The event-path gauges eq-forwarder publishes (its single writer; eqctl,
- * the prober and /metrics read them from struct shm_counters). */
-struct shm_event_gauges {
-	uint64_t oldest_undelivered_ms;      /* wall ms of the oldest event not yet acked, ring or spool; 0 = none */
-	uint64_t spool_bytes, spool_segments;
-	uint64_t spool_records;              /* in the spool, not yet acked */
-	uint64_t kafka_inflight;             /* handed to librdkafka, not yet acked */
-};
-void shm_events_publish(struct shm *s, const struct shm_event_gauges *g);
 
 /* ---- stale-price table ---- */
 struct shm_price {
-	char zone_id[SHM_ZONE_ID_MAX + 1];   /* NUL-terminated copy */
+	char zone_id[PROTO_ZONE_ID_MAX + 1];   /* NUL-terminated copy */
 	size_t zone_len;
 	double base_fare, surge_multiplier;
 	int32_t supply_count, demand_count;

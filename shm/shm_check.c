@@ -8,9 +8,7 @@
 
 #include "shm/shm_internal.h"
 #include "util/util.h"
-#ifndef EQ_SHM_NO_RING
 #include "shm/shm_ring.h"
-#endif
 
 void shm__prices_check(const struct shm *s, struct shm_check_report *r);
 
@@ -64,7 +62,6 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 
 	shm__prices_check(s, r);
 
-#ifndef EQ_SHM_NO_RING
 	/* The ring moves under us; a few tries, then report what we saw. */
 	struct shm_ring_check_report rr;
 	int rc = -EAGAIN;
@@ -78,6 +75,5 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 			shm__check_note(r, buf);
 		}
 	}
-#endif
 	return r->problems == 0 ? 0 : 1;
 }

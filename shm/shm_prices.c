@@ -121,7 +121,7 @@ static inline bool key_equal(const struct shm_price_entry *c, uint64_t h, const 
 
 static void to_public(const struct shm_price_entry *c, struct shm_price *out)
 {
-	size_t len = c->zone_len <= SHM_ZONE_ID_MAX ? c->zone_len : SHM_ZONE_ID_MAX;
+	size_t len = c->zone_len <= PROTO_ZONE_ID_MAX ? c->zone_len : PROTO_ZONE_ID_MAX;
 	memcpy(out->zone_id, c->zone_id, len);
 	out->zone_id[len] = '\0';
 	len = strlen(out->zone_id);             /* a NUL inside: the id ends there */
@@ -138,7 +138,7 @@ static void to_public(const struct shm_price_entry *c, struct shm_price *out)
 
 int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct shm_price *out)
 {
-	if (len == 0 || len > SHM_ZONE_ID_MAX)
+	if (len == 0 || len > PROTO_ZONE_ID_MAX)
 		return -EINVAL;
 	const struct shm_prices *p = s->prices;
 	uint64_t h = util_hash64(zone, len, s->hash_seed);
@@ -192,7 +192,7 @@ static void fill_entry(struct shm_price_entry *e, uint64_t h, const struct shm_p
 	e->flags = SHM_PRICE_F_USED;
 	memset(e->pad, 0, sizeof(e->pad));
 	memcpy(e->zone_id, p->zone_id, len);
-	memset(e->zone_id + len, 0, SHM_ZONE_ID_MAX - len);
+	memset(e->zone_id + len, 0, PROTO_ZONE_ID_MAX - len);
 }
 
 /* Our pid, cached: getpid(2) is a real system call (glibc stopped caching
@@ -303,8 +303,8 @@ void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len)
 
 int shm_prices_store(struct shm *s, const struct shm_price *in)
 {
-	size_t len = in->zone_len ? in->zone_len : strnlen(in->zone_id, SHM_ZONE_ID_MAX + 1);
-	if (len == 0 || len > SHM_ZONE_ID_MAX ||
+	size_t len = in->zone_len ? in->zone_len : strnlen(in->zone_id, PROTO_ZONE_ID_MAX + 1);
+	if (len == 0 || len > PROTO_ZONE_ID_MAX ||
 	    (in->source != EQ_SOURCE_REDIS && in->source != EQ_SOURCE_DATABASE))
 		return -EINVAL;
 	struct shm_prices *p = s->prices;
@@ -463,7 +463,7 @@ size_t shm_prices_foreach(const struct shm *s, int (*fn)(const struct shm_price 
 		struct shm_price_entry c;
 		if (LOCK_HELD(snapshot(e, &c, 64)) || !(c.flags & SHM_PRICE_F_USED))
 			continue;
-		if (c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX)
+		if (c.zone_len == 0 || c.zone_len > PROTO_ZONE_ID_MAX)
 			continue;
 		struct shm_price pub;
 		to_public(&c, &pub);
@@ -527,7 +527,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 		}
 		if (!(c.flags & SHM_PRICE_F_USED))
 			continue;
-		bool bad = c.zone_len == 0 || c.zone_len > SHM_ZONE_ID_MAX ||
+		bool bad = c.zone_len == 0 || c.zone_len > PROTO_ZONE_ID_MAX ||
 		           (c.source != EQ_SOURCE_REDIS && c.source != EQ_SOURCE_DATABASE) ||
 		           !isfinite(c.base_fare) || !isfinite(c.surge_multiplier);
 		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hash_seed) != c.hash)

@@ -30,11 +30,7 @@ struct layout {
 };
 
 /* The largest event ring this build formats (its slot count is bounded). */
-#ifndef EQ_SHM_NO_RING
 #define RING_BYTES_MAX shm_ring_bytes_for(SHM_RING_MAX_SLOTS)
-#else
-#define RING_BYTES_MAX (UINT64_C(1) << 40)
-#endif
 #define RING_BYTES_MIN 65536u
 
 /* Lays the sections out for these capacities: the layout is a function of
@@ -130,11 +126,9 @@ static int init_segment(struct shm *s, const struct shm_params *p, const struct 
 		atomic_store(&s->workers[w].last_status, -1);
 	shm__history_init(s);
 	shm__prices_init(s, p->zones_capacity);
-#ifndef EQ_SHM_NO_RING
 	int rc = shm_ring_format(s->ring, s->ring_bytes);
 	if (rc != 0)
 		return rc;
-#endif
 	/* Everything above is visible before the marker (release). */
 	atomic_store_explicit(&h->ready, SHM_READY_MARKER, memory_order_release);
 	return 0;
@@ -399,6 +393,33 @@ void *shm_section(const struct shm *s, enum shm_section_id id, uint64_t *bytes)
 	if (bytes != NULL)
 		*bytes = sec->bytes;
 	return s->base + sec->offset;
+}
+
+void shm_supervisor_read(const struct shm *s, struct shm_supervisor_view *out)
+{
+	const struct shm_header *h = s->hdr;
+	memset(out, 0, sizeof(*out));
+	out->pid = atomic_load(&h->sup_pid);
+	out->start_ticks = atomic_load(&h->sup_start_ticks);
+	out->started_ms = atomic_load(&h->sup_started_ms);
+	out->generation = atomic_load(&h->sup_generation);
+	uint64_t ticks;
+	/* The pid is another process's word: only a positive pid_t is asked. */
+	if (out->pid > 0 && out->pid <= INT32_MAX &&
+	    util_proc_start_ticks((int)out->pid, &ticks) == 0)
+		out->alive = out->start_ticks == 0 || ticks == out->start_ticks;
+}
+
+void shm_segment_read(const struct shm *s, struct shm_segment_view *out)
+{
+	const struct shm_header *h = s->hdr;
+	out->bytes = h->segment_bytes;
+	out->version_major = h->version_major;
+	out->version_minor = h->version_minor;
+	out->created_ms = h->created_ms;
+	out->owner_uid = h->owner_uid;
+	out->zones_capacity = s->zones_capacity;  /* the validated copies */
+	out->ring_bytes = s->ring_bytes;
 }
 
 bool shm_writable(const struct shm *s)

@@ -5,9 +5,7 @@
 #include "shm/shm_internal.h"
 #include "shm/shm_status.h"
 #include "util/util.h"
-#ifndef EQ_SHM_NO_RING
 #include "shm/shm_ring.h"
-#endif
 
 static json_t *iso_time(uint64_t ms)
 {
@@ -100,7 +98,6 @@ static json_t *events_json(const struct shm *s)
 	const struct shm_counters *c = s->counters;
 	json_t *j = json_object();
 	uint64_t ring_used = 0, ring_capacity = 0, ring_abandoned = 0, ring_corrupt = 0, ring_oldest = 0;
-#ifndef EQ_SHM_NO_RING
 	struct shm_ring_stats rs;
 	if (shm_ring_stats(s, &rs) == 0) {
 		ring_used = rs.used;
@@ -109,7 +106,6 @@ static json_t *events_json(const struct shm *s)
 		ring_corrupt = rs.corrupt;
 		ring_oldest = rs.oldest_ms;
 	}
-#endif
 	json_object_set_new(j, "ring_used", json_integer((json_int_t)ring_used));
 	json_object_set_new(j, "ring_capacity", json_integer((json_int_t)ring_capacity));
 	json_object_set_new(j, "spooled", json_integer((json_int_t)atomic_load(&c->spool_records)));
@@ -180,11 +176,13 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(o, "modes", mj);
 
 	const struct shm_header *h = s->hdr;
+	struct shm_supervisor_view sv;
+	shm_supervisor_read(s, &sv);
 	json_t *sj = json_object();
-	int64_t sp = atomic_load(&h->sup_pid);
-	json_object_set_new(sj, "pid", sp > 0 ? json_integer(sp) : json_null());
-	json_object_set_new(sj, "started", iso_time(atomic_load(&h->sup_started_ms)));
-	json_object_set_new(sj, "generation", json_integer((json_int_t)atomic_load(&h->sup_generation)));
+	json_object_set_new(sj, "pid", sv.pid > 0 ? json_integer(sv.pid) : json_null());
+	json_object_set_new(sj, "started", iso_time(sv.started_ms));
+	json_object_set_new(sj, "generation", json_integer((json_int_t)sv.generation));
+	json_object_set_new(sj, "alive", json_boolean(sv.alive));
 	json_object_set_new(o, "supervisor", sj);
 
 	json_t *seg = json_object();

@@ -192,13 +192,58 @@ void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n)
 	atomic_fetch_add_explicit(&s->counters->events[c], n, memory_order_relaxed);
 }
 
-void shm_events_publish(struct shm *s, const struct shm_event_gauges *g)
+uint64_t shm_event_count(const struct shm *s, enum eq_event_counter c)
+{
+	assert((unsigned)c < EQ_EVC__COUNT);
+	return atomic_load_explicit(&s->counters->events[c], memory_order_relaxed);
+}
+
+void shm_event_gauges_publish(struct shm *s, const struct shm_event_gauges *g)
 {
 	struct shm_counters *c = s->counters;
-
 	atomic_store_explicit(&c->oldest_undelivered_ms, g->oldest_undelivered_ms, memory_order_relaxed);
 	atomic_store_explicit(&c->spool_bytes, g->spool_bytes, memory_order_relaxed);
 	atomic_store_explicit(&c->spool_segments, g->spool_segments, memory_order_relaxed);
 	atomic_store_explicit(&c->spool_records, g->spool_records, memory_order_relaxed);
 	atomic_store_explicit(&c->kafka_inflight, g->kafka_inflight, memory_order_relaxed);
+}
+
+void shm_event_gauges_read(const struct shm *s, struct shm_event_gauges *out)
+{
+	const struct shm_counters *c = s->counters;
+	out->oldest_undelivered_ms = atomic_load_explicit(&c->oldest_undelivered_ms, memory_order_relaxed);
+	out->spool_bytes = atomic_load_explicit(&c->spool_bytes, memory_order_relaxed);
+	out->spool_segments = atomic_load_explicit(&c->spool_segments, memory_order_relaxed);
+	out->spool_records = atomic_load_explicit(&c->spool_records, memory_order_relaxed);
+	out->kafka_inflight = atomic_load_explicit(&c->kafka_inflight, memory_order_relaxed);
+}
+
+static inline uint64_t ld(const _Atomic uint64_t *a)
+{
+	return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+void shm_counters_read(const struct shm *s, struct shm_counters_view *out)
+{
+	const struct shm_counters *c = s->counters;
+	memset(out, 0, sizeof(*out));
+	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++) {
+		const struct shm_worker_counters *wc = &c->workers[w];
+		for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
+			for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
+				for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+					out->requests[ep][code][m] += ld(&wc->requests[ep][code][m]);
+		for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+			for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++)
+				out->latency_bucket[m][b] += ld(&wc->latency_bucket[m][b]);
+			out->latency_sum_us[m] += ld(&wc->latency_sum_us[m]);
+		}
+		for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
+			out->answers[src] += ld(&wc->answers[src]);
+	}
+	for (unsigned e = 0; e < EQ_EVC__COUNT; e++)
+		out->events[e] = ld(&c->events[e]);
+	for (unsigned r = 0; r < EQ_ROLE__COUNT; r++)
+		out->worker_restarts[r] = ld(&c->worker_restarts[r]);
+	shm_event_gauges_read(s, &out->gauges);
 }

@@ -2,8 +2,19 @@
  * shm_tbl: every enum that crosses a process boundary, declared once as an
  * X-macro table.  The tables generate the C enums (shm_types.h), the names
  * eqctl prints, the JSON values and the Prometheus label values, so a name
- * can never drift between them.  Appending a row is a minor layout change;
- * reordering or removing one changes stored values: bump SHM_VERSION_MAJOR.
+ * can never drift between them.
+ *
+ * What a change to a table means for the segment's layout version:
+ *   - reordering or removing a row changes stored values: MAJOR.
+ *   - appending a row to a table that sizes an array in the segment is a
+ *     size change: MAJOR.  Those tables are EQ_MODE_TBL, EQ_COMPONENT_TBL,
+ *     EQ_ROLE_TBL, EQ_SOURCE_TBL, EQ_ENDPOINT_TBL, EQ_HTTP_CODE_TBL,
+ *     EQ_LATENCY_BUCKET_TBL and EQ_EVENT_COUNTER_TBL; shm_types.h pins
+ *     their row counts with _Static_assert so the build stops and says so.
+ *   - appending a row to any other table (EQ_OVERRIDE_TBL up to 4 rows,
+ *     EQ_CSTATE_TBL, EQ_WSTATE_TBL, EQ_HISTORY_KIND_TBL) only adds a value
+ *     older readers do not know: MINOR (readers print unknown values as
+ *     "?").
  */
 #ifndef EQ_SHM_TBL_H
 #define EQ_SHM_TBL_H

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/proto_zone.h"              /* PROTO_ZONE_ID_MAX */
 #include "shm/shm_tbl.h"
 
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
@@ -39,7 +40,6 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAX_WORKERS      64
 #define SHM_HISTORY_LEN      256            /* power of two */
-#define SHM_ZONE_ID_MAX      64
 #define SHM_ERROR_TEXT       160
 #define SHM_CAUSE_TEXT       128
 #define SHM_PRICE_WINDOW     32             /* probe window of the price table */
@@ -72,6 +72,21 @@ enum eq_event_counter { EQ_EVENT_COUNTER_TBL(SHM__EVC) EQ_EVC__COUNT };
 enum eq_history_kind { EQ_HISTORY_KIND_TBL(SHM__HK) EQ_HIST__COUNT };
 
 _Static_assert((int)EQ_OVERRIDE_DEGRADED == (int)EQ_MODE_DEGRADED, "override lines up with mode");
+_Static_assert(EQ_MODE__COUNT <= 4 && EQ_OVERRIDE__COUNT <= 4, "modes fit the mode word's 2-bit fields");
+
+/* The tables that size arrays in the segment (shm_tbl.h): a row appended to
+ * one of them changes the size of a section, so it is a MAJOR layout
+ * change.  These counts are pinned here so that the build says so: on a
+ * failure, bump SHM_VERSION_MAJOR and update the count and the section
+ * sizes asserted below. */
+_Static_assert(EQ_MODE__COUNT == 3, "EQ_MODE_TBL sizes ms_total and counters: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_COMP__COUNT == 5, "EQ_COMPONENT_TBL sizes the component section: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_ROLE__COUNT == 3, "EQ_ROLE_TBL sizes worker_restarts: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_SOURCE__COUNT == 4, "EQ_SOURCE_TBL sizes answers: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_EP__COUNT == 8, "EQ_ENDPOINT_TBL sizes requests: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_HTTP__COUNT == 11, "EQ_HTTP_CODE_TBL sizes requests: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_LATENCY_BUCKETS == 12, "EQ_LATENCY_BUCKET_TBL sizes latency_bucket: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_EVC__COUNT == 7, "EQ_EVENT_COUNTER_TBL sizes events: bump SHM_VERSION_MAJOR");
 _Static_assert((int)EQ_OVERRIDE_EMERGENCY == (int)EQ_MODE_EMERGENCY, "override lines up with mode");
 
 /* ---- sections ---- */
@@ -155,6 +170,8 @@ struct shm_history {
 	uint8_t pad[56];
 	struct shm_history_entry entries[SHM_HISTORY_LEN];
 };
+_Static_assert(sizeof(struct shm_history) == 64 + SHM_HISTORY_LEN * 192, "history size");
+_Static_assert(sizeof(struct shm_history) == 49216, "history size: bump SHM_VERSION_MAJOR");
 
 /* Component record.  Single writer: eq-prober.  `state` is readable on its
  * own (the pricing fast path); the rest is a seqlock snapshot guarded by
@@ -208,6 +225,8 @@ struct shm_worker_counters {
 	_Atomic uint64_t answers[EQ_SOURCE__COUNT];
 	uint8_t reserved[128];
 };
+_Static_assert(sizeof(struct shm_worker_counters) == 2608, "worker counters size: bump SHM_VERSION_MAJOR");
+_Static_assert(sizeof(struct shm_worker_counters) % 8 == 0, "worker counters stay 8-byte aligned");
 
 struct shm_counters {
 	_Atomic uint64_t events[EQ_EVC__COUNT];       /* eq_events_total{outcome} */
@@ -221,6 +240,9 @@ struct shm_counters {
 	uint8_t reserved[968];
 	struct shm_worker_counters workers[SHM_MAX_WORKERS];
 };
+_Static_assert(offsetof(struct shm_counters, workers) == 1088, "counters header size: bump SHM_VERSION_MAJOR");
+_Static_assert(sizeof(struct shm_counters) == 1088 + SHM_MAX_WORKERS * 2608,
+               "counters size: bump SHM_VERSION_MAJOR");
 
 /* Stale-price table: open addressing over `slots` entries (slots =
  * zones_capacity * 3/2, indexed by multiply-shift of the keyed hash), a
@@ -252,8 +274,13 @@ struct shm_price_entry {
 	uint8_t zone_len;                    /* 1..64 */
 	uint8_t flags;                       /* SHM_PRICE_F_* */
 	uint8_t pad[5];
-	char zone_id[SHM_ZONE_ID_MAX];       /* not NUL-terminated at 64 */
+	char zone_id[64];                    /* not NUL-terminated at 64 */
 };
+/* The field is wire format (a literal width); the zone-id bound is the rule
+ * of proto/proto_zone.h.  Changing one without the other fails here. */
+_Static_assert(sizeof(((struct shm_price_entry *)0)->zone_id) == PROTO_ZONE_ID_MAX,
+               "the price entry's zone_id holds exactly the longest zone id");
+_Static_assert(PROTO_ZONE_ID_MAX <= UINT8_MAX, "zone_len is one byte");
 _Static_assert(sizeof(struct shm_price_entry) == 128, "price entry is two cache lines");
 
 struct shm_prices {

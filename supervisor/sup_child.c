@@ -153,36 +153,11 @@ out:
 
 /* ---- the channel ---- */
 
-static int sup__send(int chan, const struct eq_chan_msg *m, int fd)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (fd >= 0) {
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
-	ssize_t n;
-	do
-		n = sendmsg(chan, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (n == -1 && errno == EINTR);
-	return n == -1 ? -errno : 0;
-}
-
 static void sup__send_one(struct sup_child *c, const struct eq_chan_msg *m, int fd)
 {
 	if (c->chan_fd < 0 || c->pid <= 0)
 		return;
-	int rc = sup__send(c->chan_fd, m, fd);
+	int rc = proto_chan_send(c->chan_fd, m, fd);
 	if (rc < 0)
 		log_warn("eq-%s (slot %u, pid %d): cannot send %s: %s", sup__role(c), c->slot,
 		         (int)c->pid, m->type == EQ_CHAN_RELOAD ? "the new config" : "drain",

@@ -16,7 +16,6 @@
 
 #include "eq_build_config.h"
 #include "util/util.h"
-#include "workers/common/wk.h"
 
 /* A sealed memfd holding text; named after the file so a worker's
  * messages can say which file it came from.  fd or -errno. */
@@ -309,7 +308,7 @@ void sup_config_reload(struct sup *s)
 	if (rc == 0)
 		rc = conf_load_buffer(s->conf_path, text, len, &fresh, errs);
 	if (rc < 0) {
-		wk_log_conf_errors(errs);
+		conf_log_errors(errs);
 		log_err("reload rejected: %s: %s; keeping the running config", s->conf_path,
 		        rc == -EINVAL ? "invalid" : "unreadable");
 		goto out;

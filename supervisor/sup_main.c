@@ -6,6 +6,7 @@
  */
 #include "supervisor/sup.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -14,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "eq_build_config.h"
 #include "util/util.h"
-#include "workers/common/wk.h"
 
 extern char **environ;
 
@@ -337,7 +338,7 @@ int main(int argc, char **argv)
 		goto out;
 	rc = sup_config_load(s.conf_path, &s.conf, &s.conf_memfd, errs);
 	if (rc < 0) {
-		wk_log_conf_errors(errs);
+		conf_log_errors(errs);
 		log_err("invalid config %s: not starting (check it with equilibriumd --check-config -c %s)",
 		        s.conf_path, s.conf_path);
 		code = SUP_EXIT_CONFIG;
@@ -367,7 +368,14 @@ int main(int argc, char **argv)
 		s.listen_from_systemd = true;
 		log_notice("listening on the socket passed by systemd (http.listen is not used)");
 	} else if (rc == -ENOENT) {
-		s.listen_fd = wk_listen_open(s.conf.http.listen, err, sizeof(err));
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		/* http.listen was validated with this same parser. */
+		int prc = conf_listen_parse(s.conf.http.listen, &ss, &sl);
+		assert(prc == 0);
+		(void)prc;
+		s.listen_fd = proto_listen_open((const struct sockaddr *)&ss, sl, s.conf.http.listen,
+		                                err, sizeof(err));
 		if (s.listen_fd < 0) {
 			log_err("%s", err);
 			goto out;

@@ -161,9 +161,10 @@ static int sup__lock(struct shm *shm, const char *name, char *err, size_t errlen
 {
 	int rc = shm_supervisor_lock(shm);
 	if (rc == -EWOULDBLOCK || rc == -EAGAIN || rc == -EBUSY) {
-		long long pid = (long long)atomic_load(&shm_header(shm)->sup_pid);
+		struct shm_supervisor_view sv;
+		shm_supervisor_read(shm, &sv);
 		snprintf(err, errlen, "another equilibriumd (pid %lld) runs on %s: stop it first, "
-		         "or give this one another [shm] name", pid, name);
+		         "or give this one another [shm] name", (long long)sv.pid, name);
 		return -EBUSY;
 	}
 	if (rc < 0)
@@ -183,19 +184,22 @@ int sup_shm_open(struct sup *s, bool reset, char *err, size_t errlen)
 			shm_detach(&old);
 			return rc;
 		}
-		const struct shm_header *h = shm_header(old);
+		struct shm_segment_view h;
+		struct shm_supervisor_view sv;
+		shm_segment_read(old, &h);
+		shm_supervisor_read(old, &sv);
 		sup__wait_previous(s, old);
 		if (!reset) {
 			s->shm = old;
 			log_notice("adopted segment %s (created %llu, supervisor generation %llu): "
 			           "mode, override, stale prices and events kept", c->shm.name,
-			           (unsigned long long)h->created_ms,
-			           (unsigned long long)atomic_load(&h->sup_generation));
-			if (h->zones_capacity != c->shm.zones_capacity ||
-			    h->ring_bytes != c->shm.ring_bytes)
+			           (unsigned long long)h.created_ms,
+			           (unsigned long long)sv.generation);
+			if (h.zones_capacity != c->shm.zones_capacity ||
+			    h.ring_bytes != c->shm.ring_bytes)
 				log_warn("segment %s has zones_capacity=%u ring_bytes=%llu; the config's "
 				         "values apply only to a new segment (--reset-shm, loses its state)",
-				         c->shm.name, h->zones_capacity, (unsigned long long)h->ring_bytes);
+				         c->shm.name, h.zones_capacity, (unsigned long long)h.ring_bytes);
 			return 0;
 		}
 		log_warn("--reset-shm: removing segment %s and its state", c->shm.name);

@@ -56,6 +56,26 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
  * Returns strlen(src). */
 size_t util_strlcpy_utf8(char *dst, const char *src, size_t dstlen);
 
+/* The one UTF-8 decoder (RFC 3629): the length (1..4) of the valid UTF-8
+ * sequence at p with n > 0 bytes available, and its code point in *cp
+ * (may be NULL); 0 when p does not start one (stray continuation bytes,
+ * overlong forms, UTF-16 surrogates, code points above U+10FFFF, or a
+ * sequence cut short by n).  Every validator and sanitiser in the tree
+ * (JSON output, event texts, shared-memory strings) is built on it. */
+size_t util_utf8_char(const void *p, size_t n, uint32_t *cp);
+
+/* True when cp is a control character: C0 (U+0000..U+001F), DEL (U+007F)
+ * or C1 (U+0080..U+009F), which terminals act on (escape sequences). */
+static inline int util_is_control(uint32_t cp)
+{
+	return cp < 0x20 || (cp >= 0x7f && cp < 0xa0);
+}
+
+/* True (1) when s[0..len) is at most max bytes of valid UTF-8 without
+ * control characters: the rule for every operator- or backend-supplied
+ * text that is stored, shown or sent (causes, override reasons). */
+int util_text_ok(const char *s, size_t len, size_t max);
+
 /* Replaces, in place, every byte of s that is not part of a valid UTF-8
  * sequence (overlong forms, surrogates and code points above U+10FFFF
  * included) with '?', so text another process wrote can go into JSON

@@ -95,16 +95,17 @@ size_t util_strlcpy_utf8(char *dst, const char *src, size_t dstlen)
 	return n;
 }
 
-/* Length of the valid UTF-8 sequence at p with n bytes left (1..4), 0 if
- * p does not start one. */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
+size_t util_utf8_char(const void *ptr, size_t n, uint32_t *cpo)
 {
+	const unsigned char *p = ptr;
+	if (n == 0)
+		return 0;
 	unsigned c = p[0];
 	size_t len;
 	uint32_t cp, min;
 	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
+		len = 1, cp = c, min = 0;
+	else if (c >= 0xc2 && c <= 0xdf)
 		len = 2, cp = c & 0x1f, min = 0x80;
 	else if ((c & 0xf0) == 0xe0)
 		len = 3, cp = c & 0x0f, min = 0x800;
@@ -121,7 +122,23 @@ static size_t utf8_seq_len(const unsigned char *p, size_t n)
 	}
 	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
+	if (cpo != NULL)
+		*cpo = cp;
 	return len;
+}
+
+int util_text_ok(const char *s, size_t len, size_t max)
+{
+	if (len > max)
+		return 0;
+	for (size_t i = 0; i < len;) {
+		uint32_t cp;
+		size_t k = util_utf8_char(s + i, len - i, &cp);
+		if (k == 0 || util_is_control(cp))
+			return 0;
+		i += k;
+	}
+	return 1;
 }
 
 size_t util_utf8_sanitize(char *s)
@@ -129,7 +146,7 @@ size_t util_utf8_sanitize(char *s)
 	size_t n = strlen(s), bad = 0;
 	unsigned char *p = (unsigned char *)s;
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_seq_len(p + i, n - i);
+		size_t l = util_utf8_char(p + i, n - i, NULL);
 		if (l == 0) {
 			p[i++] = '?';
 			bad++;

@@ -4,6 +4,7 @@
  */
 #include "workers/common/wk.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -70,15 +71,6 @@ static void wk__memfd_name(int fd, char *name, size_t len)
 	snprintf(name, len, "config(fd %d)", fd);
 }
 
-void wk_log_conf_errors(const struct conf_errors *errs)
-{
-	unsigned shown = errs->count < CONF_MAX_ERRORS ? errs->count : CONF_MAX_ERRORS;
-	for (unsigned i = 0; i < shown; i++)
-		log_err("%s", errs->msg[i]);
-	if (errs->count > shown)
-		log_err("... and %u more config errors", errs->count - shown);
-}
-
 /* Parses a config memfd into *c.  0, -EBADMSG (invalid), or -errno. */
 static int wk__load_memfd(int fd, struct conf *c)
 {
@@ -89,7 +81,7 @@ static int wk__load_memfd(int fd, struct conf *c)
 	wk__memfd_name(fd, name, sizeof(name));
 	int rc = conf_load_fd(name, fd, c, errs);
 	if (rc < 0)
-		wk_log_conf_errors(errs);
+		conf_log_errors(errs);
 	if (rc == -EINVAL)
 		rc = -EBADMSG;
 	free(errs);
@@ -197,7 +189,7 @@ int wk__init(struct wk *w, enum eq_role role, int argc, char **argv,
 			return -ENOMEM;
 		rc = conf_load_file(config_path, &w->conf, errs);
 		if (rc < 0) {
-			wk_log_conf_errors(errs);
+			conf_log_errors(errs);
 			free(errs);
 			return rc == -EINVAL ? -EBADMSG : rc;
 		}
@@ -240,7 +232,14 @@ int wk__init(struct wk *w, enum eq_role role, int argc, char **argv,
 		shm_worker_set_process(w->shm, w->slot, getpid(), ticks, util_now_ms());
 		shm_worker_set_state(w->shm, w->slot, EQ_WSTATE_STARTING);
 		if (role == EQ_ROLE_PRICING) {
-			int fd = wk_listen_open(w->conf.http.listen, err, sizeof(err));
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			/* http.listen was validated with this same parser. */
+			int prc = conf_listen_parse(w->conf.http.listen, &ss, &sl);
+			assert(prc == 0);
+			(void)prc;
+			int fd = proto_listen_open((const struct sockaddr *)&ss, sl, w->conf.http.listen,
+			                           err, sizeof(err));
 			if (fd < 0) {
 				rc = fd;
 				log_err("%s", err);
@@ -297,57 +296,34 @@ static void wk__chan_close(struct wk *w)
 /* Reads every queued message; ends in a drain on EOF or a hard error. */
 static void wk__chan_read(struct wk *w)
 {
-	for (;;) {
+	while (w->chan_fd >= 0) {
 		struct eq_chan_msg m;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int) * 4)];
-		} ctl;
-		struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
-		struct msghdr mh = {
-			.msg_iov = &iov, .msg_iovlen = 1,
-			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
-		};
-		ssize_t n = recvmsg(w->chan_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		int fd;
+		int rc = proto_chan_recv(w->chan_fd, &m, &fd);
+		if (rc == -EAGAIN)
 			return;
-		if (n <= 0) {
-			const char *why = n == 0 ? "supervisor gone" : "status channel error";
-			if (n < 0)
-				log_warn("status channel: %s", strerror(errno));
+		if (rc == -EBADMSG) {
+			log_warn("status channel: ignoring a malformed message");
+			continue;
+		}
+		if (rc < 0) {
+			const char *why = rc == -EPIPE ? "supervisor gone" : "status channel error";
+			if (rc != -EPIPE)
+				log_warn("status channel: %s", strerror(-rc));
 			wk__chan_close(w);
 			wk__begin_drain(w, why, 0);
 			return;
 		}
-
-		/* Collect passed fds; anything not consumed below is closed. */
-		int fds[4], nfds = 0;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < k && nfds < 4; i++)
-				memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-		}
-
-		if ((size_t)n != sizeof(m) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
-			log_warn("status channel: ignoring a malformed message (%zd bytes)", n);
-		} else if (m.type == EQ_CHAN_RELOAD) {
-			if (nfds == 1)
-				wk__apply_reload(w, fds[0]);
+		if (m.type == EQ_CHAN_RELOAD) {
+			if (fd >= 0)
+				wk__apply_reload(w, fd);
 			else
 				log_warn("status channel: reload without a config fd, ignored");
 		} else if (m.type == EQ_CHAN_DRAIN) {
 			wk__begin_drain(w, "drain requested", m.arg);
-		} else {
-			log_warn("status channel: ignoring unknown message type %u", m.type);
 		}
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		if (w->chan_fd < 0)
-			return;
+		if (fd >= 0)
+			close(fd);
 	}
 }
 

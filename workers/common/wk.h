@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "conf/conf.h"
+#include "proto/eq_fds.h"
 #include "shm/shm.h"
 
 /* Exit statuses a worker main uses (wk_init_exit_code maps wk_init's
@@ -101,17 +102,5 @@ void wk_fini(struct wk *w);
 /* The end of a drain: clears the ready flag, releases everything (wk_fini)
  * and exits the process with status.  Call it once in-flight work is done. */
 _Noreturn void wk_exit(struct wk *w, int status);
-
-/* Logs each of errs' "FILE:LINE: message" lines at LOG_ERR, then "... and
- * N more" if some were not stored (workers and equilibriumd). */
-void wk_log_conf_errors(const struct conf_errors *errs);
-
-/* Creates a listening TCP socket for a validated http.listen
- * ("127.0.0.1:8080", "[::1]:8080"; conf_listen_parse): SO_REUSEADDR,
- * non-blocking, close-on-exec, backlog = max(4096, net.core.somaxconn)
- * (the kernel clamps it to somaxconn).  Used by equilibriumd, and by a
- * standalone eq-pricing.  Returns the fd, or -errno with err filled
- * ("cannot listen on ...: why (fix)"). */
-int wk_listen_open(const char *addr, char *err, size_t errlen);
 
 #endif

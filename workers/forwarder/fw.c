@@ -251,7 +251,7 @@ static void publish_gauges(struct fw *f)
 		.spool_records = st.records,
 		.kafka_inflight = fw__inflight(f),
 	};
-	shm_events_publish(f->shm, &g);
+	shm_event_gauges_publish(f->shm, &g);
 	if (st.corrupt_regions != f->spool_corrupt_seen) {
 		shm_count_event(f->shm, EQ_EVC_CORRUPT, st.corrupt_regions - f->spool_corrupt_seen);
 		f->spool_corrupt_seen = st.corrupt_regions;

@@ -160,9 +160,9 @@ static void do_price(struct pr *p, struct pr_req *r, const struct pr_route_match
 {
 	char msg[200];
 
-	if (!pr_zone_id_valid(m->zone, m->zone_len)) {
+	if (!proto_zone_id_ok(m->zone, m->zone_len)) {
 		snprintf(msg, sizeof(msg), "zone_id must be 1 to %d characters of [A-Za-z0-9_.:-]",
-		         PR_ZONE_ID_MAX);
+		         PROTO_ZONE_ID_MAX);
 		pr_http_error(r, 400, "invalid_zone_id", msg, NULL);
 		return;
 	}

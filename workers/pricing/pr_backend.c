@@ -230,9 +230,9 @@ static void op_get(void *impl, enum pr_src_id id, const char *zone, size_t len,
 		}
 	} else {
 		struct be_pg *pg = b->pg[id - PR_SRC_PG_PRIMARY];
-		char z[BE_PG_ZONE_ID_MAX + 1];
+		char z[PROTO_ZONE_ID_MAX + 1];
 
-		if (pg && len <= BE_PG_ZONE_ID_MAX) {
+		if (pg && len <= PROTO_ZONE_ID_MAX) {
 			memcpy(z, zone, len);
 			z[len] = '\0';
 			rc = be_pg_zone(pg, z, on_pg, c);

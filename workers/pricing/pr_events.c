@@ -46,7 +46,7 @@ static int parse_one(json_t *o, long i, struct pr_event *ev, struct pr_events_er
 		} else if (strcmp(key, "zone_id") == 0) {
 			size_t n = json_string_length(v);
 			s = json_string_value(v);
-			if (s == NULL || !pr_zone_id_valid(s, n))
+			if (s == NULL || !proto_zone_id_ok(s, n))
 				return bad(err, i, "%s", "\"zone_id\" must be a string of 1 to 64 "
 				           "characters of [A-Za-z0-9_.:-]");
 			memcpy(ev->zone_id, s, n);

@@ -25,7 +25,7 @@ enum pr_event_type {
 
 struct pr_event {
 	enum pr_event_type type;
-	char zone_id[PR_ZONE_ID_MAX + 1];
+	char zone_id[PROTO_ZONE_ID_MAX + 1];
 	size_t zone_len;
 	int64_t count;                       /* >= 0 */
 	int64_t ts_ms;                       /* -1 = not given */

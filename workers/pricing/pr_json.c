@@ -6,36 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Length of the valid UTF-8 sequence starting at s (at most n bytes
- * available), or 0 if the bytes there are not valid UTF-8 (overlongs,
- * surrogates and code points above U+10FFFF are invalid, RFC 3629). */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0];
-
-	if (c >= 0xc2 && c <= 0xdf) {
-		if (n >= 2 && (s[1] & 0xc0) == 0x80)
-			return 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		if (n < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-			return 0;
-		if (c == 0xe0 && s[1] < 0xa0)
-			return 0;            /* overlong */
-		if (c == 0xed && s[1] >= 0xa0)
-			return 0;            /* UTF-16 surrogate */
-		return 3;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		if (n < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
-		    (s[3] & 0xc0) != 0x80)
-			return 0;
-		if (c == 0xf0 && s[1] < 0x90)
-			return 0;            /* overlong */
-		if (c == 0xf4 && s[1] >= 0x90)
-			return 0;            /* above U+10FFFF */
-		return 4;
-	}
-	return 0;
-}
+#include "util/util.h"
 
 int pr_json_str(struct pr_buf *b, const char *str, size_t len)
 {
@@ -62,7 +33,7 @@ int pr_json_str(struct pr_buf *b, const char *str, size_t len)
 		run = 0;
 		o = b->data + b->len;
 		if (c >= 0x80) {
-			size_t n = utf8_seq_len(s + i, len - i);
+			size_t n = util_utf8_char(s + i, len - i, NULL);
 			if (n) {
 				memcpy(o, s + i, n);
 				b->len += n;

@@ -5,17 +5,12 @@
  * Label values come from the shm_tbl.h tables, like eqctl's names.
  */
 #include <errno.h>
-#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/util.h"
 #include "workers/pricing/pr.h"
 #include "workers/pricing/pr_json.h"
-
-static uint64_t ld(const _Atomic uint64_t *a)
-{
-	return atomic_load_explicit(a, memory_order_relaxed);
-}
 
 static void help(struct pr_buf *b, const char *name, const char *type, const char *text)
 {
@@ -30,11 +25,14 @@ static void put_seconds(struct pr_buf *b, uint64_t v, double per_second)
 
 int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_buf *b)
 {
-	const struct shm_counters *c = shm_counters(shm);
 	struct shm_mode_view mv;
-	uint64_t answers[EQ_SOURCE__COUNT] = { 0 };
 	uint64_t now = util_now_ms();
+	/* About 3 KiB of sums: on the heap, the loop's stack stays small. */
+	struct shm_counters_view *c = malloc(sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
 
+	shm_counters_read(shm, c);
 	shm_mode_get(shm, &mv);
 
 	help(b, "eq_mode", "gauge", "1 for the effective mode, 0 for the others.");
@@ -59,9 +57,7 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
 		for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
 			for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
-				uint64_t n = 0;
-				for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
-					n += ld(&c->workers[w].requests[ep][code][m]);
+				uint64_t n = c->requests[ep][code][m];
 				if (n == 0)
 					continue;
 				pr_buf_printf(b, "eq_requests_total{endpoint=\"%s\",code=\"%d\",mode=\"%s\"} ",
@@ -77,24 +73,18 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 		pr_buf_putc(b, '\n');
 	}
 
-	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
-		for (unsigned s = 0; s < EQ_SOURCE__COUNT; s++)
-			answers[s] += ld(&c->workers[w].answers[s]);
 	help(b, "eq_price_answers_total", "counter", "Price answers by source.");
 	for (unsigned s = 0; s < EQ_SOURCE__COUNT; s++) {
 		pr_buf_printf(b, "eq_price_answers_total{source=\"%s\"} ", shm_source_name(s));
-		pr_buf_put_u64(b, answers[s]);
+		pr_buf_put_u64(b, c->answers[s]);
 		pr_buf_putc(b, '\n');
 	}
 
 	help(b, "eq_request_duration_seconds", "histogram", "HTTP request duration by mode.");
 	for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
-		uint64_t cum = 0, sum_us = 0;
-		for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
-			sum_us += ld(&c->workers[w].latency_sum_us[m]);
+		uint64_t cum = 0, sum_us = c->latency_sum_us[m];
 		for (unsigned k = 0; k <= EQ_LATENCY_BUCKETS; k++) {
-			for (unsigned w = 0; w < SHM_MAX_WORKERS; w++)
-				cum += ld(&c->workers[w].latency_bucket[m][k]);
+			cum += c->latency_bucket[m][k];
 			pr_buf_printf(b, "eq_request_duration_seconds_bucket{mode=\"%s\",le=\"", shm_mode_name(m));
 			if (k < EQ_LATENCY_BUCKETS)
 				put_seconds(b, shm_latency_bucket_us(k), 1e6);
@@ -114,13 +104,13 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	help(b, "eq_events_total", "counter", "Events by outcome.");
 	for (unsigned e = 0; e < EQ_EVC__COUNT; e++) {
 		pr_buf_printf(b, "eq_events_total{outcome=\"%s\"} ", shm_event_counter_name(e));
-		pr_buf_put_u64(b, ld(&c->events[e]));
+		pr_buf_put_u64(b, c->events[e]);
 		pr_buf_putc(b, '\n');
 	}
 
 	help(b, "eq_event_lag_seconds", "gauge", "Age of the oldest event not yet delivered to Kafka (0: none).");
 	{
-		uint64_t oldest = ld(&c->oldest_undelivered_ms);
+		uint64_t oldest = c->gauges.oldest_undelivered_ms;
 		pr_buf_puts(b, "eq_event_lag_seconds ");
 		put_seconds(b, oldest && now > oldest ? now - oldest : 0, 1e3);
 		pr_buf_putc(b, '\n');
@@ -129,8 +119,9 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	help(b, "eq_worker_restarts_total", "counter", "Worker restarts by role.");
 	for (unsigned r = 0; r < EQ_ROLE__COUNT; r++) {
 		pr_buf_printf(b, "eq_worker_restarts_total{role=\"%s\"} ", shm_role_name(r));
-		pr_buf_put_u64(b, ld(&c->worker_restarts[r]));
+		pr_buf_put_u64(b, c->worker_restarts[r]);
 		pr_buf_putc(b, '\n');
 	}
+	free(c);
 	return b->oom ? -ENOMEM : 0;
 }

@@ -37,7 +37,7 @@ struct pr_price {
 struct pr_lookup {
 	struct pr_price *e;
 	struct pr_lookup *next;              /* free list */
-	char zone[SHM_ZONE_ID_MAX + 1];
+	char zone[PROTO_ZONE_ID_MAX + 1];
 	size_t len;
 	enum eq_mode mode;
 	enum pr_src_status redis;            /* outcome of the Redis step */
@@ -330,7 +330,7 @@ int pr_price_lookup(struct pr_price *e, const char *zone, size_t len, pr_price_c
 	struct pr_lookup *l = e->free;
 	struct shm_price p;
 
-	if (len == 0 || len > SHM_ZONE_ID_MAX)
+	if (len == 0 || len > PROTO_ZONE_ID_MAX)
 		return -EINVAL;
 	if (l) {
 		e->free = l->next;

@@ -51,7 +51,7 @@ const char *pr_reason_name(enum pr_reason r);
 
 /* One answer: everything the price object carries. */
 struct pr_answer {
-	char zone[SHM_ZONE_ID_MAX + 1];
+	char zone[PROTO_ZONE_ID_MAX + 1];
 	size_t zone_len;
 	double base_fare;
 	double surge_multiplier;

@@ -52,31 +52,6 @@ bool pr_route_method_ok(const struct pr_route_match *m, unsigned method)
 	return method == HTTP_GET || method == HTTP_HEAD;
 }
 
-/* [A-Za-z0-9_.:-] */
-static const unsigned char zone_ok[256] = {
-	['-'] = 1, ['.'] = 1, [':'] = 1, ['_'] = 1,
-	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
-	['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1,
-	['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
-	['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,
-	['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
-	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
-	['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
-	['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
-	['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
-
-bool pr_zone_id_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > PR_ZONE_ID_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!zone_ok[(unsigned char)s[i]])
-			return false;
-	return true;
-}
-
 enum pr_zones_result pr_route_zones(const char *q, size_t qlen, struct pr_zone_ref *out,
                                     size_t *n, struct pr_zone_ref *bad)
 {
@@ -107,7 +82,7 @@ enum pr_zones_result pr_route_zones(const char *q, size_t qlen, struct pr_zone_r
 	for (;;) {
 		const char *comma = memchr(p, ',', (size_t)(e - p));
 		const char *end = comma ? comma : e;
-		if (!pr_zone_id_valid(p, (size_t)(end - p))) {
+		if (!proto_zone_id_ok(p, (size_t)(end - p))) {
 			bad->id = p;
 			bad->len = (size_t)(end - p);
 			return PR_ZONES_INVALID;

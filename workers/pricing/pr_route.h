@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define PR_ZONE_ID_MAX     64               /* bytes */
+#include "proto/proto_zone.h"           /* PROTO_ZONE_ID_MAX */
+
 #define PR_BATCH_MAX       100              /* zones per batch request */
 
 enum pr_route {
@@ -41,9 +42,6 @@ void pr_route_match(const char *path, size_t len, struct pr_route_match *m);
 /* Whether the route accepts this method (enum http_method; HEAD counts
  * as GET). */
 bool pr_route_method_ok(const struct pr_route_match *m, unsigned method);
-
-/* 1..64 bytes of [A-Za-z0-9_.:-]. */
-bool pr_zone_id_valid(const char *s, size_t len);
 
 struct pr_zone_ref {
 	const char *id;

@@ -10,7 +10,7 @@
  * answer is ignored and the next probe waits for the job to return.
  *
  * Healthy = metadata answered and the oldest undelivered event
- * (shm counters' oldest_undelivered_ms, published by eq-forwarder) is
+ * (shm_event_gauges_read's oldest_undelivered_ms, published by eq-forwarder) is
  * younger than probe.kafka_lag_ms; older = degraded; no metadata = failure.
  */
 #include <errno.h>
@@ -164,7 +164,9 @@ static void job_after(uv_work_t *w, int status)
 	} else {
 		/* Delivery lag: how long the oldest event has waited for Kafka. */
 		const struct conf *c = pb_conf(kp->p);
-		uint64_t oldest = atomic_load(&shm_counters(pb_shm(kp->p))->oldest_undelivered_ms);
+		struct shm_event_gauges g;
+		shm_event_gauges_read(pb_shm(kp->p), &g);
+		uint64_t oldest = g.oldest_undelivered_ms;
 		uint64_t now = util_now_ms();
 		uint64_t lag = oldest && now > oldest ? now - oldest : 0;
 

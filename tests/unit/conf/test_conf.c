@@ -23,7 +23,6 @@
 /* conf spells these out so it does not depend on the segment layout. */
 _Static_assert(CONF_PRICING_WORKERS_MAX == SHM_MAX_WORKERS - 2,
                "pricing.workers leaves the prober's and forwarder's slots");
-_Static_assert(CONF_ZONE_ID_MAX == SHM_ZONE_ID_MAX, "one zone id bound");
 
 static struct conf C;
 static struct conf_errors E;

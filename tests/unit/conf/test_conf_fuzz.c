@@ -159,7 +159,7 @@ static void check_valid(const struct conf *c)
 		const struct conf_zone *z = &c->zones[i];
 		size_t n = strnlen(z->id, sizeof(z->id));
 		ck_assert(n < sizeof(z->id));
-		ck_assert_int_eq(conf__zone_id_check(z->id, n), 0);
+		ck_assert(proto_zone_id_ok(z->id, n));
 		if (i > 0)
 			ck_assert(strcmp(c->zones[i - 1].id, z->id) < 0);
 		ck_assert(conf_zone_find(c, z->id, n) == z);

@@ -246,19 +246,19 @@ START_TEST(zone_id_rules)
 {
 	char max[65];
 
-	ck_assert(pr_zone_id_valid("z1", 2));
-	ck_assert(pr_zone_id_valid("A-Z_a.z:0-9", 11));
+	ck_assert(proto_zone_id_ok("z1", 2));
+	ck_assert(proto_zone_id_ok("A-Z_a.z:0-9", 11));
 	memset(max, 'a', sizeof(max));
-	ck_assert(pr_zone_id_valid(max, 64));
-	ck_assert(!pr_zone_id_valid(max, 65));
-	ck_assert(!pr_zone_id_valid("", 0));
-	ck_assert(!pr_zone_id_valid("a/b", 3));
-	ck_assert(!pr_zone_id_valid("a b", 3));
-	ck_assert(!pr_zone_id_valid("%41", 3));      /* never percent-decoded */
-	ck_assert(!pr_zone_id_valid("a,b", 3));
-	ck_assert(!pr_zone_id_valid("\xc3\xa9", 2));
-	ck_assert(!pr_zone_id_valid("a\0b", 3));
-	ck_assert(!pr_zone_id_valid("a+b", 3));
+	ck_assert(proto_zone_id_ok(max, 64));
+	ck_assert(!proto_zone_id_ok(max, 65));
+	ck_assert(!proto_zone_id_ok("", 0));
+	ck_assert(!proto_zone_id_ok("a/b", 3));
+	ck_assert(!proto_zone_id_ok("a b", 3));
+	ck_assert(!proto_zone_id_ok("%41", 3));      /* never percent-decoded */
+	ck_assert(!proto_zone_id_ok("a,b", 3));
+	ck_assert(!proto_zone_id_ok("\xc3\xa9", 2));
+	ck_assert(!proto_zone_id_ok("a\0b", 3));
+	ck_assert(!proto_zone_id_ok("a+b", 3));
 }
 END_TEST
 

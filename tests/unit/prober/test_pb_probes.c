@@ -370,12 +370,14 @@ START_TEST(test_kafka_probe_down_up_and_lag)
 	ck_assert_uint_ne(wait_state(&f, EQ_COMP_KAFKA, EQ_CSTATE_HEALTHY, 8000), UINT64_MAX);
 
 	/* The forwarder reports an event waiting for 40 s: degraded. */
-	atomic_store(&shm_counters(f.shm)->oldest_undelivered_ms, util_now_ms() - 40000);
+	struct shm_event_gauges g = { .oldest_undelivered_ms = util_now_ms() - 40000 };
+	shm_event_gauges_publish(f.shm, &g);
 	ck_assert_uint_ne(wait_state(&f, EQ_COMP_KAFKA, EQ_CSTATE_DEGRADED, 2000), UINT64_MAX);
 	ck_assert_ptr_nonnull(strstr(last_error(&f, EQ_COMP_KAFKA), "delivery lag 40."));
 
 	/* Delivered: lag gone, healthy after rise. */
-	atomic_store(&shm_counters(f.shm)->oldest_undelivered_ms, 0);
+	g.oldest_undelivered_ms = 0;
+	shm_event_gauges_publish(f.shm, &g);
 	ck_assert_uint_ne(wait_state(&f, EQ_COMP_KAFKA, EQ_CSTATE_HEALTHY, 2000), UINT64_MAX);
 	fx_fini(&f, NULL);
 	mock_stop(&m);

@@ -111,7 +111,7 @@ static void reader(unsigned id)
 	while (util_mono_ms() < end && !atomic_load(&res[READERS].lookups)) {
 		rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
 		unsigned zi = (unsigned)(rnd >> 33) % ((rnd >> 13) & 1 ? ZONES : 8);
-		char z[SHM_ZONE_ID_MAX + 1];
+		char z[PROTO_ZONE_ID_MAX + 1];
 		int len = snprintf(z, sizeof(z), "zone-%u-%s", zi,
 		                   (zi % 7 == 0) ? "with-a-much-longer-name-to-fill-the-slot-xxxxxxxxxx" : "s");
 		struct shm_price p;
