@@ -8,6 +8,10 @@
     kafka       eq-kafka-dev, the mock broker, per test  (eqtest/kafka.py)
     sentinel    Redis master + replica + 3 Sentinels,    (eqtest/sentinel.py)
                 per test
+    pg_standby  a streaming hot standby of pg_primary,   (eqtest/pg.py)
+                per test
+    netns       factory: netns(label) -> a network       (eqtest/netns.py)
+                namespace joined by a veth pair, removed at teardown
     daemon      factory: daemon(**overrides) -> a started equilibriumd
                 wired to whichever of the above the test uses (eqtest/daemon.py)
 
@@ -28,6 +32,7 @@ from eqtest.daemon import DaemonFactory
 from eqtest.kafka import Kafka
 from eqtest.pg import PgCluster
 from eqtest.redis import Redis
+from eqtest.netns import Netns
 from eqtest.sentinel import SentinelSet
 
 
@@ -159,6 +164,38 @@ def pg_primary(_pg_primary_cluster):
 def pg_backup(_pg_backup_cluster):
     """An independent second cluster, as pg_primary."""
     yield from _pg_for_test(_pg_backup_cluster)
+
+
+@pytest.fixture
+def pg_standby(pg_primary, test_tmp):
+    """A hot standby of this test's pg_primary (pg_basebackup -R), streaming
+    and answering read-only queries; .promote(), .in_recovery(),
+    .wait_caught_up(). Thrown away (data dir too) at teardown."""
+    sb = None
+    try:
+        sb = PgCluster.standby_of(pg_primary, os.path.join(test_tmp, "pg-standby"))
+        yield sb
+    finally:
+        if sb is not None:
+            sb.destroy()
+            shutil.rmtree(sb.datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def netns():
+    """Factory: netns(label="ns") -> a created eqtest.netns.Netns (.addr,
+    .wrap(argv), .partition(), .heal()). Every namespace it made is removed
+    at teardown; stop what runs inside first (fixtures listed after this
+    one in a test's arguments are torn down before it)."""
+    made = []
+
+    def make(label="ns"):
+        ns = Netns(label).create()
+        made.append(ns)
+        return ns
+    yield make
+    for ns in made:
+        ns.destroy()
 
 
 @pytest.fixture

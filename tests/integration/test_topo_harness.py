@@ -4,6 +4,8 @@ Redis + Sentinel (eqtest/sentinel.py), network namespaces and partitions
 topology tests (test_topo_*.py) rely on exactly what is proven here.
 """
 
+import os
+import socket
 import time
 
 import pytest
@@ -61,3 +63,100 @@ def test_sentinel_failover_demotes_the_running_master(sentinel):
     assert sentinel.role(old) == "slave" and sentinel.role(new) == "master"
     with pytest.raises(Exception, match="READONLY"):
         old.cmd("SET", "k", "v")
+
+
+# --------------------------------------------------------------------------
+# Network namespaces and partitions
+
+def test_netns_block_is_private_and_collides_with_no_host_route(netns):
+    import ipaddress
+    from eqtest.netns import _host_networks
+    before = _host_networks()
+    ns = netns("a")
+    net = ipaddress.ip_network(f"{ns.addr}/30", strict=False)
+    assert net.subnet_of(ipaddress.ip_network("10.213.0.0/16"))
+    assert not any(net.overlaps(n) for n in before)
+    ns2 = netns("b")
+    assert ns2.addr != ns.addr and ns2.name != ns.name
+
+
+def test_netns_redis_partition_hangs_and_heal_resumes(netns, test_tmp):
+    from eqtest.netns import reachable, sysctl_forwarding
+    from eqtest.redis import Redis
+    forwarding = sysctl_forwarding()
+    ns = netns("redis")
+    r = Redis(os.path.join(test_tmp, "ns-redis"), host=ns.addr, netns=ns).start()
+    try:
+        assert r.cmd("PING") == "PONG"
+        assert r.cmd("CONFIG", "GET", "bind") == ["bind", ns.addr]
+        # Not reachable on loopback: it really lives in the namespace.
+        assert reachable("127.0.0.1", r.port, 0.5) == "refused"
+        s = socket.create_connection((ns.addr, r.port), timeout=2)
+        ns.partition()
+        t0 = time.monotonic()
+        assert reachable(ns.addr, r.port, 1.0) == "hang"     # not refused
+        assert time.monotonic() - t0 >= 0.9
+        s.sendall(b"PING\r\n")
+        s.settimeout(1.0)
+        with pytest.raises(TimeoutError):                    # silent, not reset
+            s.recv(100)
+        ns.heal()
+        assert reachable(ns.addr, r.port, 1.0) == "open"
+        s.settimeout(10)
+        assert s.recv(100) == b"+PONG\r\n"                   # retransmitted
+        s.close()
+    finally:
+        r.kill()
+    assert sysctl_forwarding() == forwarding
+
+
+def test_netns_is_removed_at_destroy(netns):
+    from eqtest.netns import _links, _namespaces
+    ns = netns("gone")
+    name, host_if = ns.name, ns.host_if
+    assert name in _namespaces() and host_if in _links()
+    ns.destroy()
+    assert name not in _namespaces() and host_if not in _links()
+
+
+def test_netns_postgres_runs_inside_and_partitions(netns, test_tmp):
+    from eqtest.netns import reachable
+    from eqtest.pg import PgCluster
+    ns = netns("pg")
+    pg = PgCluster(os.path.join(test_tmp, "ns-pg"), name="ns-pg", host=ns.addr, netns=ns)
+    try:
+        pg.create()
+        pg.set_zone("z1", 9, 1.5)
+        assert pg.rows("SELECT zone_id, base_fare FROM current_zone_status") == [["z1", "9"]]
+        assert f"hostaddr={ns.addr}" in pg.conninfo
+        ns.partition()
+        assert reachable(ns.addr, pg.port, 1.0) == "hang"
+        ns.heal()
+        pg.wait_ready()
+    finally:
+        pg.destroy()
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL streaming standby
+
+def test_pg_standby_streams_and_answers_read_only(pg_primary, pg_standby):
+    assert pg_standby.in_recovery() and not pg_primary.in_recovery()
+    pg_primary.set_zone("z1", 12.5, 1.7)
+    pg_standby.wait_caught_up()
+    assert pg_standby.rows("SELECT base_fare FROM current_zone_status") == [["12.5"]]
+    with pytest.raises(Exception, match="read-only"):
+        pg_standby.set_zone("z2", 1, 1)
+
+
+def test_pg_standby_answers_with_the_primary_stopped_then_promotes(pg_primary, pg_standby):
+    pg_primary.set_zone("z1", 12.5, 1.7)
+    pg_standby.wait_caught_up()
+    pg_primary.stop()
+    assert pg_standby.rows("SELECT base_fare FROM current_zone_status") == [["12.5"]]
+    pid = pg_standby.postmaster_pid()
+    pg_standby.promote()
+    assert not pg_standby.in_recovery()
+    assert pg_standby.postmaster_pid() == pid             # nothing restarted
+    pg_standby.set_zone("z2", 3, 1)                       # writable now
+    assert len(pg_standby.rows("SELECT 1 FROM current_zone_status")) == 2

@@ -13,10 +13,18 @@ survives a SIGKILL of the cluster (synchronous_commit stays on).
 Fault injection: .stop() (fast shutdown), .kill() (SIGKILL the postmaster
 and its backends: a crash, recovered at the next start), .freeze()/.thaw()
 (SIGSTOP every process of the cluster: connections hang).
+
+host= listens on another address than 127.0.0.1 and netns= runs the
+cluster in a network namespace (eqtest/netns.py). A streaming-replication
+hot standby of a running cluster: PgCluster.standby_of(primary, workdir)
+(pg_basebackup -R -X stream), then .promote() (pg_ctl promote),
+.in_recovery(), .wait_caught_up(primary).
 """
 
 import os
+import shutil
 import signal
+import tempfile
 
 from . import util
 
@@ -28,8 +36,11 @@ class PgError(util.HarnessError):
 
 
 class PgCluster:
-    def __init__(self, workdir, name="pg"):
+    def __init__(self, workdir, name="pg", host="127.0.0.1", netns=None):
         self.name = name
+        self.host = host                     # listen address, reached at
+        self.netns = netns                   # a netns.Netns to run in, or None
+        self.primary = None                  # the PgCluster streamed from (standby)
         self.workdir = workdir               # owned by the service user
         self.datadir = os.path.join(workdir, "data")
         self.log_path = os.path.join(workdir, "postgres.log")
@@ -43,7 +54,7 @@ class PgCluster:
         return self.conninfo_for("equilibrium")
 
     def conninfo_for(self, dbname):
-        return f"hostaddr=127.0.0.1 port={self.port} dbname={dbname} user=equilibrium"
+        return f"hostaddr={self.host} port={self.port} dbname={dbname} user=equilibrium"
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -73,23 +84,103 @@ class PgCluster:
 
     def _write_conf(self):
         path = os.path.join(self.datadir, "postgresql.auto.conf")
+        # pg_basebackup -R writes primary_conninfo here: a standby keeps it.
+        kept = []
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = [line for line in f if line.startswith("primary_conninfo")]
         with open(path, "w") as f:
             f.write(
                 "# written by tests/integration/eqtest/pg.py\n"
                 f"port = {self.port}\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.workdir}'\n"
+                f"listen_addresses = '{self.host}'\n"
+                f"unix_socket_directories = '{self._socket_dir()}'\n"
                 # Commits reach the OS before returning (a SIGKILLed cluster
                 # keeps them); nothing is forced to disk.
                 "fsync = off\nfull_page_writes = off\n"
                 "max_connections = 100\n"
-                "log_min_messages = warning\nlog_connections = off\n")
+                "log_min_messages = warning\nlog_connections = off\n"
+                # A standby tells its primary at once what it replayed
+                # (replay lag is measured, not guessed).
+                "wal_receiver_status_interval = 1s\nhot_standby_feedback = off\n"
+                + "".join(kept))
         util.chown_service(path)
+        if self.host != "127.0.0.1":
+            # Clients in the default namespace come from the veth's host end.
+            hba = os.path.join(self.datadir, "pg_hba.conf")
+            src = self.netns.host_addr if self.netns else self.host
+            with open(hba) as f:
+                text = f.read()
+            line = f"host all all {src}/32 trust\nhost replication all {src}/32 trust\n"
+            if line not in text:
+                with open(hba, "a") as f:
+                    f.write(line)
+
+    def _socket_dir(self):
+        """The workdir, or a short private dir in /tmp when the socket path
+        would pass the 107-byte limit of sun_path (deep test dirs)."""
+        if len(self.workdir) + len("/.s.PGSQL.65535") < 100:
+            return self.workdir
+        if getattr(self, "_short_sockdir", None) is None:
+            self._short_sockdir = tempfile.mkdtemp(prefix="eqpg-", dir="/tmp")
+            os.chmod(self._short_sockdir, 0o755)
+            util.chown_service(self._short_sockdir)
+        return self._short_sockdir
 
     def _pg(self, argv, timeout=60, check=True):
-        argv = [os.path.join(util.PG_BINDIR, argv[0])] + argv[1:]
-        return util.run(util.as_service_user(argv), timeout=timeout, check=check,
-                        cwd=self.workdir)
+        argv = util.as_service_user([os.path.join(util.PG_BINDIR, argv[0])] + argv[1:])
+        if self.netns:
+            argv = self.netns.wrap(argv)
+        return util.run(argv, timeout=timeout, check=check, cwd=self.workdir)
+
+    # -- streaming replication -------------------------------------------
+
+    @classmethod
+    def standby_of(cls, primary, workdir, name="pg-standby", host="127.0.0.1", netns=None):
+        """A hot standby streaming from primary (which must be running):
+        pg_basebackup -R -X stream, started and answering read-only queries
+        when this returns."""
+        sb = cls(workdir, name=name, host=host, netns=netns)
+        sb.primary = primary
+        os.makedirs(workdir, exist_ok=True)
+        os.chmod(workdir, 0o755)
+        util.chown_service(workdir)
+        sb._pg(["pg_basebackup", "-D", sb.datadir, "-d",
+                f"hostaddr={primary.host} port={primary.port} user=equilibrium",
+                "-R", "-X", "stream", "-c", "fast", "--no-sync"], timeout=120)
+        for attempt in range(5):
+            sb.port = util.free_port()
+            sb._write_conf()
+            try:
+                sb.start()
+                break
+            except util.HarnessError:
+                if "could not bind" in util.tail(sb.log_path, 20) and attempt < 4:
+                    continue
+                raise
+        sb._created = True
+        sb.wait_ready()
+        return sb
+
+    def in_recovery(self):
+        """pg_is_in_recovery(): True on a standby, False once promoted."""
+        return self.sql("SELECT pg_is_in_recovery()") == "t"
+
+    def promote(self, timeout=30):
+        """pg_ctl promote -w: the standby becomes a primary, same process."""
+        self._pg(["pg_ctl", "-D", self.datadir, "-w", "-t", str(timeout), "promote"],
+                 timeout=timeout + 10)
+        return self
+
+    def wait_caught_up(self, primary=None, timeout=20):
+        """Waits until this standby has replayed everything the primary had
+        written when called."""
+        primary = primary or self.primary
+        target = primary.sql("SELECT pg_current_wal_lsn()")
+        util.wait_for(lambda: self.sql(
+            f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") == "t",
+            timeout=timeout, desc=f"{self.name} to replay up to {target}")
+        return self
 
     def start(self, timeout=30):
         """Starts the cluster (same port) and waits until it accepts
@@ -199,6 +290,8 @@ class PgCluster:
         pm = self.postmaster_pid()
         if pm is not None:
             util.kill_quietly(pm, signal.SIGKILL)
+        if getattr(self, "_short_sockdir", None):
+            shutil.rmtree(self._short_sockdir, ignore_errors=True)
 
     # -- SQL ---------------------------------------------------------------
 
@@ -247,7 +340,7 @@ class PgCluster:
         return self
 
     def __repr__(self):
-        return f"<PgCluster {self.name} 127.0.0.1:{self.port} " \
+        return f"<PgCluster {self.name} {self.host}:{self.port} " \
                f"{'running' if self.running() else 'stopped'}>"
 
 
