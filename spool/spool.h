@@ -49,7 +49,12 @@
 #include <stdint.h>
 
 #define SPOOL_REC_HDR      32                /* bytes of a record header */
-#define SPOOL_MAX_RECORD   (1u << 20)        /* payload bound (1 MiB) */
+/* Payload bound.  The forwarder stores one spool_msg per record, at most
+ * SPOOL_MSG_HDR + SHM_RING_DATA_MAX (483) bytes (asserted in fw_int.h); a
+ * tight bound keeps a crafted length from making recovery read and
+ * checksum far more than any real record (a header claiming more is
+ * treated as corrupt). */
+#define SPOOL_MAX_RECORD   512u
 #define SPOOL_REC_VERSION  1
 
 enum spool_fsync {

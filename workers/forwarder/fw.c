@@ -368,6 +368,7 @@ static void fw_pump(struct fw *f)
 
 	now = util_mono_ms();                /* reports just served may be newer */
 	check_kafka_health(f, now);
+	fw__dead_retry(f, now);
 
 	if (f->drain == FW_DRAIN_FLUSHING && (now >= f->drain_purge_ms || f->kstate != FW_KSTATE_UP))
 		drain_transition(f, FW_DEV_PURGE);
@@ -618,6 +619,7 @@ void fw_free(struct fw **fp)
 	spool_close(&f->dead);
 	free(f->rq);
 	free(f->rt);
+	free(f->dq);
 	free(f->batch_buf);
 	free(f->batch_items);
 	free(f->batch_rq);

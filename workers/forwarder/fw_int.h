@@ -34,6 +34,22 @@
 
 _Static_assert(FW_REC_MAX <= SPOOL_MAX_RECORD, "every ring record fits one spool record");
 
+#define FW_DEAD_PENDING_MAX 4096             /* dead letters waiting for a failed write */
+
+/* A dead letter whose write failed.  It waits here and the write is
+ * retried (with backoff); custody stays with its origin meanwhile (the ring
+ * entry not done, the spool record not acked), so a restart finds it again
+ * and nothing is stuck for good: the acked position moves on as soon as
+ * the write works. */
+struct fw_dead {
+	uint64_t opaque;                     /* origin: FW_TAG_SPOOL|seq or ring take */
+	uint64_t ts_ms;
+	uint16_t len;
+	uint8_t topic;                       /* for the log */
+	const char *why;                     /* for the log: a static string */
+	uint8_t data[SPOOL_MAX_RECORD];      /* the dead spool's record payload */
+};
+
 /* A ring record taken (peeked) and not yet behind the ring's tail. */
 struct fw_rq_ent {
 	uint64_t pos;                        /* ring position */
@@ -65,6 +81,10 @@ struct fw {
 
 	struct spool *spool;
 	struct spool *dead;                  /* dead letters (permanent errors), lazily */
+	struct fw_dead *dq;                  /* FIFO of dead letters whose write failed */
+	size_t dq_cap, dq_head, dq_len;
+	uint64_t dead_retry_ms;              /* mono: next try of the oldest */
+	uint32_t dead_backoff_ms;
 	uint64_t spool_corrupt_seen;
 
 	struct fw_kafka *kafka;
@@ -140,11 +160,21 @@ void fw__retry_keep(struct fw *f, uint64_t opaque, uint64_t ts_ms, unsigned topi
                     const void *key, size_t key_len, const void *val, size_t val_len);
 
 /* Stores a message Kafka can never take in <spool.dir>/dead and releases
- * its custody.  0, or -errno (the dead-letter write failed: custody stays
- * where it is). */
+ * its custody.  0: written, or (the write failed) queued for another try
+ * with custody still at its origin; -errno only when that queue is full
+ * too (the caller keeps the message).  why: a static string (kept for
+ * the log of a later write). */
 int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *key,
                     size_t key_len, const void *val, size_t val_len, uint64_t ts_ms,
                     const char *why);
+
+/* The same for a spool record that is not a message at all (CRC-valid, but
+ * no spool_msg): stored as it is. */
+int fw__dead_letter_raw(struct fw *f, uint64_t opaque, const void *data, size_t len,
+                        uint64_t ts_ms, const char *why);
+
+/* Retries the queued dead-letter writes that are due (the pump). */
+void fw__dead_retry(struct fw *f, uint64_t now);
 
 /* The oldest retry's opaque (rt_len > 0). */
 uint64_t fw__retry_first(struct fw *f);

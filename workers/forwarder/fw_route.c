@@ -163,11 +163,9 @@ int fw__custody_release(struct fw *f, uint64_t opaque)
 	return 0;
 }
 
-int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *key,
-                    size_t key_len, const void *val, size_t val_len, uint64_t ts_ms,
-                    const char *why)
+/* Appends one record to the dead letters (opening them at first use). */
+static int dead_write(struct fw *f, const void *data, size_t len, uint64_t ts_ms)
 {
-	uint8_t buf[FW_REC_MAX];
 	char err[512];
 	int rc;
 
@@ -181,12 +179,12 @@ int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *k
 			return rc;
 		}
 	}
-	int len = spool_msg_encode(buf, sizeof(buf), (uint8_t)topic, key, key_len, val, val_len);
-	if (len < 0)
-		return len;
-	rc = spool_append(f->dead, buf, (uint32_t)len, ts_ms, NULL);
-	if (rc)
-		return rc;
+	return spool_append(f->dead, data, (uint32_t)len, ts_ms, NULL);
+}
+
+/* A dead letter is on disk: count it and release its custody. */
+static void dead_done(struct fw *f, uint64_t opaque, unsigned topic, const char *why)
+{
 	f->n_dead++;
 	shm_count_event(f->shm, EQ_EVC_ABANDONED, 1);
 	log_err("forwarder: Kafka refuses a message for topic %s for good (%s); kept in %s/dead "
@@ -195,7 +193,88 @@ int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *k
 	if (fw__custody_release(f, opaque) != 0)
 		log_warn("forwarder: dead letter for spool record %" PRIu64 " that is not in "
 		         "flight (ignored)", opaque & ~FW_TAG_SPOOL);
+}
+
+static struct fw_dead *dq_at(struct fw *f, size_t i)
+{
+	return &f->dq[(f->dq_head + i) % f->dq_cap];
+}
+
+static int dead_put(struct fw *f, uint64_t opaque, unsigned topic, const void *data, size_t len,
+                    uint64_t ts_ms, const char *why)
+{
+	int rc = -EAGAIN;
+
+	assert(len <= SPOOL_MAX_RECORD);
+	if (f->dq_len == 0)                  /* else queue behind, in order */
+		rc = dead_write(f, data, len, ts_ms);
+	if (rc == 0) {
+		dead_done(f, opaque, topic, why);
+		return 0;
+	}
+	if (f->dq_len == f->dq_cap) {
+		size_t nc = f->dq_cap ? f->dq_cap * 2 : 16;
+		struct fw_dead *n = nc <= FW_DEAD_PENDING_MAX ? malloc(nc * sizeof(*n)) : NULL;
+		if (!n)
+			return rc;               /* the caller keeps it */
+		for (size_t i = 0; i < f->dq_len; i++)
+			n[i] = *dq_at(f, i);
+		free(f->dq);
+		f->dq = n;
+		f->dq_cap = nc;
+		f->dq_head = 0;
+	}
+	if (f->dq_len == 0) {
+		f->dead_backoff_ms = f->conf->probe.recovery_base_ms;
+		f->dead_retry_ms = util_mono_ms() + f->dead_backoff_ms;
+		log_err("forwarder: cannot write a dead letter to %s/dead (%s); it waits in its "
+		        "%s and the write is retried", f->conf->spool.dir, strerror(-rc),
+		        (opaque & FW_TAG_SPOOL) ? "spool record" : "ring slot");
+	}
+	struct fw_dead *e = dq_at(f, f->dq_len++);
+	e->opaque = opaque;
+	e->ts_ms = ts_ms;
+	e->len = (uint16_t)len;
+	e->topic = (uint8_t)topic;
+	e->why = why;
+	memcpy(e->data, data, len);
 	return 0;
+}
+
+int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *key,
+                    size_t key_len, const void *val, size_t val_len, uint64_t ts_ms,
+                    const char *why)
+{
+	uint8_t buf[FW_REC_MAX];
+	int len = spool_msg_encode(buf, sizeof(buf), (uint8_t)topic, key, key_len, val, val_len);
+	if (len < 0)
+		return len;
+	return dead_put(f, opaque, topic, buf, (size_t)len, ts_ms, why);
+}
+
+int fw__dead_letter_raw(struct fw *f, uint64_t opaque, const void *data, size_t len,
+                        uint64_t ts_ms, const char *why)
+{
+	return dead_put(f, opaque, 0, data, len, ts_ms, why);
+}
+
+void fw__dead_retry(struct fw *f, uint64_t now)
+{
+	while (f->dq_len > 0 && now >= f->dead_retry_ms) {
+		struct fw_dead *e = dq_at(f, 0);
+		int rc = dead_write(f, e->data, e->len, e->ts_ms);
+		if (rc) {
+			uint32_t max = f->conf->probe.recovery_max_ms;
+			f->dead_backoff_ms = f->dead_backoff_ms * 2 > max ? max : f->dead_backoff_ms * 2;
+			f->dead_retry_ms = now + f->dead_backoff_ms;
+			log_info("forwarder: dead letters still cannot be written (%s); %zu wait, next "
+			         "try in %u ms", strerror(-rc), f->dq_len, f->dead_backoff_ms);
+			return;
+		}
+		dead_done(f, e->opaque, e->topic, e->why);
+		f->dq_head = (f->dq_head + 1) % f->dq_cap;
+		f->dq_len--;
+	}
 }
 
 /* A message librdkafka refused at produce time because it can never take
@@ -327,7 +406,7 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
 	while (n < max && f->spool_inflight + n < FW_REPLAY_WINDOW &&
-	       fw__inflight(f) + n < FW_MAX_INFLIGHT) {
+	       fw__inflight(f) + n < FW_MAX_INFLIGHT && f->dq_len < FW_DEAD_PENDING_MAX) {
 		int rc = spool_next(f->spool, &rec);
 		if (rc == -ENOENT)
 			break;
@@ -339,8 +418,11 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 		if (spool_msg_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
 		    r.key_len > SHM_RING_KEY_MAX || r.key_len + r.val_len > SHM_RING_DATA_MAX) {
 			/* CRC-valid but not ours: keep it aside, never lose it silently. */
-			fw__dead_letter(f, FW_TAG_SPOOL | rec.seq, 0, "", 0, rec.data, rec.len, rec.ts_ms,
-			                "unreadable spool record");
+			if (fw__dead_letter_raw(f, FW_TAG_SPOOL | rec.seq, rec.data, rec.len, rec.ts_ms,
+			                        "unreadable spool record") != 0)
+				log_err("forwarder: spool record %" PRIu64 " is unreadable and cannot be "
+				        "kept aside (out of memory); it is read again after a restart",
+				        rec.seq);
 			continue;
 		}
 		/* The spool's read buffer moves on: copy key and value aside. */

@@ -753,7 +753,7 @@ START_TEST(test_disk_full)
 	ck_assert_int_eq(mount("eqt", tmpdir, "tmpfs", 0, "size=128k"), 0);
 
 	struct spool *sp = open_spool(0, 16 << 10, SPOOL_FSYNC_BATCH);
-	char buf[3000];
+	char buf[SPOOL_MAX_RECORD];              /* the largest record there is */
 	memset(buf, 'd', sizeof(buf));
 	uint64_t n = 0;
 	int rc;
