@@ -44,6 +44,25 @@ static void fmt_age(char *buf, size_t len, json_t *ms)
 		snprintf(buf, len, "%llds", (long long)(v / 1000));
 }
 
+enum real_fmt { FMT_MS, FMT_SHARE, FMT_PCT, FMT_PTS };
+
+/* A JSON number as milliseconds, a 0..1 share in percent, a signed percent
+ * change or a signed change in percentage points; "-" for null (no data). */
+static void fmt_real(char *buf, size_t len, json_t *v, enum real_fmt f)
+{
+	double x = json_number_value(v);
+	if (!json_is_number(v))
+		snprintf(buf, len, "-");
+	else if (f == FMT_MS)
+		snprintf(buf, len, "%.3f", x);
+	else if (f == FMT_SHARE)
+		snprintf(buf, len, "%.4f%%", x * 100);
+	else if (f == FMT_PCT)
+		snprintf(buf, len, "%+.1f%%", x);
+	else
+		snprintf(buf, len, "%+.2f pts", x);
+}
+
 static void status_text(json_t *st)
 {
 	printf("mode:       %s  (auto %s, override %s, since %s)\n", str_or(st, "mode", "?"),
@@ -100,14 +119,28 @@ static void status_text(json_t *st)
 	       (long long)json_integer_value(json_object_get(e, "delivered")),
 	       (long long)json_integer_value(json_object_get(e, "dropped")), age);
 
-	printf("\nper mode:   %-10s %10s %10s %8s %10s\n", "mode", "seconds", "requests", "errors", "avg ms");
+	printf("\nper mode:   %-10s %10s %10s %8s %10s %10s %12s\n", "mode", "seconds", "requests",
+	       "errors", "mean ms", "p99 ms", "availability");
 	json_t *m;
 	json_object_foreach(json_object_get(st, "modes"), key, m) {
-		printf("            %-10s %10.1f %10lld %8lld %10.3f\n", key,
+		char mean[16], p99[16], avail[16];
+		fmt_real(mean, sizeof(mean), json_object_get(m, "mean_ms"), FMT_MS);
+		fmt_real(p99, sizeof(p99), json_object_get(m, "p99_ms"), FMT_MS);
+		fmt_real(avail, sizeof(avail), json_object_get(m, "availability"), FMT_SHARE);
+		printf("            %-10s %10.1f %10lld %8lld %10s %10s %12s\n", key,
 		       json_real_value(json_object_get(m, "seconds")),
 		       (long long)json_integer_value(json_object_get(m, "requests")),
-		       (long long)json_integer_value(json_object_get(m, "errors")),
-		       json_real_value(json_object_get(m, "avg_latency_ms")));
+		       (long long)json_integer_value(json_object_get(m, "errors")), mean, p99, avail);
+	}
+	printf("impact vs normal: %-10s %13s %13s %13s %13s\n", "mode", "response time", "throughput",
+	       "5xx", "availability");
+	json_object_foreach(json_object_get(st, "impact"), key, m) {
+		char rt[16], tp[16], er[16], av[16];
+		fmt_real(rt, sizeof(rt), json_object_get(m, "response_time_pct"), FMT_PCT);
+		fmt_real(tp, sizeof(tp), json_object_get(m, "throughput_pct"), FMT_PCT);
+		fmt_real(er, sizeof(er), json_object_get(m, "error_rate_pct"), FMT_PTS);
+		fmt_real(av, sizeof(av), json_object_get(m, "availability_pct"), FMT_PTS);
+		printf("                  %-10s %13s %13s %13s %13s\n", key, rt, tp, er, av);
 	}
 }
 

@@ -1,4 +1,5 @@
 /* shm_status: status JSON shared by eqctl and eq-pricing's /v1/status. */
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -33,11 +34,87 @@ void shm_mode_stats(const struct shm *s, struct shm_mode_stats out[EQ_MODE__COUN
 					if (shm_http_code_value(code) >= 500)
 						out[m].errors += n;
 				}
-			for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++)
-				out[m].latency_count += atomic_load_explicit(&c->latency_bucket[m][b], memory_order_relaxed);
+			for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++) {
+				uint64_t n = atomic_load_explicit(&c->latency_bucket[m][b], memory_order_relaxed);
+				out[m].bucket[b] += n;
+				out[m].latency_count += n;
+			}
 			out[m].latency_sum_us += atomic_load_explicit(&c->latency_sum_us[m], memory_order_relaxed);
 		}
 	}
+}
+
+double shm_latency_quantile_ms(const uint64_t bucket[EQ_LATENCY_BUCKETS + 1], double q)
+{
+	uint64_t total = 0;
+	for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++)
+		total += bucket[b];
+	if (total == 0)
+		return -1;
+	double rank = q * (double)total, seen = 0;
+	for (unsigned b = 0; b < EQ_LATENCY_BUCKETS; b++) {
+		if (bucket[b] > 0 && seen + (double)bucket[b] >= rank) {
+			double lo = b ? (double)shm_latency_bucket_us(b - 1) : 0.0;
+			double hi = (double)shm_latency_bucket_us(b);
+			return (lo + (hi - lo) * (rank - seen) / (double)bucket[b]) / 1000.0;
+		}
+		seen += (double)bucket[b];
+	}
+	return INFINITY;                     /* beyond the last finite bound */
+}
+
+void shm_mode_impact(const struct shm_mode_stats *n, const struct shm_mode_stats *m,
+                     struct shm_mode_impact *out)
+{
+	out->response_time_pct = out->throughput_pct = NAN;
+	out->error_rate_pct = out->availability_pct = NAN;
+	if (n->requests == 0 || m->requests == 0)
+		return;
+	if (n->latency_count && m->latency_count) {
+		double mn = (double)n->latency_sum_us / (double)n->latency_count;
+		double mm = (double)m->latency_sum_us / (double)m->latency_count;
+		if (mn > 0)
+			out->response_time_pct = (mm - mn) / mn * 100.0;
+	}
+	if (n->ms_total && m->ms_total) {
+		double tn = (double)n->requests / (double)n->ms_total;
+		double tm = (double)m->requests / (double)m->ms_total;
+		out->throughput_pct = (tm - tn) / tn * 100.0;
+	}
+	double en = (double)n->errors / (double)n->requests;
+	double em = (double)m->errors / (double)m->requests;
+	out->error_rate_pct = (em - en) * 100.0;
+	out->availability_pct = ((1.0 - em) - (1.0 - en)) * 100.0;
+}
+
+void shm_traffic_totals(const struct shm *s, struct shm_traffic *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (unsigned w = 0; w < SHM_MAX_WORKERS; w++) {
+		const struct shm_worker_counters *c = &s->counters->workers[w];
+		for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+			for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++) {
+				if (ep == EQ_EP_HEALTHZ || ep == EQ_EP_READYZ || ep == EQ_EP_METRICS)
+					continue;
+				for (unsigned code = 0; code < EQ_HTTP__COUNT; code++) {
+					uint64_t n = atomic_load_explicit(&c->requests[ep][code][m],
+					                                  memory_order_relaxed);
+					out->requests += n;
+					if (code == EQ_HTTP_500 || (code == EQ_HTTP_503 && m == EQ_MODE_NORMAL))
+						out->failures += n;
+				}
+			}
+			for (unsigned b = 0; b <= EQ_LATENCY_BUCKETS; b++)
+				out->bucket[b] += atomic_load_explicit(&c->latency_bucket[m][b],
+				                                       memory_order_relaxed);
+		}
+	}
+}
+
+/* A figure that may be unknown (NaN): null in JSON. */
+static json_t *real_or_null(double v)
+{
+	return isnan(v) ? json_null() : json_real(v);
 }
 
 static json_t *components_json(const struct shm *s)
@@ -93,18 +170,29 @@ static json_t *workers_json(const struct shm *s)
 	return a;
 }
 
+uint64_t shm_events_oldest_undelivered_ms(const struct shm *s)
+{
+	/* The forwarder's figure (spool and in flight), or the oldest record
+	 * still waiting in the ring if that is older. */
+	uint64_t oldest = atomic_load(&s->counters->oldest_undelivered_ms);
+	struct shm_ring_stats rs;
+	if (shm_ring_stats(s, &rs) == 0 && rs.oldest_ms != 0 &&
+	    (oldest == 0 || rs.oldest_ms < oldest))
+		oldest = rs.oldest_ms;
+	return oldest;
+}
+
 static json_t *events_json(const struct shm *s)
 {
 	const struct shm_counters *c = s->counters;
 	json_t *j = json_object();
-	uint64_t ring_used = 0, ring_capacity = 0, ring_abandoned = 0, ring_corrupt = 0, ring_oldest = 0;
+	uint64_t ring_used = 0, ring_capacity = 0, ring_abandoned = 0, ring_corrupt = 0;
 	struct shm_ring_stats rs;
 	if (shm_ring_stats(s, &rs) == 0) {
 		ring_used = rs.used;
 		ring_capacity = rs.capacity;
 		ring_abandoned = rs.abandoned;
 		ring_corrupt = rs.corrupt;
-		ring_oldest = rs.oldest_ms;
 	}
 	json_object_set_new(j, "ring_used", json_integer((json_int_t)ring_used));
 	json_object_set_new(j, "ring_capacity", json_integer((json_int_t)ring_capacity));
@@ -122,11 +210,7 @@ static json_t *events_json(const struct shm *s)
 			v += ring_corrupt;
 		json_object_set_new(j, key, json_integer((json_int_t)v));
 	}
-	/* Oldest undelivered: the forwarder's figure (spool and in flight), or
-	 * the oldest record still waiting in the ring if that is older. */
-	uint64_t oldest = atomic_load(&c->oldest_undelivered_ms), now = util_now_ms();
-	if (ring_oldest != 0 && (oldest == 0 || ring_oldest < oldest))
-		oldest = ring_oldest;
+	uint64_t oldest = shm_events_oldest_undelivered_ms(s), now = util_now_ms();
 	json_object_set_new(j, "oldest_undelivered_age_ms",
 	                    oldest ? json_integer((json_int_t)(now > oldest ? now - oldest : 0)) : json_integer(0));
 	return j;
@@ -171,9 +255,35 @@ json_t *shm_status_json(const struct shm *s)
 		json_object_set_new(j, "request_rate", json_real(ms[m].ms_total ? ms[m].requests * 1000.0 / (double)ms[m].ms_total : 0.0));
 		json_object_set_new(j, "avg_latency_ms",
 		                    json_real(ms[m].latency_count ? ms[m].latency_sum_us / 1000.0 / (double)ms[m].latency_count : 0.0));
+		/* DESIGN.md's names; null where the mode has seen no answer. */
+		json_object_set_new(j, "mean_ms", ms[m].latency_count ?
+		                    json_real(ms[m].latency_sum_us / 1000.0 / (double)ms[m].latency_count) :
+		                    json_null());
+		/* Past the histogram's last bound only "at least" is known: shown
+		 * as that bound (docs/health.md). */
+		double p99 = shm_latency_quantile_ms(ms[m].bucket, 0.99);
+		if (isinf(p99))
+			p99 = (double)shm_latency_bucket_us(EQ_LATENCY_BUCKETS - 1) / 1000.0;
+		json_object_set_new(j, "p99_ms", p99 < 0 ? json_null() : json_real(p99));
+		json_object_set_new(j, "availability", ms[m].requests ?
+		                    json_real(1.0 - (double)ms[m].errors / (double)ms[m].requests) :
+		                    json_null());
 		json_object_set_new(mj, shm_mode_name(m), j);
 	}
 	json_object_set_new(o, "modes", mj);
+
+	json_t *ij = json_object();
+	for (unsigned m = EQ_MODE_NORMAL + 1; m < EQ_MODE__COUNT; m++) {
+		struct shm_mode_impact im;
+		shm_mode_impact(&ms[EQ_MODE_NORMAL], &ms[m], &im);
+		json_t *j = json_object();
+		json_object_set_new(j, "response_time_pct", real_or_null(im.response_time_pct));
+		json_object_set_new(j, "throughput_pct", real_or_null(im.throughput_pct));
+		json_object_set_new(j, "error_rate_pct", real_or_null(im.error_rate_pct));
+		json_object_set_new(j, "availability_pct", real_or_null(im.availability_pct));
+		json_object_set_new(ij, shm_mode_name(m), j);
+	}
+	json_object_set_new(o, "impact", ij);
 
 	const struct shm_header *h = s->hdr;
 	struct shm_supervisor_view sv;

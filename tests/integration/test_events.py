@@ -49,19 +49,31 @@ def test_events_reach_kafka_as_messagepack(daemon, redis, kafka):
 
 
 def test_outage_spools_then_replays_and_eqctl_spool_shows_it(daemon, redis, kafka):
+    t_start = time.time()
     d = daemon(FAST, kafka=kafka, redis=redis)
     wait_for(lambda: forwarder_pid(d), timeout=20, desc="eq-forwarder ready")
     kafka.down()
     ids = []
+    t_first = None                  # when the first event was surely in the ring
     for i in range(20):
         status, _, body = post(d, [{"type": "demand", "zone_id": f"z{i % 4}", "count": i}])
         assert status == 202, body
         ids += body["event_ids"]
+        t_first = t_first or time.time()
     # (the prober's system events about Kafka failing wait in the spool too)
     sp = wait_for(lambda: (lambda s: s if s["records"] >= 20 else None)(spool_json(d)),
                   timeout=30, desc="the 20 events in the spool")
     assert sp["segments"] >= 1 and sp["bytes"] > 0 and sp["forwarder_pid"] == forwarder_pid(d)
-    assert sp["oldest_undelivered_age_ms"] >= 0 and sp["corrupt_regions"] == 0
+    assert sp["corrupt_regions"] == 0
+    # The oldest undelivered record is no younger than our first event and
+    # no older than this daemon; its age is measured from that time.
+    time.sleep(max(0.0, 0.5 - (time.time() - t_first)))
+    t_q0 = time.time()
+    sp = spool_json(d)
+    t_q1 = time.time()
+    assert t_start * 1000 - 1 <= sp["oldest_undelivered_ms"] <= t_first * 1000 + 1, (sp, t_start, t_first)
+    assert (t_q0 - t_first) * 1000 - 1 <= sp["oldest_undelivered_age_ms"] \
+        <= (t_q1 - t_start) * 1000 + 1, (sp, t_start, t_first, t_q0, t_q1)
     e = events_status(d)
     assert e["spooled"] >= 20 and e["ring_used"] == 0
 

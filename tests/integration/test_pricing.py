@@ -193,15 +193,25 @@ def test_degraded_serves_fresh_cache_without_backend(daemon, redis):
 
 
 def test_degraded_cache_expires(daemon, redis):
+    ttl_ms = 2000
     redis.set_zone("z1", 12.5, 1.7)
-    d = start(daemon, **{"modes.degraded_stale_ttl_ms": "300"})
-    price(d, "z1")
-    d.eqctl("mode", "degraded")
+    d = start(daemon, **{"modes.degraded_stale_ttl_ms": str(ttl_ms)})
+    t_read = time.monotonic()
+    assert price(d, "z1")["base_fare"] == 12.5          # the live read: TTL counts from here
+    rc, _, err = d.eqctl("mode", "degraded")
+    assert rc == 0, err
+    assert d.status()["mode"] == "degraded"
     redis.set_zone("z1", 13.5, 1.7)
-    time.sleep(0.4)
+    # Within the TTL: degraded mode serves the cached entry, Redis unasked.
+    p = price(d, "z1")
+    assert time.monotonic() - t_read < ttl_ms / 1000, "the in-TTL answer came too late to judge"
+    check_row(p, "stale", "stale", 0.7, "degraded_cache")
+    assert p["mode"] == "degraded" and p["base_fare"] == 12.5
+    # Past the TTL: Redis again, still in degraded mode.
+    time.sleep(max(0.0, ttl_ms / 1000 + 0.1 - (time.monotonic() - t_read)))
     p = price(d, "z1")
     check_row(p, "redis", "real-time", 1.0, None)
-    assert p["base_fare"] == 13.5
+    assert p["mode"] == "degraded" and p["base_fare"] == 13.5
 
 
 def test_batch_is_off_in_degraded_and_emergency(daemon, redis):
@@ -333,6 +343,103 @@ def test_metrics(daemon, redis):
     for line in text.splitlines():
         if line and not line.startswith("#"):
             assert re.match(r'^[a-z_]+(\{[^}]*\})? [0-9.e+Inf-]+$', line), line
+
+
+def scrape(d):
+    status, _, body = d.http("GET", "/metrics", token=None)
+    assert status == 200
+    return body.decode()
+
+
+def sample(text, name):
+    """The value of one sample, NAME{LABELS} exactly as exported."""
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    assert m, f"no sample {name}"
+    return float(m.group(1))
+
+
+def histogram(text, mode):
+    """{le: cumulative count} (le a float, inf for +Inf), sum, count."""
+    buckets = {float(le.replace("+Inf", "inf")): float(v) for le, v in re.findall(
+        r'^eq_request_duration_seconds_bucket\{mode="' + mode + r'",le="([^"]+)"\} (\S+)$',
+        text, re.M)}
+    return (buckets, sample(text, f'eq_request_duration_seconds_sum{{mode="{mode}"}}'),
+            sample(text, f'eq_request_duration_seconds_count{{mode="{mode}"}}'))
+
+
+def requests(text, endpoint=r"\w+", mode="normal"):
+    """eq_requests_total summed over codes (and endpoints, by default)."""
+    return sum(float(v) for v in re.findall(
+        r'^eq_requests_total\{endpoint="' + endpoint + r'",code="\d+",mode="' + mode + r'"\} (\S+)$',
+        text, re.M))
+
+
+def test_metrics_move_with_what_they_measure(daemon, redis):
+    """The time, latency and lag metrics driven and read back, not only seen
+    at zero (eq_worker_restarts_total: test_supervisor.py)."""
+    redis.set_zone("z1", 12.5, 1.7)
+    t_start = time.time()
+    d = start(daemon, **{"redis.timeout_ms": "200"})
+    # (the prober's first GET /healthz, then none for an hour: QUIET_PROBER)
+    wait_for(lambda: requests(scrape(d), "healthz") >= 1, timeout=10, desc="the api probe")
+
+    # eq_request_duration_seconds: every answer is in the histogram of its
+    # mode, buckets cumulative; a request held by a paused Redis (past the
+    # 200 ms timeout) lands above 0.1 s and adds its time to the sum.
+    for _ in range(5):
+        price(d, "z1")
+    a = scrape(d)
+    buckets, total, count = histogram(a, "normal")
+    assert count == requests(a) >= 5, a
+    assert buckets[float("inf")] == count
+    les = sorted(buckets)
+    assert all(buckets[x] <= buckets[y] for x, y in zip(les, les[1:])), buckets
+    assert 0 < total < count * 0.2, total
+    redis.pause(1000)
+    t0 = time.monotonic()
+    d.http("GET", "/v1/pricing/z1")
+    slow = time.monotonic() - t0
+    assert slow >= 0.2, slow
+    b = scrape(d)
+    buckets2, total2, count2 = histogram(b, "normal")
+    # the scrape a and the slow request, and any probe of the prober's
+    assert count2 - count == 2 + requests(b, "healthz") - requests(a, "healthz"), (a, b)
+    assert buckets2[0.1] <= buckets[0.1] + 1             # the slow one is not at or below 0.1 s
+    assert buckets2[1.0] == buckets[1.0] + 2 or slow > 1.0
+    assert total2 - total >= 0.15, (total, total2)
+
+    # eq_mode_seconds_total: one second in degraded by override, counted
+    # there and nowhere else; it stops growing when the mode is left.
+    rc, _, err = d.eqctl("mode", "degraded")
+    assert rc == 0, err
+    t_set = time.time()
+    time.sleep(1.0)
+    t_clear0 = time.time()
+    rc, _, err = d.eqctl("mode", "auto")
+    assert rc == 0, err
+    t_clear1 = time.time()
+    c = scrape(d)
+    degraded = sample(c, 'eq_mode_seconds_total{mode="degraded"}')
+    normal = sample(c, 'eq_mode_seconds_total{mode="normal"}')
+    assert t_clear0 - t_set - 0.1 <= degraded <= t_clear1 - t_set + 0.6, degraded  # + eqctl's start
+    assert sample(c, 'eq_mode_seconds_total{mode="emergency"}') == 0
+    assert 0 < normal <= time.time() - t_start - degraded + 0.01, normal
+    time.sleep(0.3)
+    c2 = scrape(d)
+    assert sample(c2, 'eq_mode_seconds_total{mode="degraded"}') == degraded
+    assert sample(c2, 'eq_mode_seconds_total{mode="normal"}') >= normal + 0.25
+
+    # eq_event_lag_seconds: Kafka is absent (a closed port), so an accepted
+    # event stays undelivered and the lag is its age, growing.
+    status, _, body = d.http_json("POST", "/v1/events", body={"type": "demand", "zone_id": "z1", "count": 1})
+    assert status == 202, body
+    t_posted = time.time()
+    lag = wait_for(lambda: (lambda v: v if v >= 1.0 else None)(
+        sample(scrape(d), "eq_event_lag_seconds")), timeout=20, desc="an event lag of 1 s")
+    assert lag <= time.time() - t_start + 0.01, lag
+    time.sleep(0.5)
+    lag2 = sample(scrape(d), "eq_event_lag_seconds")
+    assert lag2 >= lag + 0.4 and lag2 >= time.time() - t_posted - 0.5, (lag, lag2)
 
 
 def test_auth(daemon, redis):

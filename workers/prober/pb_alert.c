@@ -27,7 +27,7 @@
 static const char *const ch_names[PB_CH__COUNT] = { PB_CHANNEL_TBL(PB__CHNAME) };
 #define PB__SUBJ(n, s) [EQ_COMP_##n] = s,
 static const char *const subject_names[PB_SUBJECT__COUNT] = {
-	EQ_COMPONENT_TBL(PB__SUBJ) [PB_SUBJECT_MODE] = "mode",
+	EQ_COMPONENT_TBL(PB__SUBJ) [PB_SUBJECT_MODE] = "mode", [PB_SUBJECT_EVENTS] = "events",
 };
 
 struct pb_msg {
@@ -691,6 +691,21 @@ void pb_alert_mode(struct pb_alert *a, enum eq_mode from, enum eq_mode to, const
 	sj->mode = to;
 	util_strlcpy(sj->detail, cause ? cause : "", sizeof(sj->detail));
 	reconcile(a, PB_SUBJECT_MODE);
+}
+
+void pb_alert_events(struct pb_alert *a, bool late, uint64_t age_ms, uint64_t limit_ms)
+{
+	struct pb_subject *sj = &a->subj[PB_SUBJECT_EVENTS];
+
+	if (a->closing)
+		return;
+	sj->d.want = late ? PB_SEV_WARNING : PB_SEV_NONE;
+	sj->prev = late ? PB_EVENTS_FLOWING : PB_EVENTS_LATE;
+	sj->state = late ? PB_EVENTS_LATE : PB_EVENTS_FLOWING;
+	snprintf(sj->detail, sizeof(sj->detail), "oldest undelivered event %llu s old "
+	         "(alerts.event_age_ms %llu s)", (unsigned long long)(age_ms / 1000),
+	         (unsigned long long)(limit_ms / 1000));
+	reconcile(a, PB_SUBJECT_EVENTS);
 }
 
 void pb_alert_adopt(struct pb_alert *a, unsigned subject, enum pb_severity sev, uint64_t since_ms)

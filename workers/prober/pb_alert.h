@@ -34,9 +34,17 @@
 #include "conf/conf.h"
 #include "shm/shm_types.h"
 
-/* Alert subjects: every component, then the (automatic) mode. */
+/* Alert subjects: every component, then the (automatic) mode, then event
+ * delivery (the oldest undelivered event over alerts.event_age_ms). */
 #define PB_SUBJECT_MODE   EQ_COMP__COUNT
-#define PB_SUBJECT__COUNT (EQ_COMP__COUNT + 1)
+#define PB_SUBJECT_EVENTS (EQ_COMP__COUNT + 1)
+#define PB_SUBJECT__COUNT (EQ_COMP__COUNT + 2)
+
+/* States of the events subject (prev_state/state of its alerts). */
+enum pb_events_state {
+	PB_EVENTS_FLOWING,                   /* oldest undelivered within alerts.event_age_ms */
+	PB_EVENTS_LATE,                      /* older: a warning incident */
+};
 
 enum pb_severity {
 	PB_SEV_NONE,                         /* no incident wanted */
@@ -96,8 +104,8 @@ enum pb_alert_action pb_damp_decide(struct pb_damp *d, uint64_t now_ms, uint32_t
 struct pb_alert_event {
 	enum pb_alert_action action;         /* TRIGGER or RESOLVE */
 	enum pb_severity severity;           /* of a trigger; NONE for a resolve */
-	unsigned subject;                    /* enum eq_component or PB_SUBJECT_MODE */
-	unsigned state, prev_state;          /* eq_cstate (component) or eq_mode */
+	unsigned subject;                    /* enum eq_component, PB_SUBJECT_MODE or _EVENTS */
+	unsigned state, prev_state;          /* eq_cstate, eq_mode or pb_events_state */
 	unsigned mode;                       /* automatic mode at the time */
 	uint64_t time_ms;                    /* wall clock */
 	char host[64];
@@ -171,8 +179,13 @@ bool pb_alert_enabled(const struct pb_alert *a);
 void pb_alert_component(struct pb_alert *a, enum eq_component c, enum eq_cstate from,
                         enum eq_cstate to, enum eq_mode mode, const char *detail);
 
-/* The automatic mode changed; cause as written to the history. */
+/* The automatic mode changed; cause as written to the history.  A return
+ * to normal carries in cause what the ended span cost (its impact line). */
 void pb_alert_mode(struct pb_alert *a, enum eq_mode from, enum eq_mode to, const char *cause);
+
+/* Event delivery became late (the oldest undelivered event is age_ms old,
+ * over limit_ms) or caught up again (late = false: a resolve). */
+void pb_alert_events(struct pb_alert *a, bool late, uint64_t age_ms, uint64_t limit_ms);
 
 /* After a restart: a subject found bad in the segment is taken to have an
  * open incident (the previous prober raised it), triggered at since_ms, so

@@ -38,7 +38,16 @@ static const char *mode_name(unsigned m)
 /* The state of the event's subject, by name. */
 static const char *ev_state_name(const struct pb_alert_event *ev, unsigned st)
 {
+	if (ev->subject == PB_SUBJECT_EVENTS)
+		return st == PB_EVENTS_LATE ? "late" : "flowing";
 	return ev->subject == PB_SUBJECT_MODE ? mode_name(st) : cstate_name(st);
+}
+
+/* The kind of subject, for the payloads' "kind" / "class" fields. */
+static const char *ev_kind(const struct pb_alert_event *ev, const char *component)
+{
+	return ev->subject == PB_SUBJECT_MODE ? "mode" : ev->subject == PB_SUBJECT_EVENTS ?
+	       "events" : component;
 }
 
 /* ---- damping ---- */
@@ -116,7 +125,7 @@ void pb_alert_event_init(struct pb_alert_event *ev, enum pb_alert_action act,
 	memset(ev, 0, sizeof(*ev));
 	ev->action = act;
 	ev->severity = act == PB_ACT_TRIGGER ? sev : PB_SEV_NONE;
-	ev->subject = subject <= PB_SUBJECT_MODE ? subject : PB_SUBJECT_MODE;
+	ev->subject = subject < PB_SUBJECT__COUNT ? subject : PB_SUBJECT_MODE;
 	ev->prev_state = prev_state;
 	ev->state = state;
 	ev->mode = mode;
@@ -124,7 +133,8 @@ void pb_alert_event_init(struct pb_alert_event *ev, enum pb_alert_action act,
 	sanitize(ev->host, sizeof(ev->host), host && *host ? host : "localhost");
 	sanitize(ev->detail, sizeof(ev->detail), detail);
 	util_strlcpy(ev->subject_name,
-	             ev->subject == PB_SUBJECT_MODE ? "mode" : comp_names[ev->subject],
+	             ev->subject == PB_SUBJECT_MODE ? "mode" :
+	             ev->subject == PB_SUBJECT_EVENTS ? "events" : comp_names[ev->subject],
 	             sizeof(ev->subject_name));
 	snprintf(ev->dedup_key, sizeof(ev->dedup_key), "equilibrium/%s/%s", ev->host,
 	         ev->subject_name);
@@ -165,7 +175,7 @@ char *pb_alert_fmt_webhook(const struct pb_alert_event *ev, size_t *len)
 	                      "event", ev->action == PB_ACT_TRIGGER ? "trigger" : "resolve",
 	                      "host", ev->host,
 	                      "subject", ev->subject_name,
-	                      "kind", ev->subject == PB_SUBJECT_MODE ? "mode" : "component",
+	                      "kind", ev_kind(ev, "component"),
 	                      "severity", sev_name(ev->severity),
 	                      "state", ev_state_name(ev, ev->state),
 	                      "previous_state", ev_state_name(ev, ev->prev_state),
@@ -220,7 +230,7 @@ char *pb_alert_fmt_pagerduty(const struct pb_alert_event *ev, const char *routin
 	                      "timestamp", ts,
 	                      "component", ev->subject_name,
 	                      "group", "equilibrium",
-	                      "class", ev->subject == PB_SUBJECT_MODE ? "mode" : "component_state",
+	                      "class", ev_kind(ev, "component_state"),
 	                      "custom_details",
 	                      "state", ev_state_name(ev, ev->state),
 	                      "previous_state", ev_state_name(ev, ev->prev_state),

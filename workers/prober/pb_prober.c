@@ -5,6 +5,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "util/util.h"
 #include "workers/prober/pb_events.h"
 #include "workers/prober/pb_prober.h"
+#include "workers/prober/pb_traffic.h"
 
 struct pb_comp {
 	struct pb *p;
@@ -44,6 +46,9 @@ struct pb {
 	/* Degradation impact: per-mode figures when the current mode began. */
 	struct shm_mode_stats mode_base[EQ_MODE__COUNT];
 	uint64_t mode_began_ms;
+	struct pb_traffic traffic;           /* api: real traffic per probe interval */
+	bool events_late;                    /* oldest undelivered event over alerts.event_age_ms */
+	uint64_t events_checked_mono;        /* last event-age check */
 	int handles;                         /* our own timers not yet closed */
 	int holds;                           /* probes' background work (pb_hold) */
 	bool alert_done;
@@ -144,26 +149,58 @@ static uint32_t next_rand(struct pb *p)
 
 /* ---- degradation impact ---- */
 
+/* A signed percentage for a line, or "n/a" when unknown (NaN). */
+static const char *pct(double v, const char *unit, char *buf, size_t len)
+{
+	if (isnan(v))
+		snprintf(buf, len, "n/a");
+	else
+		snprintf(buf, len, "%+.1f%s", v, unit);
+	return buf;
+}
+
 /* Logs what the mode span that just ended cost: time, requests, request
- * rate, error rate and mean latency from the pricing counters (the figures
- * eqctl status shows as totals per mode).  Fills line for the alert. */
+ * rate, error rate, mean and p99 latency from the pricing counters, and,
+ * for a span other than normal, its change against everything normal mode
+ * has measured (shm_mode_impact: the status JSON's "impact" figures for
+ * this span alone).  Fills line for the resolve alert. */
 static void impact_close_span(struct pb *p, enum eq_mode ended, char *line, size_t len)
 {
-	struct shm_mode_stats now[EQ_MODE__COUNT];
+	struct shm_mode_stats now[EQ_MODE__COUNT], span;
 	const struct shm_mode_stats *b = &p->mode_base[ended];
 	uint64_t t = util_now_ms();
 	double secs = t > p->mode_began_ms ? (double)(t - p->mode_began_ms) / 1000.0 : 0.0;
 
 	shm_mode_stats(p->shm, now);
-	uint64_t req = now[ended].requests - b->requests;
-	uint64_t err = now[ended].errors - b->errors;
-	uint64_t lc = now[ended].latency_count - b->latency_count;
-	uint64_t ls = now[ended].latency_sum_us - b->latency_sum_us;
+	memset(&span, 0, sizeof(span));
+	span.ms_total = t > p->mode_began_ms ? t - p->mode_began_ms : 0;
+	span.requests = now[ended].requests - b->requests;
+	span.errors = now[ended].errors - b->errors;
+	span.latency_count = now[ended].latency_count - b->latency_count;
+	span.latency_sum_us = now[ended].latency_sum_us - b->latency_sum_us;
+	for (unsigned i = 0; i <= EQ_LATENCY_BUCKETS; i++)
+		span.bucket[i] = now[ended].bucket[i] - b->bucket[i];
+	double p99 = shm_latency_quantile_ms(span.bucket, 0.99);
 
-	snprintf(line, len, "%s for %.1f s: %llu requests (%.1f/s), %.2f%% 5xx, mean %.2f ms",
-	         shm_mode_name(ended), secs, (unsigned long long)req, secs > 0 ? (double)req / secs : 0.0,
-	         req ? 100.0 * (double)err / (double)req : 0.0,
-	         lc ? (double)ls / 1000.0 / (double)lc : 0.0);
+	int n = snprintf(line, len, "%s for %.1f s: %llu requests (%.1f/s), %.2f%% 5xx, "
+	                 "mean %.2f ms, p99 %s%.2f ms", shm_mode_name(ended), secs,
+	                 (unsigned long long)span.requests,
+	                 secs > 0 ? (double)span.requests / secs : 0.0,
+	                 span.requests ? 100.0 * (double)span.errors / (double)span.requests : 0.0,
+	                 span.latency_count ? (double)span.latency_sum_us / 1000.0 /
+	                                      (double)span.latency_count : 0.0,
+	                 isinf(p99) ? "over " : "",
+	                 p99 < 0 ? 0.0 : isinf(p99) ? 1000.0 : p99);
+	if (ended != EQ_MODE_NORMAL && n > 0 && (size_t)n < len) {
+		struct shm_mode_impact im;
+		char a[24], b2[24], c[24], d[24];
+		shm_mode_impact(&now[EQ_MODE_NORMAL], &span, &im);
+		snprintf(line + n, len - (size_t)n, "; vs normal: response time %s, throughput %s, "
+		         "5xx %s, availability %s", pct(im.response_time_pct, "%", a, sizeof(a)),
+		         pct(im.throughput_pct, "%", b2, sizeof(b2)),
+		         pct(im.error_rate_pct, " pts", c, sizeof(c)),
+		         pct(im.availability_pct, " pts", d, sizeof(d)));
+	}
 	log_notice("mode impact: %s", line);
 	memcpy(p->mode_base, now, sizeof(now));
 	p->mode_began_ms = t;
@@ -186,7 +223,7 @@ static void derive_mode(struct pb *p)
 		return;
 	}
 	enum eq_mode from = p->auto_mode;
-	char impact[160];
+	char impact[SHM_ERROR_TEXT + SHM_CAUSE_TEXT];
 
 	p->auto_mode = out.mode;
 	if (out.mode > from)
@@ -241,6 +278,59 @@ static void transition(struct pb_comp *c, enum eq_cstate from, enum eq_cstate to
 		pb_alert_component(p->alert, c->id, from, to, p->auto_mode, why);
 }
 
+/* ---- api: real traffic ---- */
+
+/* The api probe's outcome, made worse by what real clients saw since the
+ * previous api probe (pb_traffic.h): a failing window is a failure, a slow
+ * one (p99 over probe.api_latency_ms) a slowness.  Never better than the
+ * probe says.  Fills why when it changed the outcome. */
+static enum pb_outcome judge_traffic(struct pb *p, enum pb_outcome o, char *why, size_t len)
+{
+	struct shm_traffic now;
+	struct pb_traffic_window w;
+	uint32_t limit = p->conf->probe.api_latency_ms;
+
+	shm_traffic_totals(p->shm, &now);
+	pb_traffic_judge(&p->traffic, &now, limit, &w);
+	if (w.verdict == PB_TRAFFIC_FAILING && o != PB_FAIL) {
+		pb_traffic_describe(&w, limit, why, len);
+		return PB_FAIL;
+	}
+	if (w.verdict == PB_TRAFFIC_SLOW && o == PB_OK) {
+		pb_traffic_describe(&w, limit, why, len);
+		return PB_SLOW;
+	}
+	return o;
+}
+
+/* ---- events: undelivered too long ---- */
+
+/* Alerts while the oldest undelivered event (ring or spool) is older than
+ * alerts.event_age_ms — the platform's 5-minute buffer age — and resolves
+ * once it drains below.  Checked at most once a second. */
+static void check_event_age(struct pb *p)
+{
+	uint64_t mono = util_mono_ms();
+	if (mono - p->events_checked_mono < PB_EVENT_AGE_CHECK_MS)
+		return;
+	p->events_checked_mono = mono;
+	uint64_t oldest = shm_events_oldest_undelivered_ms(p->shm), now = util_now_ms();
+	uint64_t age = oldest && now > oldest ? now - oldest : 0;
+	bool late = age > p->conf->alerts.event_age_ms;
+	if (late == p->events_late)
+		return;
+	p->events_late = late;
+	if (late)
+		log_warn("events: the oldest undelivered event is %llu s old (alerts.event_age_ms "
+		         "= %llu): is Kafka reachable? see eqctl spool", (unsigned long long)(age / 1000),
+		         (unsigned long long)p->conf->alerts.event_age_ms);
+	else
+		log_notice("events: delivery caught up (oldest undelivered event %llu s old)",
+		           (unsigned long long)(age / 1000));
+	if (p->alert)
+		pb_alert_events(p->alert, late, age, p->conf->alerts.event_age_ms);
+}
+
 /* ---- probe lifecycle ---- */
 
 static void finish(struct pb_comp *c, const struct pb_probe_result *r)
@@ -254,7 +344,10 @@ static void finish(struct pb_comp *c, const struct pb_probe_result *r)
 	 * path does not pay: only a slowness reported as such counts then. */
 	uint64_t thr = r->fresh ? 0 : (uint64_t)pb_threshold_ms(cf, c->id) * 1000u;
 	enum pb_outcome o = pb_outcome_of(r->ok, lat, thr, r->over);
-	char why[SHM_ERROR_TEXT];
+	char why[SHM_ERROR_TEXT], traffic_why[SHM_ERROR_TEXT] = "";
+
+	if (c->id == EQ_COMP_API)
+		o = judge_traffic(p, o, traffic_why, sizeof(traffic_why));
 
 	fsm_params(cf, &fp);
 	struct pb_fsm_out out = pb_fsm_step(&c->fsm, &fp, o, next_rand(p));
@@ -263,10 +356,13 @@ static void finish(struct pb_comp *c, const struct pb_probe_result *r)
 	c->v.last_probe_ms = now;
 	if (o == PB_FAIL) {
 		c->v.last_fail_ms = now;
-		util_strlcpy(why, r->error[0] ? r->error : "failed", sizeof(why));
+		util_strlcpy(why, traffic_why[0] ? traffic_why : r->error[0] ? r->error : "failed",
+		             sizeof(why));
 	} else {
 		c->v.last_ok_ms = now;
-		if (o == PB_SLOW && r->error[0])
+		if (o == PB_SLOW && traffic_why[0])
+			util_strlcpy(why, traffic_why, sizeof(why));
+		else if (o == PB_SLOW && r->error[0])
 			util_strlcpy(why, r->error, sizeof(why));
 		else if (o == PB_SLOW)
 			snprintf(why, sizeof(why), "latency %.1f ms over %u ms", (double)lat / 1000.0,
@@ -339,6 +435,7 @@ static void on_watch(uv_timer_t *t)
 {
 	struct pb *p = t->data;
 
+	check_event_age(p);
 	for (int i = 0; i < EQ_COMP__COUNT; i++) {
 		struct pb_comp *c = &p->comp[i];
 		enum eq_cstate st = c->fsm.state;

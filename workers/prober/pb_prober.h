@@ -74,6 +74,7 @@ struct pb_probe_ops {
 
 /* Period of the passive connection watch. */
 #define PB_WATCH_MS 50
+#define PB_EVENT_AGE_CHECK_MS 1000           /* oldest undelivered event vs alerts.event_age_ms */
 
 /* Reports a probe's outcome (any probe kind, loop thread only). */
 void pb_probe_done(struct pb_comp *c, uint32_t token, const struct pb_probe_result *r);

@@ -208,10 +208,22 @@ START_TEST(test_transitions_become_system_events)
 }
 END_TEST
 
+/* The index of the newest history record (0 = none). */
+static uint64_t last_history_index(struct fx *f)
+{
+	static struct shm_history_rec h[SHM_HISTORY_LEN];
+	size_t n = shm_history_read(f->shm, h, SHM_HISTORY_LEN);
+
+	return n ? h[n - 1].index : 0;
+}
+
 START_TEST(test_full_ring_never_blocks)
 {
+	static struct proto_event ev[4096];
+	static char keys[4096][PROTO_KEY_MAX + 1];
+	static uint8_t topics[4096];
 	struct fx f;
-	struct shm_ring_stats st;
+	struct shm_ring_stats st, full;
 
 	/* The smallest ring; nobody consumes it. */
 	fx_init(&f, 65536);
@@ -221,11 +233,32 @@ START_TEST(test_full_ring_never_blocks)
 		spin_until(&f, fail_redis ? EQ_CSTATE_FAILED : EQ_CSTATE_HEALTHY, 1000);
 	}
 	ck_assert_uint_eq(st.used, st.capacity);
-	/* Full: transitions go on (history and table), only the event drops. */
+	ck_assert_uint_le(st.capacity, 4096);
+	ck_assert_int_eq(shm_ring_stats(f.shm, &full), 0);
+	uint64_t hist0 = last_history_index(&f);
+
+	/* Full: transitions go on (state table and history, each within
+	 * spin_until's second: the prober never waits for room), only the
+	 * events are refused. */
 	fail_redis = !fail_redis;
 	spin_until(&f, fail_redis ? EQ_CSTATE_FAILED : EQ_CSTATE_HEALTHY, 1000);
 	fail_redis = !fail_redis;
 	spin_until(&f, fail_redis ? EQ_CSTATE_FAILED : EQ_CSTATE_HEALTHY, 1000);
+	/* Five transitions whichever way the loop left redis: healthy ->
+	 * unhealthy -> failed and failed -> healthy, and the mode twice; all
+	 * in the history ... */
+	ck_assert_uint_eq(last_history_index(&f), hist0 + 5);
+	/* ... none in the ring: nothing appended, each refusal counted. */
+	ck_assert_int_eq(shm_ring_stats(f.shm, &st), 0);
+	ck_assert_uint_eq(st.used, st.capacity);
+	ck_assert_uint_eq(st.appended, full.appended);
+	ck_assert_uint_eq(st.head, full.head);
+	ck_assert_uint_eq(st.full, full.full + 5);
+	/* What the ring held before it filled is intact: every record decodes. */
+	size_t n = drain(&f, ev, keys, topics, 4096);
+	ck_assert_uint_eq(n, st.capacity);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(ev[i].type, PROTO_TYPE_SYSTEM);
 	fx_fini(&f);
 }
 END_TEST
