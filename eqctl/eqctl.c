@@ -23,7 +23,7 @@ static void usage(FILE *f)
 	        "  check                       integrity check of the segment (exit 1 if not clean)\n"
 	        "  mode auto|degraded|emergency  set the operator override (needs write access)\n"
 	        "  watch [--count N]           live view refreshed every second\n"
-	        "  spool [--decode N]          spool segments and undelivered events\n"
+	        "  spool [--decode N]          spool segments and undelivered events\n"	        "  spool requeue               dead letters back into the spool\n"
 	        "\n"
 	        "options:\n"
 	        "  --shm NAME    segment name (default: [shm] name from CONFIG, else /equilibrium)\n"

@@ -1250,6 +1250,35 @@ void spool_set_limits(struct spool *sp, uint64_t max_bytes, enum spool_fsync f)
 	sp->fsync = f;
 }
 
+int spool_move_all(struct spool *from, struct spool *to, uint64_t *moved)
+{
+	struct spool_rec r;
+	uint64_t n = 0;
+	int rc;
+
+	if (from->readonly || to->readonly)
+		return -EROFS;
+	while ((rc = spool_next(from, &r)) == 0) {
+		rc = spool_append(to, r.data, r.len, r.ts_ms, NULL);
+		if (rc)
+			break;
+		spool_ack(from, r.seq);
+		n++;
+	}
+	if (rc == -ENOENT)
+		rc = 0;
+	/* What was handed out and not moved goes back to unread. */
+	if (rc)
+		spool_rewind(from);
+	int rs = spool_sync(to);             /* durable in `to` before `from` forgets it */
+	int rc2 = rs ? rs : spool_commit(from);
+	if (from->fsync != SPOOL_FSYNC_NEVER && rc2 == 0)
+		rc2 = spool_sync(from);
+	if (moved)
+		*moved = n;
+	return rc ? rc : rc2;
+}
+
 int spool_fsync_parse(const char *s)
 {
 	if (strcmp(s, "always") == 0)

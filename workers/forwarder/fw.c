@@ -325,6 +325,7 @@ static void drain_transition(struct fw *f, enum fw_devent ev)
 		break;
 	case FW_DRAIN_DONE: {
 		struct spool_stats st;
+		fw__dead_sync(f);
 		fw__ring_advance(f);
 		spool_commit(f->spool);
 		spool_sync(f->spool);
@@ -369,6 +370,8 @@ static void fw_pump(struct fw *f)
 	now = util_mono_ms();                /* reports just served may be newer */
 	check_kafka_health(f, now);
 	fw__dead_retry(f, now);
+	if (f->drain == FW_DRAIN_RUNNING)
+		fw__requeue_check(f, now);
 
 	if (f->drain == FW_DRAIN_FLUSHING && (now >= f->drain_purge_ms || f->kstate != FW_KSTATE_UP))
 		drain_transition(f, FW_DEV_PURGE);
@@ -382,6 +385,7 @@ static void fw_pump(struct fw *f)
 		fw__spool_ring_retries(f);
 	}
 	work += fw__take_ring(f, FW_TAKE_BATCH);
+	fw__dead_sync(f);                    /* before the ring's tail passes them */
 	fw__ring_advance(f);
 	spool_commit(f->spool);
 	publish_gauges(f);
@@ -445,11 +449,13 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	f->batch_items = calloc(FW_TAKE_BATCH, sizeof(*f->batch_items));
 	f->batch_rq = calloc(FW_TAKE_BATCH, sizeof(*f->batch_rq));
 	f->batch_topic = calloc(FW_TAKE_BATCH, sizeof(*f->batch_topic));
+	f->sort_takes = calloc(FW_TAKE_BATCH, sizeof(*f->sort_takes));
+	f->sort_rt = calloc(FW_TAKE_BATCH, sizeof(*f->sort_rt));
 	f->kmsg = calloc(FW_TAKE_BATCH, sizeof(*f->kmsg));
 	f->ktopic = calloc(FW_TAKE_BATCH, sizeof(*f->ktopic));
 	f->kts = calloc(FW_TAKE_BATCH, sizeof(*f->kts));
 	if (!f->batch_buf || !f->batch_items || !f->batch_rq || !f->batch_topic || !f->kmsg ||
-	    !f->ktopic || !f->kts) {
+	    !f->ktopic || !f->kts || !f->sort_takes || !f->sort_rt) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -463,6 +469,9 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	rc = spool_open(&sp, &f->spool, err, errlen);
 	if (rc)
 		goto fail;
+	if (shm_spool_dir_publish(shm, conf->spool.dir) != 0)
+		log_warn("forwarder: spool.dir %s is too long for the segment; `eqctl spool` "
+		         "will need -c CONFIG or --dir", conf->spool.dir);
 
 	rc = shm_ring_consumer_open(shm, &f->cons);
 	if (rc) {
@@ -535,6 +544,7 @@ static bool kafka_conf_changed(const struct conf *a, const struct conf *b)
 void fw_reload(struct fw *f, const struct conf *old)
 {
 	spool_set_limits(f->spool, f->conf->spool.max_bytes, spool_policy(f->conf));
+	fw__dead_reload(f);
 	f->spool_blocked = false;            /* the new bound may have room */
 	if (f->started) {
 		uv_timer_stop(&f->fsync_timer);
@@ -611,6 +621,7 @@ void fw_free(struct fw **fp)
 		/* Ring-origin retries go to the spool if it has room. */
 		if (f->rt_len)
 			fw__spool_ring_retries(f);
+		fw__dead_sync(f);
 		fw__ring_advance(f);
 	}
 	if (f->cons_open)
@@ -624,6 +635,8 @@ void fw_free(struct fw **fp)
 	free(f->batch_items);
 	free(f->batch_rq);
 	free(f->batch_topic);
+	free(f->sort_takes);
+	free(f->sort_rt);
 	free(f->kmsg);
 	free(f->ktopic);
 	free(f->kts);

@@ -85,6 +85,10 @@ struct fw {
 	size_t dq_cap, dq_head, dq_len;
 	uint64_t dead_retry_ms;              /* mono: next try of the oldest */
 	uint32_t dead_backoff_ms;
+	bool dead_unsynced;                  /* dead letters written since the last fdatasync */
+	uint64_t requeue_check_ms;           /* mono: next look for eqctl's requeue request */
+	uint64_t dead_log_ms;                /* mono: last dead-letter log line */
+	uint64_t dead_log_quiet;             /* dead letters not logged since */
 	uint64_t spool_corrupt_seen;
 
 	struct fw_kafka *kafka;
@@ -129,6 +133,8 @@ struct fw {
 	struct spool_item *batch_items;      /* ... the records to append */
 	uint64_t *batch_rq;                  /* ... their origins (ring take numbers) */
 	uint8_t *batch_topic;                /* ... their topics */
+	uint64_t *sort_takes;                /* spooling retries: their take numbers, sorted */
+	size_t *sort_rt;                     /* ... and where each is in rt */
 	struct fw_kafka_msg *kmsg;           /* messages for produce_batch */
 	uint8_t *ktopic;                     /* ... their topics */
 	uint64_t *kts;                       /* ... their event times */
@@ -173,8 +179,20 @@ int fw__dead_letter(struct fw *f, uint64_t opaque, unsigned topic, const void *k
 int fw__dead_letter_raw(struct fw *f, uint64_t opaque, const void *data, size_t len,
                         uint64_t ts_ms, const char *why);
 
-/* Retries the queued dead-letter writes that are due (the pump). */
+/* Retries the queued dead-letter writes that are due, and syncs what was
+ * written since the last call: one fdatasync per pump, however many dead
+ * letters it wrote (the pump and the drain call it). */
 void fw__dead_retry(struct fw *f, uint64_t now);
+void fw__dead_sync(struct fw *f);
+
+/* eqctl spool requeue: if <spool.dir>/requeue exists (looked for every
+ * FW_REQUEUE_CHECK_MS), moves the dead letters back into the spool (they
+ * are replayed like any record) and deletes the request. */
+#define FW_REQUEUE_CHECK_MS 250
+void fw__requeue_check(struct fw *f, uint64_t now);
+
+/* Applies a reloaded spool.dead_max_bytes. */
+void fw__dead_reload(struct fw *f);
 
 /* The oldest retry's opaque (rt_len > 0). */
 uint64_t fw__retry_first(struct fw *f);

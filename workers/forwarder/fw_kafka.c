@@ -328,12 +328,14 @@ const char *fw_kafka_topic_name(const struct fw_kafka *k, unsigned topic)
 
 bool fw_kafka_err_permanent(rd_kafka_resp_err_t err)
 {
+	/* Authorisation errors are not here: a wrong or missing ACL is an
+	 * outage an operator fixes, after which the very same messages are
+	 * accepted (DESIGN.md, Guarantees), so they are spooled and retried. */
 	switch (err) {
 	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 	case RD_KAFKA_RESP_ERR_INVALID_MSG:
 	case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
 	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 	case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:           /* invalid topic name */
 	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
 		return true;

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/util.h"
 
@@ -163,8 +165,8 @@ int fw__custody_release(struct fw *f, uint64_t opaque)
 	return 0;
 }
 
-/* Appends one record to the dead letters (opening them at first use). */
-static int dead_write(struct fw *f, const void *data, size_t len, uint64_t ts_ms)
+/* Opens the dead letters at first use. */
+static int dead_open(struct fw *f)
 {
 	char err[512];
 	int rc;
@@ -172,24 +174,101 @@ static int dead_write(struct fw *f, const void *data, size_t len, uint64_t ts_ms
 	if (!f->dead) {
 		char dir[PATH_MAX + 8];
 		snprintf(dir, sizeof(dir), "%s/dead", f->conf->spool.dir);
-		struct spool_params p = { .dir = dir, .fsync = SPOOL_FSYNC_ALWAYS };
+		/* Bounded by spool.dead_max_bytes (past it the append fails with
+		 * -ENOSPC and the letter waits at its origin); synced once per
+		 * pump by fw__dead_sync, not once per letter. */
+		struct spool_params p = { .dir = dir, .max_bytes = f->conf->spool.dead_max_bytes,
+		                          .fsync = f->conf->spool.fsync == CONF_FSYNC_NEVER ?
+		                                   SPOOL_FSYNC_NEVER : SPOOL_FSYNC_BATCH };
 		rc = spool_open(&p, &f->dead, err, sizeof(err));
 		if (rc) {
 			log_err("forwarder: cannot open the dead-letter spool: %s", err);
 			return rc;
 		}
 	}
-	return spool_append(f->dead, data, (uint32_t)len, ts_ms, NULL);
+	return 0;
+}
+
+/* Appends one record to the dead letters. */
+static int dead_write(struct fw *f, const void *data, size_t len, uint64_t ts_ms)
+{
+	int rc = dead_open(f);
+
+	if (rc == 0)
+		rc = spool_append(f->dead, data, (uint32_t)len, ts_ms, NULL);
+	if (rc == 0)
+		f->dead_unsynced = true;
+	return rc;
+}
+
+void fw__dead_sync(struct fw *f)
+{
+	if (f->dead && f->dead_unsynced) {
+		spool_sync(f->dead);
+		f->dead_unsynced = false;
+	}
+}
+
+void fw__requeue_check(struct fw *f, uint64_t now)
+{
+	char path[PATH_MAX + 16];
+	struct stat st;
+	uint64_t moved = 0;
+
+	if (now < f->requeue_check_ms)
+		return;
+	f->requeue_check_ms = now + FW_REQUEUE_CHECK_MS;
+	snprintf(path, sizeof(path), "%s/" SPOOL_REQUEUE_FILE, f->conf->spool.dir);
+	if (lstat(path, &st) == -1)
+		return;
+	int rc = dead_open(f);
+	if (rc == 0) {
+		fw__dead_sync(f);
+		rc = spool_move_all(f->dead, f->spool, &moved);
+	}
+	if (rc) {
+		f->requeue_check_ms = now + f->conf->probe.recovery_max_ms;
+		log_err("forwarder: requeue: moved %" PRIu64 " dead letters back into the spool, "
+		        "then: %s (%s); trying again in %u ms", moved, strerror(-rc),
+		        rc == -ENOSPC ? "the spool is full" : "see above",
+		        f->conf->probe.recovery_max_ms);
+		return;
+	}
+	if (unlink(path) == -1 && errno != ENOENT)
+		log_warn("forwarder: requeue: cannot remove %s: %s", path, strerror(errno));
+	log_notice("forwarder: requeue (eqctl spool requeue): %" PRIu64 " dead letters moved "
+	           "back into the spool for another delivery attempt", moved);
+}
+
+void fw__dead_reload(struct fw *f)
+{
+	if (f->dead)
+		spool_set_limits(f->dead, f->conf->spool.dead_max_bytes,
+		                 f->conf->spool.fsync == CONF_FSYNC_NEVER ? SPOOL_FSYNC_NEVER :
+		                 SPOOL_FSYNC_BATCH);
+	f->dead_retry_ms = 0;                /* the new bound may have room: try at once */
 }
 
 /* A dead letter is on disk: count it and release its custody. */
 static void dead_done(struct fw *f, uint64_t opaque, unsigned topic, const char *why)
 {
+	uint64_t now = util_mono_ms();
+
 	f->n_dead++;
-	shm_count_event(f->shm, EQ_EVC_ABANDONED, 1);
-	log_err("forwarder: Kafka refuses a message for topic %s for good (%s); kept in %s/dead "
-	        "(see eqctl spool), not retried", f->kafka ? fw_kafka_topic_name(f->kafka, topic) : "?",
-	        why, f->conf->spool.dir);
+	shm_count_event(f->shm, EQ_EVC_DEAD, 1);
+	/* One line per second at most: a topic refusing everything must not
+	 * flood the journal. */
+	if (f->dead_log_ms == 0 || now - f->dead_log_ms >= 1000) {
+		log_err("forwarder: Kafka refuses a message for topic %s for good (%s); kept in "
+		        "%s/dead (see eqctl spool), not retried%s", f->kafka ?
+		        fw_kafka_topic_name(f->kafka, topic) : "?", why, f->conf->spool.dir,
+		        f->dead_log_quiet ? " (and more since the last such line: see "
+		        "eq_events_total{outcome=\"dead\"})" : "");
+		f->dead_log_ms = now;
+		f->dead_log_quiet = 0;
+	} else {
+		f->dead_log_quiet++;
+	}
 	if (fw__custody_release(f, opaque) != 0)
 		log_warn("forwarder: dead letter for spool record %" PRIu64 " that is not in "
 		         "flight (ignored)", opaque & ~FW_TAG_SPOOL);
@@ -228,7 +307,8 @@ static int dead_put(struct fw *f, uint64_t opaque, unsigned topic, const void *d
 		f->dead_backoff_ms = f->conf->probe.recovery_base_ms;
 		f->dead_retry_ms = util_mono_ms() + f->dead_backoff_ms;
 		log_err("forwarder: cannot write a dead letter to %s/dead (%s); it waits in its "
-		        "%s and the write is retried", f->conf->spool.dir, strerror(-rc),
+		        "%s and the write is retried", f->conf->spool.dir,
+		        rc == -ENOSPC ? "spool.dead_max_bytes reached or disk full" : strerror(-rc),
 		        (opaque & FW_TAG_SPOOL) ? "spool record" : "ring slot");
 	}
 	struct fw_dead *e = dq_at(f, f->dq_len++);
@@ -454,34 +534,61 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 	return sent;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 void fw__spool_ring_retries(struct fw *f)
 {
 	size_t n = 0;
 
+	/* Their reports came back in any order (a purge answers partition by
+	 * partition): spool them in ring order, so the spool's first record is
+	 * its oldest (what eqctl spool and the lag show) and per-key order
+	 * survives the outage.  Take numbers follow ring order. */
 	for (size_t i = 0; i < f->rt_len && n < FW_TAKE_BATCH; i++) {
 		struct fw_retry *r = rt_at(f, i);
-		if (r->opaque & FW_TAG_SPOOL)
-			continue;
-		batch_put(f, n++, r->topic, r->data, r->key_len, r->data + r->key_len, r->val_len,
-		          r->ts_ms, r->opaque);
+		if (!(r->opaque & FW_TAG_SPOOL))
+			f->sort_takes[n++] = r->opaque;
 	}
 	if (n == 0)
 		return;
+	qsort(f->sort_takes, n, sizeof(*f->sort_takes), cmp_u64);
+	size_t k = 0;
+	for (size_t i = 0; i < f->rt_len && k < n; i++) {
+		struct fw_retry *r = rt_at(f, i);
+		if (r->opaque & FW_TAG_SPOOL)
+			continue;
+		uint64_t *slot = bsearch(&r->opaque, f->sort_takes, n, sizeof(*f->sort_takes), cmp_u64);
+		if (!slot)
+			continue;                /* beyond this batch */
+		f->sort_rt[slot - f->sort_takes] = i;
+		k++;
+	}
+	assert(k == n);
+	for (size_t j = 0; j < n; j++) {
+		struct fw_retry *r = rt_at(f, f->sort_rt[j]);
+		batch_put(f, j, r->topic, r->data, r->key_len, r->data + r->key_len, r->val_len,
+		          r->ts_ms, r->opaque);
+	}
 	size_t done = spool_batch(f, n);
 	if (done == 0)
 		return;
-	/* Drop the first `done` ring-origin entries, keeping the others in order. */
-	size_t w = 0, dropped = 0;
+	/* Drop the entries spooled (the `done` oldest of the batch: their take
+	 * numbers are sort_takes[0, done)), keeping the others in order. */
+	size_t w = 0;
 	for (size_t r = 0; r < f->rt_len; r++) {
 		struct fw_retry *e = rt_at(f, r);
-		if (dropped < done && !(e->opaque & FW_TAG_SPOOL)) {
-			dropped++;
+		if (!(e->opaque & FW_TAG_SPOOL) &&
+		    bsearch(&e->opaque, f->sort_takes, done, sizeof(*f->sort_takes), cmp_u64))
 			continue;
-		}
 		if (w != r)
 			*rt_at(f, w) = *e;
 		w++;
 	}
+	assert(f->rt_len - w == done);
 	f->rt_len = w;
 	f->rt_ring -= done;
 }
