@@ -1,18 +1,30 @@
 /*
  * eq-kafka-dev: a Kafka-protocol broker for development and tests ONLY.
  *
- * Runs librdkafka's mock cluster (rdkafka_mock.h, one broker) inside this
- * process on 127.0.0.1 with a random port, creates the topics, writes
- * "host:port\n" to the bootstrap file (tmp + rename, so readers never see a
- * partial address), then obeys one command per line on stdin and answers
- * each with one line on stdout:
+ * Runs librdkafka's mock cluster (rdkafka_mock.h, --brokers N brokers, ids
+ * 1..N) inside this process on 127.0.0.1 with random ports, creates the
+ * topics (replication factor N, partition p led by broker p % N + 1),
+ * writes "host:port[,host:port...]\n" to the bootstrap file (tmp + rename,
+ * so readers never see a partial address), then obeys one command per line
+ * on stdin and answers each with one line on stdout:
  *
- *   down        the broker closes every connection and refuses new ones
- *   up          it accepts connections again
- *   latency MS  every response is delayed by MS milliseconds (0 = none)
- *   quit        exit
+ *   down [ID]           broker ID (default: every broker) closes every
+ *                       connection and refuses new ones
+ *   up [ID]             it accepts connections again
+ *   latency MS [ID]     every response is delayed by MS milliseconds (0 = none)
+ *   leader TOPIC P ID   broker ID leads partition P of TOPIC from now on
+ *   move-leaders ID     every partition ID leads moves to the next broker
+ *                       that is up (round robin); "ok N" says how many moved
+ *   leaders             "ok TOPIC:P=ID ..." for every partition
+ *   quit                exit
  *
- * Answers are "ok" or "error <reason>".  EOF on stdin, SIGTERM and SIGINT
+ * librdkafka 2.0.2's mock does not move leaders off a broker set down:
+ * a test that takes one broker down and expects delivery to go on sends
+ * "move-leaders ID" as a real cluster's controller would.  This program
+ * keeps the leader table itself (the mock has no getter) and sets every
+ * leader explicitly at start so the table is exact.
+ *
+ * Answers are "ok" (maybe followed by data) or "error <reason>".  EOF on stdin, SIGTERM and SIGINT
  * exit cleanly (0) and remove the bootstrap file if it still names us.
  * Nothing is persisted; the mock keeps about 5 MiB per partition (older
  * messages are dropped) and listens with a backlog of 5: size tests below
@@ -39,43 +51,54 @@
 #include "util/util.h"
 
 #define KD_MAX_TOPICS      32
-#define KD_MAX_LINE        256
+#define KD_MAX_PARTITIONS  256
+#define KD_MAX_BROKERS     9
+#define KD_MAX_LINE        512
 #define KD_DEFAULT_TOPICS  "pricing.quotes,pricing.events,system.events"
 #define KD_DEFAULT_PARTITIONS 4
 
 struct kd {
 	const char *bootstrap_file;
 	int partitions;
+	int brokers;                         /* mock broker ids are 1..brokers */
 	char *topics[KD_MAX_TOPICS];
 	int ntopics;
 	char topics_buf[4096];
 	rd_kafka_t *rk;
 	rd_kafka_mock_cluster_t *mc;
-	char addr[128];                      /* "127.0.0.1:port" */
+	char addr[KD_MAX_BROKERS * 24];      /* "127.0.0.1:port[,127.0.0.1:port...]" */
+	bool down[KD_MAX_BROKERS + 1];       /* by broker id, as we set it */
+	unsigned char leader[KD_MAX_TOPICS][KD_MAX_PARTITIONS]; /* broker id */
 	int sfd;                             /* signalfd: SIGTERM, SIGINT */
 };
 
 static void kd_usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: eq-kafka-dev --bootstrap-file FILE [--partitions N] [--topics a,b,c]\n"
+		"Usage: eq-kafka-dev --bootstrap-file FILE [--brokers N] [--partitions N] [--topics a,b,c]\n"
 		"\n"
-		"DEVELOPMENT AND TEST ONLY: a single-broker Kafka stand-in built on librdkafka's\n"
+		"DEVELOPMENT AND TEST ONLY: a Kafka stand-in built on librdkafka's\n"
 		"mock cluster.  It keeps messages in memory only, about 5 MiB per partition\n"
 		"(older ones are dropped), and listens with a backlog of 5.  Point production\n"
 		"configs at a real Kafka cluster.\n"
 		"\n"
-		"Binds 127.0.0.1 on a random port, creates the topics, and writes \"host:port\"\n"
-		"to FILE (atomically) once ready.  Then reads commands on stdin, one per line,\n"
-		"and answers \"ok\" (or \"error <reason>\") on stdout for each:\n"
-		"  down        close every connection and refuse new ones\n"
-		"  up          accept connections again\n"
-		"  latency MS  delay every response by MS milliseconds (0 = none)\n"
-		"  quit        exit\n"
+		"Binds 127.0.0.1 on a random port per broker, creates the topics (partition P\n"
+		"led by broker P %% N + 1), and writes \"host:port[,host:port...]\" to FILE\n"
+		"(atomically) once ready.  Then reads commands on stdin, one per line, and\n"
+		"answers \"ok\" (or \"error <reason>\") on stdout for each:\n"
+		"  down [ID]          broker ID (default all) closes connections, refuses new ones\n"
+		"  up [ID]            accept connections again\n"
+		"  latency MS [ID]    delay every response by MS milliseconds (0 = none)\n"
+		"  leader TOPIC P ID  broker ID leads partition P of TOPIC\n"
+		"  move-leaders ID    move every partition ID leads to the next broker that\n"
+		"                     is up (a downed broker keeps its partitions otherwise)\n"
+		"  leaders            \"ok TOPIC:P=ID ...\" for every partition\n"
+		"  quit               exit\n"
 		"EOF on stdin, SIGTERM and SIGINT exit 0 and remove FILE.\n"
 		"\n"
 		"Options:\n"
 		"  --bootstrap-file FILE  where to write the broker address (required)\n"
+		"  --brokers N            brokers, ids 1..N, 1..9 (default 1)\n"
 		"  --partitions N         partitions per topic, 1..256 (default %d)\n"
 		"  --topics a,b,c         topics to create (default %s)\n"
 		"  --help                 this text\n"
@@ -130,12 +153,14 @@ static int kd_parse_args(struct kd *kd, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "bootstrap-file", required_argument, NULL, 'b' },
 		{ "partitions", required_argument, NULL, 'p' },
+		{ "brokers", required_argument, NULL, 'n' },
 		{ "topics", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *topics = KD_DEFAULT_TOPICS;
 	kd->partitions = KD_DEFAULT_PARTITIONS;
+	kd->brokers = 1;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -149,6 +174,16 @@ static int kd_parse_args(struct kd *kd, int argc, char **argv)
 				return 2;
 			}
 			kd->partitions = (int)v;
+			break;
+		}
+		case 'n': {
+			uint64_t v;
+			if (util_parse_u64(optarg, 1, KD_MAX_BROKERS, &v) < 0) {
+				fprintf(stderr, "eq-kafka-dev: --brokers must be 1..%d, not \"%s\"\n",
+				        KD_MAX_BROKERS, optarg);
+				return 2;
+			}
+			kd->brokers = (int)v;
 			break;
 		}
 		case 't':
@@ -192,10 +227,12 @@ static int kd_write_bootstrap(const char *path, const char *addr)
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd == -1)
 		return -errno;
-	char line[160];
+	char line[KD_MAX_BROKERS * 24 + 2];
 	int len = snprintf(line, sizeof(line), "%s\n", addr);
 	int rc = 0;
-	if (write(fd, line, (size_t)len) != len)
+	if (len < 0 || (size_t)len >= sizeof(line))
+		rc = -ENAMETOOLONG;
+	else if (write(fd, line, (size_t)len) != len)
 		rc = errno ? -errno : -EIO;
 	if (close(fd) == -1 && rc == 0)
 		rc = -errno;
@@ -210,7 +247,7 @@ static int kd_write_bootstrap(const char *path, const char *addr)
  * instance may have replaced it). */
 static void kd_remove_bootstrap(const struct kd *kd)
 {
-	char buf[160];
+	char buf[KD_MAX_BROKERS * 24 + 2];
 	int fd = open(kd->bootstrap_file, O_RDONLY | O_CLOEXEC);
 	if (fd == -1)
 		return;
@@ -224,11 +261,43 @@ static void kd_remove_bootstrap(const struct kd *kd)
 		unlink(kd->bootstrap_file);
 }
 
+/* True if bs is a comma-separated list of exactly n "127.0.0.1:PORT". */
+static bool kd_loopback_list(const char *bs, int n)
+{
+	int seen = 0;
+	for (const char *p = bs; *p != '\0'; seen++) {
+		if (strncmp(p, "127.0.0.1:", 10) != 0)
+			return false;
+		p += 10;
+		if (*p < '0' || *p > '9')
+			return false;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			return false;
+	}
+	return seen == n;
+}
+
+/* Sets partition p of topic t to be led by broker id, in the mock and in
+ * our table.  The mock error, if any. */
+static rd_kafka_resp_err_t kd_set_leader(struct kd *kd, int t, int p, int id)
+{
+	rd_kafka_resp_err_t e = rd_kafka_mock_partition_set_leader(kd->mc, kd->topics[t], p, id);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		kd->leader[t][p] = (unsigned char)id;
+	return e;
+}
+
 static int kd_start(struct kd *kd)
 {
 	char err[512];
+	char nbrokers[8];
+	snprintf(nbrokers, sizeof(nbrokers), "%d", kd->brokers);
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	if (rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)) != RD_KAFKA_CONF_OK ||
+	if (rd_kafka_conf_set(conf, "test.mock.num.brokers", nbrokers, err, sizeof(err)) != RD_KAFKA_CONF_OK ||
 	    rd_kafka_conf_set(conf, "client.id", "eq-kafka-dev", err, sizeof(err)) != RD_KAFKA_CONF_OK ||
 	    rd_kafka_conf_set(conf, "log.connection.close", "false", err, sizeof(err)) != RD_KAFKA_CONF_OK) {
 		log_err("librdkafka config: %s", err);
@@ -249,13 +318,17 @@ static int kd_start(struct kd *kd)
 		return -EIO;
 	}
 	/* Loopback only: never serve anything on another address. */
-	if (strncmp(bs, "127.0.0.1:", 10) != 0 || strchr(bs, ',') != NULL ||
+	if (!kd_loopback_list(bs, kd->brokers) ||
 	    util_strlcpy(kd->addr, bs, sizeof(kd->addr)) >= sizeof(kd->addr)) {
-		log_err("the mock cluster listens on \"%s\", not one 127.0.0.1 address: refusing", bs);
+		log_err("the mock cluster listens on \"%s\", not %d 127.0.0.1 address(es): refusing",
+		        bs, kd->brokers);
 		return -EADDRNOTAVAIL;
 	}
 	for (int i = 0; i < kd->ntopics; i++) {
-		rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(kd->mc, kd->topics[i], kd->partitions, 1);
+		rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(kd->mc, kd->topics[i], kd->partitions,
+		                                                   kd->brokers);
+		for (int p = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && p < kd->partitions; p++)
+			e = kd_set_leader(kd, i, p, p % kd->brokers + 1);
 		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
 			log_err("cannot create topic %s: %s", kd->topics[i], rd_kafka_err2str(e));
 			return -EIO;
@@ -266,8 +339,8 @@ static int kd_start(struct kd *kd)
 		log_err("cannot write %s: %s (is its directory writable?)", kd->bootstrap_file, strerror(-rc));
 		return rc;
 	}
-	log_notice("dev/test Kafka broker on %s, %d topic(s) x %d partition(s); address in %s",
-	           kd->addr, kd->ntopics, kd->partitions, kd->bootstrap_file);
+	log_notice("dev/test Kafka, %d broker(s) on %s, %d topic(s) x %d partition(s); address in %s",
+	           kd->brokers, kd->addr, kd->ntopics, kd->partitions, kd->bootstrap_file);
 	return 0;
 }
 
@@ -282,40 +355,147 @@ static void kd_answer(const char *fmt, ...)
 	fflush(stdout);
 }
 
+/* Parses an optional broker id: NULL -> -1 (every broker).  0 or -EINVAL. */
+static int kd_broker_arg(const struct kd *kd, const char *arg, int32_t *id)
+{
+	uint64_t v;
+	if (arg == NULL) {
+		*id = -1;
+		return 0;
+	}
+	if (util_parse_u64(arg, 1, (uint64_t)kd->brokers, &v) < 0)
+		return -EINVAL;
+	*id = (int32_t)v;
+	return 0;
+}
+
+static int kd_topic_index(const struct kd *kd, const char *name)
+{
+	for (int i = 0; i < kd->ntopics; i++)
+		if (strcmp(kd->topics[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* Moves every partition `from` leads to the next broker after it that is
+ * not down (round robin over partitions).  The number moved, or -EAGAIN if
+ * every other broker is down, or the mock's error as -EIO. */
+static int kd_move_leaders(struct kd *kd, int from)
+{
+	int up[KD_MAX_BROKERS], nup = 0;
+	for (int id = 1; id <= kd->brokers; id++)
+		if (id != from && !kd->down[id])
+			up[nup++] = id;
+	if (nup == 0)
+		return -EAGAIN;
+	int moved = 0;
+	for (int t = 0; t < kd->ntopics; t++) {
+		for (int p = 0; p < kd->partitions; p++) {
+			if (kd->leader[t][p] != from)
+				continue;
+			if (kd_set_leader(kd, t, p, up[moved % nup]) != RD_KAFKA_RESP_ERR_NO_ERROR)
+				return -EIO;
+			moved++;
+		}
+	}
+	return moved;
+}
+
+/* Answers "ok TOPIC:P=ID ..." on one line. */
+static void kd_answer_leaders(const struct kd *kd)
+{
+	fputs("ok", stdout);
+	for (int t = 0; t < kd->ntopics; t++)
+		for (int p = 0; p < kd->partitions; p++)
+			fprintf(stdout, " %s:%d=%d", kd->topics[t], p, kd->leader[t][p]);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+#define KD_COMMANDS "down [ID], up [ID], latency MS [ID], leader TOPIC P ID, move-leaders ID, leaders, quit"
+
 /* Runs one command line.  Returns 1 to quit, 0 to go on. */
 static int kd_command(struct kd *kd, char *line)
 {
 	char *save = NULL;
-	char *cmd = strtok_r(line, " \t\r", &save);
-	char *arg = cmd ? strtok_r(NULL, " \t\r", &save) : NULL;
-	char *extra = arg ? strtok_r(NULL, " \t\r", &save) : NULL;
-	if (cmd == NULL)
+	char *av[5] = { NULL };
+	int ac = 0;
+	for (char *w = strtok_r(line, " \t\r", &save); w != NULL; w = strtok_r(NULL, " \t\r", &save)) {
+		if (ac == 4) {
+			kd_answer("error too many arguments (commands: " KD_COMMANDS ")");
+			return 0;
+		}
+		av[ac++] = w;
+	}
+	if (ac == 0)
 		return 0;                            /* blank line: no answer */
+	const char *cmd = av[0];
 	rd_kafka_resp_err_t e;
-	if (strcmp(cmd, "down") == 0 && arg == NULL) {
-		e = rd_kafka_mock_broker_set_down(kd->mc, -1);
-	} else if (strcmp(cmd, "up") == 0 && arg == NULL) {
-		e = rd_kafka_mock_broker_set_up(kd->mc, -1);
+	int32_t id;
+	if ((strcmp(cmd, "down") == 0 || strcmp(cmd, "up") == 0) && ac <= 2) {
+		if (kd_broker_arg(kd, av[1], &id) < 0) {
+			kd_answer("error broker id must be 1..%d", kd->brokers);
+			return 0;
+		}
+		bool down = cmd[0] == 'd';
+		e = down ? rd_kafka_mock_broker_set_down(kd->mc, id)
+		         : rd_kafka_mock_broker_set_up(kd->mc, id);
+		for (int b = 1; e == RD_KAFKA_RESP_ERR_NO_ERROR && b <= kd->brokers; b++)
+			if (id == -1 || id == b)
+				kd->down[b] = down;
 	} else if (strcmp(cmd, "latency") == 0) {
 		uint64_t ms;
-		if (arg == NULL || extra != NULL || util_parse_u64(arg, 0, 600000, &ms) < 0) {
+		if (ac < 2 || ac > 3 || util_parse_u64(av[1], 0, 600000, &ms) < 0) {
 			kd_answer("error latency takes milliseconds 0..600000");
 			return 0;
 		}
-		e = rd_kafka_mock_broker_set_rtt(kd->mc, -1, (int)ms);
-	} else if (strcmp(cmd, "quit") == 0 && arg == NULL) {
+		if (kd_broker_arg(kd, av[2], &id) < 0) {
+			kd_answer("error broker id must be 1..%d", kd->brokers);
+			return 0;
+		}
+		e = rd_kafka_mock_broker_set_rtt(kd->mc, id, (int)ms);
+	} else if (strcmp(cmd, "leader") == 0 && ac == 4) {
+		int t = kd_topic_index(kd, av[1]);
+		uint64_t p;
+		if (t < 0 || util_parse_u64(av[2], 0, (uint64_t)kd->partitions - 1, &p) < 0 ||
+		    kd_broker_arg(kd, av[3], &id) < 0 || id < 0) {
+			kd_answer("error leader takes a topic of ours, a partition 0..%d and a broker 1..%d",
+			          kd->partitions - 1, kd->brokers);
+			return 0;
+		}
+		e = kd_set_leader(kd, t, (int)p, id);
+	} else if (strcmp(cmd, "move-leaders") == 0 && ac == 2) {
+		if (kd_broker_arg(kd, av[1], &id) < 0 || id < 0) {
+			kd_answer("error move-leaders takes a broker id 1..%d", kd->brokers);
+			return 0;
+		}
+		int n = kd_move_leaders(kd, id);
+		if (n == -EAGAIN)
+			kd_answer("error every other broker is down: nowhere to move the leaders");
+		else if (n < 0)
+			kd_answer("error the mock refused a leader change");
+		else {
+			kd_answer("ok %d", n);
+			log_info("move-leaders %d: %d partition(s) moved", id, n);
+		}
+		return 0;
+	} else if (strcmp(cmd, "leaders") == 0 && ac == 1) {
+		kd_answer_leaders(kd);
+		return 0;
+	} else if (strcmp(cmd, "quit") == 0 && ac == 1) {
 		kd_answer("ok");
 		return 1;
 	} else {
-		kd_answer("error unknown command (down, up, latency MS, quit)");
+		kd_answer("error unknown command (" KD_COMMANDS ")");
 		return 0;
 	}
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		kd_answer("error %s", rd_kafka_err2str(e));
-	else
-		kd_answer("ok");
-	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-		log_info("%s%s%s", cmd, arg ? " " : "", arg ? arg : "");
+		return 0;
+	}
+	kd_answer("ok");
+	log_info("%s%s%s%s%s%s%s", cmd, av[1] ? " " : "", av[1] ? av[1] : "",
+	         av[2] ? " " : "", av[2] ? av[2] : "", av[3] ? " " : "", av[3] ? av[3] : "");
 	return 0;
 }
 

@@ -202,8 +202,8 @@ def netns():
 def kafka(request, test_tmp):
     """eq-kafka-dev for this test (.bootstrap, .down(), .up(), .latency(ms),
     .consume(topic) -> [bytes], .records(topic), .wait_messages(topic, n)).
-    One partition per topic unless the test is marked
-    @pytest.mark.kafka(partitions=N, topics=[...]). Errors (never skips) if
+    One broker and one partition per topic unless the test is marked
+    @pytest.mark.kafka(partitions=N, topics=[...], brokers=N). Errors (never skips) if
     eq-kafka-dev is not built."""
     marker = request.node.get_closest_marker("kafka")
     k = Kafka(os.path.join(test_tmp, "kafka"), **(marker.kwargs if marker else {})).start()
@@ -231,4 +231,5 @@ def daemon(request, test_tmp, session_tmp):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "kafka(partitions=1, topics=(...)): how the kafka fixture's broker is made")
+        "markers", "kafka(partitions=1, topics=(...), brokers=1): how the kafka fixture's "
+        "broker is made")

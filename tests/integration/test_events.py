@@ -139,6 +139,9 @@ def test_full_spool_gives_503_and_loses_nothing(daemon, redis, kafka):
     assert not poster.errors, poster.errors[:5]
     assert poster.retry_after and all(v and v.isdigit() for v in poster.retry_after), \
         poster.retry_after
+    # Retry-After follows the spool: a full spool drains only once Kafka is
+    # back, so the 503s behind it ask for 30 s (docs/http-api.md).
+    assert "30" in poster.retry_after, poster.retry_after
     sp = spool_json(d)
     assert 1048576 - 1000 < sp["bytes"] <= 1048576, sp
     e = events_status(d)

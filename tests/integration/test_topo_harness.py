@@ -160,3 +160,39 @@ def test_pg_standby_answers_with_the_primary_stopped_then_promotes(pg_primary, p
     assert pg_standby.postmaster_pid() == pid             # nothing restarted
     pg_standby.set_zone("z2", 3, 1)                       # writable now
     assert len(pg_standby.rows("SELECT 1 FROM current_zone_status")) == 2
+
+
+# --------------------------------------------------------------------------
+# eq-kafka-dev --brokers N
+
+def test_kafka_dev_three_brokers_leaders_and_moves(test_tmp):
+    from eqtest.kafka import Kafka
+    k = Kafka(os.path.join(test_tmp, "k3"), brokers=3, partitions=3,
+              topics=["pricing.events"]).start()
+    try:
+        addrs = k.bootstrap.split(",")
+        assert len(addrs) == 3 and all(a.startswith("127.0.0.1:") for a in addrs)
+        assert k.leaders() == {("pricing.events", 0): 1, ("pricing.events", 1): 2,
+                               ("pricing.events", 2): 3}
+        k.down(1)
+        assert k.move_leaders(1) == 1
+        assert k.leaders()[("pricing.events", 0)] in (2, 3)
+        k.down(2)
+        k.down(3)
+        with pytest.raises(util.HarnessError, match="every other broker is down"):
+            k.move_leaders(3)
+        with pytest.raises(util.HarnessError, match="broker id must be 1..3"):
+            k.down(4)
+        with pytest.raises(util.HarnessError, match="leader takes"):
+            k.set_leader("nope", 0, 1)
+        k.up()
+        k.set_leader("pricing.events", 0, 1)
+        assert k.leaders()[("pricing.events", 0)] == 1
+    finally:
+        k.close()
+
+
+def test_kafka_dev_rejects_a_bad_broker_count(test_tmp):
+    res = util.run([util.build_path("deploy", "dev", "eq-kafka-dev"), "--bootstrap-file",
+                    os.path.join(test_tmp, "bs"), "--brokers", "10"], check=False)
+    assert res.returncode == 2 and "--brokers must be 1..9" in res.stderr

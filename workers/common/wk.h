@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "conf/conf.h"
@@ -102,5 +103,16 @@ void wk_fini(struct wk *w);
 /* The end of a drain: clears the ready flag, releases everything (wk_fini)
  * and exits the process with status.  Call it once in-flight work is done. */
 _Noreturn void wk_exit(struct wk *w, int status);
+
+/* File descriptors a worker keeps besides its client sockets (backends,
+ * logs, the segment, the status channel). */
+#define WK_NOFILE_RESERVE 64
+
+/* Raises RLIMIT_NOFILE so that want_conns client connections fit, plus
+ * WK_NOFILE_RESERVE.  Returns the number of connections that fit
+ * (want_conns if all do) and fills msg with a one-line explanation and
+ * fix when fewer fit (msg is "" otherwise).  Never fails.  Called by
+ * eq-pricing at start and on reload, from its loop thread. */
+uint32_t wk_fit_nofile(uint32_t want_conns, char *msg, size_t msglen);
 
 #endif

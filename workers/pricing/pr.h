@@ -24,6 +24,7 @@
 
 struct pr_batch;
 struct pr_ev_scratch;
+struct pr_quotes;
 
 struct pr {
 	uv_loop_t *loop;
@@ -35,6 +36,7 @@ struct pr {
 	bool ready;                          /* attached and serving (/readyz) */
 	bool events_enabled;                 /* the segment has a valid event ring */
 	bool quotes;                         /* offer quote events (EQ_PRICING_QUOTES=0: off) */
+	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */
 	struct pr_batch *free_batches;
@@ -47,6 +49,7 @@ struct pr {
 /* pr_http callbacks; arg is the struct pr. */
 void pr_api_on_request(struct pr_req *r, void *arg);
 void pr_api_on_answered(const struct pr_req *r, int status, void *arg);
+void pr_api_on_flush(void *arg);
 
 /* Sets what depends on the segment and environment (event ring present,
  * quote events on).  Call once before serving. */

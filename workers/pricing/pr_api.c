@@ -21,10 +21,36 @@
 #include "workers/pricing/pr_auth.h"
 #include "workers/pricing/pr_events.h"
 #include "workers/pricing/pr_json.h"
+#include "workers/pricing/pr_quotes.h"
 #include "workers/pricing/pr_route.h"
 
 #define JSON_CT  "application/json"
 #define RETRY_AFTER_S "5"
+
+/*
+ * Retry-After for a full event ring, from what the spool says about how
+ * soon the ring will drain:
+ *   - the spool is full (within a record of spool.max_bytes): nothing
+ *     drains until Kafka is back: 30 s;
+ *   - Kafka is failed but the spool has room: the forwarder drains the ring
+ *     to disk, a few seconds behind: 5 s;
+ *   - otherwise the forwarder is only momentarily behind: 1 s.
+ */
+#define RETRY_RING_SPOOL_FULL_S 30
+#define RETRY_RING_SPOOLING_S   5
+#define RETRY_RING_BEHIND_S     1
+#define SPOOL_FULL_MARGIN       65536        /* bytes: a spool this close to max is full */
+
+static unsigned ring_retry_after_s(const struct pr *p)
+{
+	struct shm_event_gauges g;
+	shm_event_gauges_read(p->shm, &g);
+	if (g.spool_bytes + SPOOL_FULL_MARGIN >= p->conf->spool.max_bytes)
+		return RETRY_RING_SPOOL_FULL_S;
+	if (shm_component_state(p->shm, EQ_COMP_KAFKA) == EQ_CSTATE_FAILED)
+		return RETRY_RING_SPOOLING_S;
+	return RETRY_RING_BEHIND_S;
+}
 
 struct pr_batch;
 
@@ -98,24 +124,19 @@ static double rand01(struct pr *p)
 	return (double)((p->rng * 0x2545F4914F6CDD1DULL) >> 11) * 0x1.0p-53;
 }
 
-/* Offers a quote event for a to the ring, per the mode's sampling rule:
- * every answer in normal mode, a modes.degraded_quote_sample fraction in
- * degraded mode, none in emergency.  A full ring (or any other failure)
- * drops the quote and counts it; the answer never waits on or fails
+/* Offers a quote event for a, per the mode's sampling rule: every answer
+ * in normal mode, a modes.degraded_quote_sample fraction in degraded mode,
+ * none in emergency.  It is queued and reaches the ring with the rest of
+ * this loop iteration's quotes before the answer is written (pr_quotes.h);
+ * a full ring drops it and counts it; the answer never waits on or fails
  * because of it. */
 static void offer_quote(struct pr *p, const struct pr_answer *a)
 {
-	struct proto_event ev;
-	struct proto_packed pk;
-	struct shm_ring_rec rec;
-	struct proto_quote *q = &ev.u.quote;
-
-	if (!p->quotes || !p->events_enabled || a->mode == EQ_MODE_EMERGENCY)
+	if (!p->quotes || p->quoteq == NULL || a->mode == EQ_MODE_EMERGENCY)
 		return;
 	if (a->mode == EQ_MODE_DEGRADED && rand01(p) >= p->conf->modes.degraded_quote_sample)
 		return;
-	if (proto_event_init(&ev, PROTO_TYPE_QUOTE) != 0)
-		goto drop;
+	struct proto_quote *q = pr_quotes_next(p->quoteq);
 	memcpy(q->zone_id, a->zone, a->zone_len + 1);
 	q->base_fare = a->base_fare;
 	q->surge_multiplier = a->surge_multiplier;
@@ -128,13 +149,14 @@ static void offer_quote(struct pr *p, const struct pr_answer *a)
 	q->age_ms = a->age_ms;
 	if (a->reason != PR_REASON_NONE)
 		util_strlcpy(q->fallback_reason, pr_reason_name(a->reason), sizeof(q->fallback_reason));
-	if (proto_event_pack(&ev, &pk) != 0)
-		goto drop;
-	rec = (struct shm_ring_rec){ pk.topic, pk.key_len, pk.len, pk.key, pk.buf };
-	if (shm_ring_append(p->shm, &rec, 1) == 0)
-		return;
-drop:
-	shm_count_event(p->shm, EQ_EVC_DROPPED, 1);
+}
+
+void pr_api_on_flush(void *arg)
+{
+	struct pr *p = arg;
+
+	if (p->quoteq != NULL)
+		pr_quotes_flush(p->quoteq);
 }
 
 static void count_answer(struct pr *p, const struct pr_answer *a)
@@ -338,10 +360,13 @@ static void do_events(struct pr *p, struct pr_req *r)
 	/* All or nothing: 202 only once every event is in the ring. */
 	rc = shm_ring_append(p->shm, x->recs, (unsigned)n);
 	if (rc == -ENOBUFS || rc == -EMSGSIZE) {
+		char retry[32];
+		snprintf(retry, sizeof(retry), "Retry-After: %u\r\n",
+		         rc == -ENOBUFS ? ring_retry_after_s(p) : RETRY_RING_SPOOL_FULL_S);
 		pr_http_error(r, 503, "ring_full", rc == -ENOBUFS ?
 		              "the event buffer is full (Kafka and the spool are behind): retry later" :
 		              "this batch is larger than the whole event buffer: send fewer at a time",
-		              "Retry-After: " RETRY_AFTER_S "\r\n");
+		              retry);
 		return;
 	}
 	if (rc != 0) {
@@ -506,6 +531,8 @@ void pr_api_init(struct pr *p)
 			         "X-Equilibrium-Source: %s\r\nX-Equilibrium-Mode: %s\r\n",
 			         shm_source_name(src), shm_mode_name(m));
 	p->quotes = !(q && strcmp(q, "0") == 0);
+	if (p->events_enabled && p->quoteq == NULL && pr_quotes_create(p->shm, &p->quoteq) != 0)
+		log_warn("no memory for the quote event queue: quote events are off");
 	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)
 		p->rng = util_mono_us();
 	p->rng |= 1;
@@ -522,4 +549,5 @@ void pr_api_fini(struct pr *p)
 	pr_buf_free(&p->body);
 	free(p->ev);
 	p->ev = NULL;
+	pr_quotes_destroy(&p->quoteq);
 }

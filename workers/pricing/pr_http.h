@@ -3,11 +3,12 @@
  *
  * Runs in each eq-pricing process, on its single event-loop thread.  Several
  * processes accept on the one listening socket the supervisor created
- * (EQ_FD_LISTEN); standalone (tests, dev) the server binds its own.  This
- * module knows nothing about prices: it turns bytes into struct pr_req,
- * hands each complete request to ops.on_request, and writes the answers the
- * application gives back with pr_http_respond, possibly later (a Redis or
- * database read) and in any order.
+ * (EQ_FD_LISTEN; standalone, wk_init binds it).  pr_http.c is the server,
+ * pr_conn.c one connection (its phases: pr_conn.h), pr_listen.c accepting.
+ * This module knows nothing about prices: it turns bytes into struct
+ * pr_req, hands each complete request to ops.on_request, and writes the
+ * answers the application gives back with pr_http_respond, possibly later
+ * (a Redis or database read) and in any order.
  *
  * Invariants:
  *   - Answers leave in request order on every connection (pipelining): an
@@ -86,6 +87,7 @@ struct pr_req {
 	bool close_after;                    /* answer, then close */
 	bool done;                           /* answered */
 	bool dispatched;                     /* handed to on_request */
+	bool orphan;                         /* its answer will never be written */
 };
 
 struct pr_http_ops {
@@ -98,6 +100,11 @@ struct pr_http_ops {
 	 * answered. */
 	void (*on_drained)(void *arg);
 	void *arg;
+	/* Optional: called before answer bytes are handed to the kernel (each
+	 * connection's write, batched per loop iteration), so the application
+	 * can put what those answers imply, quote events, in custody first.
+	 * Must be cheap when there is nothing to do. */
+	void (*on_flush)(void *arg);
 };
 
 /* Creates the server on loop (no socket yet).  0 or -errno. */
@@ -109,12 +116,11 @@ int pr_http_create(uv_loop_t *loop, const struct pr_http_limits *lim,
  * ones wait until the count is below it. */
 void pr_http_set_limits(struct pr_http *h, const struct pr_http_limits *lim);
 
-/* Serves on an already listening socket (the inherited EQ_FD_LISTEN).  The
- * fd stays ours to close only at destroy; it is made non-blocking. */
+/* Serves on an already listening socket: the inherited EQ_FD_LISTEN, or
+ * the one wk_listen_open (workers/common/wk.h) binds for a standalone
+ * worker or a test.  The fd is made non-blocking and stays the caller's:
+ * it is never closed here.  0 or a negative errno. */
 int pr_http_listen_fd(struct pr_http *h, int fd);
-
-/* Binds and listens on "host:port" or "[v6]:port" (port 0 = any free one). */
-int pr_http_listen_addr(struct pr_http *h, const char *hostport, char *err, size_t errlen);
 
 /* Local port of the listening socket (after listen), or 0. */
 unsigned pr_http_port(const struct pr_http *h);
@@ -154,12 +160,6 @@ void pr_http_stats(const struct pr_http *h, struct pr_http_stats *st);
  * until answered. */
 void pr_http_close(struct pr_http *h);
 void pr_http_free(struct pr_http **h);
-
-/* Raises RLIMIT_NOFILE so that want_conns connections fit (plus a reserve
- * for backends and logs).  Returns the number of connections that fit,
- * want_conns if all do; fills msg with a one-line explanation when fewer
- * fit.  Never fails. */
-uint32_t pr_http_fit_nofile(uint32_t want_conns, char *msg, size_t msglen);
 
 /* Reason phrase for a status code ("Not Found"). */
 const char *pr_http_reason(int status);

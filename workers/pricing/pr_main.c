@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/eq_fds.h"
 #include "util/util.h"
 #include "workers/common/wk.h"
 #include "workers/pricing/pr.h"
@@ -67,7 +68,7 @@ static void on_reload(struct wk *w, const struct conf *old_conf, void *arg)
 	pr_price_set_conf(m->pr.price, &w->conf);
 	pr_backend_reload(m->be, &w->conf);
 	pr_limits_from_conf(&w->conf, &lim);
-	lim.max_connections = pr_http_fit_nofile(lim.max_connections, msg, sizeof(msg));
+	lim.max_connections = wk_fit_nofile(lim.max_connections, msg, sizeof(msg));
 	if (msg[0])
 		log_warn("%s", msg);
 	pr_http_set_limits(m->pr.http, &lim);
@@ -112,7 +113,7 @@ int main(int argc, char **argv)
 		         "add token_sha256=<sha256 hex of a token> to require Bearer tokens");
 
 	pr_limits_from_conf(p->conf, &lim);
-	lim.max_connections = pr_http_fit_nofile(lim.max_connections, msg, sizeof(msg));
+	lim.max_connections = wk_fit_nofile(lim.max_connections, msg, sizeof(msg));
 	if (msg[0])
 		log_warn("%s", msg);
 
@@ -126,23 +127,23 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		goto fail;
 
-	ops = (struct pr_http_ops){ pr_api_on_request, pr_api_on_answered, on_drained, p };
+	ops = (struct pr_http_ops){ pr_api_on_request, pr_api_on_answered, on_drained, p,
+	                            pr_api_on_flush };
 	rc = pr_http_create(&m.loop, &lim, &ops, &p->http);
 	if (rc != 0)
 		goto fail;
-	if (m.wk.listen_fd >= 0) {
-		rc = pr_http_listen_fd(p->http, m.wk.listen_fd);
-		if (rc != 0) {
-			log_err("cannot serve on the listening socket (fd %d): %s",
-			        m.wk.listen_fd, uv_strerror(rc));
-			goto fail;
-		}
-	} else {
-		rc = pr_http_listen_addr(p->http, p->conf->http.listen, msg, sizeof(msg));
-		if (rc != 0) {
-			log_err("%s", msg);
-			goto fail;
-		}
+	/* wk_init opened the socket: inherited from equilibriumd, or bound
+	 * from http.listen when standalone (one listener implementation). */
+	if (m.wk.listen_fd < 0) {
+		log_err("no listening socket on fd %d: eq-pricing is started by equilibriumd "
+		        "(or run it with -c FILE to bind http.listen itself)", EQ_FD_LISTEN);
+		goto fail;
+	}
+	rc = pr_http_listen_fd(p->http, m.wk.listen_fd);
+	if (rc != 0) {
+		log_err("cannot serve on the listening socket (fd %d): %s",
+		        m.wk.listen_fd, uv_strerror(rc));
+		goto fail;
 	}
 	rc = wk_start(&m.wk, &m.loop, &cb);
 	if (rc != 0) {

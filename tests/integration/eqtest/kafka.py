@@ -1,10 +1,14 @@
 """The development Kafka broker: <build>/deploy/dev/eq-kafka-dev, librdkafka's
 mock cluster on loopback (built by helper "ring").
 
-CLI contract (BRIEF.md): `eq-kafka-dev --bootstrap-file F [--partitions N]
-[--topics a,b,c]` writes "host:port" to F once ready, then reads line
-commands on stdin (`down`, `up`, `latency MS`, `quit`) and answers `ok` on
-stdout for each. The mock cluster is taken down and up with those commands,
+CLI contract (BRIEF.md): `eq-kafka-dev --bootstrap-file F [--brokers N]
+[--partitions N] [--topics a,b,c]` writes "host:port[,host:port...]" to F
+once ready, then reads line commands on stdin (`down [ID]`, `up [ID]`,
+`latency MS [ID]`, `leader TOPIC P ID`, `move-leaders ID`, `leaders`,
+`quit`) and answers `ok` on stdout for each. With --brokers N, broker ids
+are 1..N and partition p starts led by broker p % N + 1; a broker taken
+down keeps leading its partitions until they are moved (librdkafka 2.0.2's
+mock has no controller). The mock cluster is taken down and up with those commands,
 never restarted mid-test (DESIGN.md, "Known limits").
 
 Reading messages back goes through kcat, in a binary-safe format: for each
@@ -30,8 +34,9 @@ Record = namedtuple("Record", "partition offset key value")
 
 
 class Kafka:
-    def __init__(self, workdir, binary=None, partitions=1, topics=DEFAULT_TOPICS):
+    def __init__(self, workdir, binary=None, partitions=1, topics=DEFAULT_TOPICS, brokers=1):
         self.workdir = workdir
+        self.brokers = brokers
         self.binary = binary or util.build_path("deploy", "dev", "eq-kafka-dev")
         self.partitions = partitions
         self.topics = list(topics)
@@ -52,7 +57,8 @@ class Kafka:
         except FileNotFoundError:
             pass
         argv = [self.binary, "--bootstrap-file", self.bootstrap_file,
-                "--partitions", str(self.partitions), "--topics", ",".join(self.topics)]
+                "--partitions", str(self.partitions), "--topics", ",".join(self.topics),
+                "--brokers", str(self.brokers)]
         self._log = open(self.log_path, "ab")
         self.proc = util.track(subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -86,7 +92,8 @@ class Kafka:
         self._lines.put(None)
 
     def command(self, line, timeout=10.0):
-        """Sends one stdin command and waits for its `ok`."""
+        """Sends one stdin command and waits for its `ok` (returned, with
+        whatever data follows it)."""
         if self.proc is None or self.proc.poll() is not None:
             raise util.HarnessError(f"eq-kafka-dev is not running (command {line!r})")
         self.proc.stdin.write(line.encode() + b"\n")
@@ -95,21 +102,42 @@ class Kafka:
             answer = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise util.HarnessError(f"eq-kafka-dev: no answer to {line!r} in {timeout}s") from None
-        if answer != "ok":
+        if answer != "ok" and not answer.startswith("ok "):
             raise util.HarnessError(f"eq-kafka-dev: {line!r} answered {answer!r}:\n"
                                     f"{util.tail(self.log_path)}")
         return answer
 
-    def down(self):
-        """Every broker of the mock cluster down: connections are refused."""
-        return self.command("down")
+    def down(self, broker=None):
+        """Every broker (or broker id `broker`) down: connections are
+        refused. A single broker down keeps leading its partitions (so
+        their produce requests fail) until move_leaders(broker)."""
+        return self.command("down" if broker is None else f"down {int(broker)}")
 
-    def up(self):
-        return self.command("up")
+    def up(self, broker=None):
+        return self.command("up" if broker is None else f"up {int(broker)}")
 
-    def latency(self, ms):
-        """Adds ms of round-trip time to every broker request."""
-        return self.command(f"latency {int(ms)}")
+    def latency(self, ms, broker=None):
+        """Adds ms of round-trip time to every broker request (or one
+        broker's)."""
+        return self.command(f"latency {int(ms)}" + ("" if broker is None else f" {int(broker)}"))
+
+    def set_leader(self, topic, partition, broker):
+        return self.command(f"leader {topic} {int(partition)} {int(broker)}")
+
+    def move_leaders(self, broker):
+        """Moves every partition `broker` leads to the brokers that are up
+        (what a real cluster's controller does when a broker dies); returns
+        how many moved."""
+        return int(self.command(f"move-leaders {int(broker)}").split()[1])
+
+    def leaders(self):
+        """{(topic, partition): broker id} as eq-kafka-dev set them."""
+        out = {}
+        for item in self.command("leaders").split()[1:]:
+            tp, _, b = item.rpartition("=")
+            t, _, p = tp.rpartition(":")
+            out[(t, int(p))] = int(b)
+        return out
 
     def close(self):
         if self.proc is None:

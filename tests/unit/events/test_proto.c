@@ -319,6 +319,159 @@ START_TEST(test_biggest_events_fit_a_ring_slot)
 }
 END_TEST
 
+/* ---- the encoder writes exactly what msgpack-c would ---- */
+
+/* The reference: the same map packed with msgpack-c's own packer, in the
+ * encoder's key order (the encoder once was this code). */
+static void oracle_str(msgpack_packer *pk, const char *s)
+{
+	msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+static void oracle_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+	oracle_str(pk, k);
+	oracle_str(pk, v);
+}
+
+static void oracle_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+	oracle_str(pk, k);
+	msgpack_pack_uint64(pk, v);
+}
+
+static void oracle_kv_i64(msgpack_packer *pk, const char *k, int64_t v)
+{
+	oracle_str(pk, k);
+	msgpack_pack_int64(pk, v);
+}
+
+static void oracle_kv_f64(msgpack_packer *pk, const char *k, double v)
+{
+	oracle_str(pk, k);
+	msgpack_pack_double(pk, v);
+}
+
+static void oracle(const struct proto_event *ev, msgpack_sbuffer *sb)
+{
+	msgpack_packer pk;
+	msgpack_sbuffer_init(sb);
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	size_t n = 4;
+	if (ev->type == PROTO_TYPE_QUOTE)
+		n += 10 + (ev->u.quote.fallback_reason[0] != '\0');
+	else if (ev->type == PROTO_TYPE_SYSTEM)
+		n += 5 + (ev->u.sys.component[0] != '\0') + (ev->u.sys.pid != 0);
+	else
+		n += 2 + ev->u.ingest.has_client_ts;
+	msgpack_pack_map(&pk, n);
+	oracle_kv_str(&pk, "event_id", ev->event_id);
+	oracle_kv_u64(&pk, "v", ev->v);
+	oracle_kv_str(&pk, "type", proto_type_name(ev->type));
+	oracle_kv_u64(&pk, "ts", ev->ts);
+	if (ev->type == PROTO_TYPE_QUOTE) {
+		const struct proto_quote *q = &ev->u.quote;
+		oracle_kv_str(&pk, "zone_id", q->zone_id);
+		oracle_kv_f64(&pk, "base_fare", q->base_fare);
+		oracle_kv_f64(&pk, "surge_multiplier", q->surge_multiplier);
+		oracle_kv_i64(&pk, "supply_count", q->supply_count);
+		oracle_kv_i64(&pk, "demand_count", q->demand_count);
+		oracle_kv_f64(&pk, "confidence", q->confidence);
+		oracle_kv_str(&pk, "source", q->source);
+		oracle_kv_str(&pk, "freshness", q->freshness);
+		oracle_kv_str(&pk, "mode", q->mode);
+		oracle_kv_u64(&pk, "age_ms", q->age_ms);
+		if (q->fallback_reason[0] != '\0')
+			oracle_kv_str(&pk, "fallback_reason", q->fallback_reason);
+	} else if (ev->type == PROTO_TYPE_SYSTEM) {
+		const struct proto_system *y = &ev->u.sys;
+		oracle_kv_str(&pk, "kind", proto_sys_kind_name(y->kind));
+		if (y->component[0] != '\0')
+			oracle_kv_str(&pk, "component", y->component);
+		oracle_kv_str(&pk, "from", y->from);
+		oracle_kv_str(&pk, "to", y->to);
+		oracle_kv_str(&pk, "mode", y->mode);
+		oracle_kv_str(&pk, "cause", y->cause);
+		if (y->pid != 0)
+			oracle_kv_u64(&pk, "pid", (uint64_t)y->pid);
+	} else {
+		oracle_kv_str(&pk, "zone_id", ev->u.ingest.zone_id);
+		oracle_kv_u64(&pk, "count", ev->u.ingest.count);
+		if (ev->u.ingest.has_client_ts)
+			oracle_kv_u64(&pk, "client_ts", ev->u.ingest.client_ts);
+	}
+}
+
+static void expect_as_oracle(const struct proto_event *ev)
+{
+	uint8_t buf[PROTO_MAX_ENCODED];
+	size_t len = 0;
+	msgpack_sbuffer sb;
+	ck_assert_int_eq(proto_event_encode(ev, buf, sizeof(buf), &len), 0);
+	oracle(ev, &sb);
+	ck_assert_uint_eq(len, sb.size);
+	ck_assert_msg(memcmp(buf, sb.data, len) == 0, "encoding differs from msgpack-c's");
+	msgpack_sbuffer_destroy(&sb);
+}
+
+START_TEST(test_encoding_is_msgpack_c_byte_for_byte)
+{
+	/* Every integer width boundary msgpack has, both signs. */
+	static const int64_t ints[] = {
+		0, 1, 31, 32, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL,
+		INT64_MAX, -1, -31, -32, -33, -127, -128, -129, -32767, -32768, -32769,
+		-2147483647LL, -2147483648LL, -2147483649LL, INT64_MIN + 1, INT64_MIN,
+	};
+	static const double dbl[] = { 0.0, -0.0, 12.5, 1.7, 1e300, -4.9e-324, 0.1, 1.0 };
+	struct proto_event ev;
+	char zone[PROTO_ZONE_ID_MAX + 1];
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		fill_quote(&ev, "z1");
+		ev.u.quote.supply_count = ints[i];
+		ev.u.quote.demand_count = -ints[i] > 0 || ints[i] == 0 ? -ints[i] : ints[i];
+		ev.u.quote.age_ms = ints[i] >= 0 ? (uint64_t)ints[i] : 0;
+		ev.u.quote.base_fare = dbl[i % (sizeof(dbl) / sizeof(dbl[0]))];
+		ev.u.quote.fallback_reason[0] = i % 2 ? '\0' : 'x';
+		ev.ts = ints[i] >= 0 ? (uint64_t)ints[i] : 1700000000000u;
+		expect_as_oracle(&ev);
+		fill_ingest(&ev, PROTO_TYPE_DEMAND, i % 2);
+		ev.u.ingest.count = ints[i] >= 0 ? (uint64_t)ints[i] : 7;
+		ev.u.ingest.client_ts = ev.u.ingest.count;
+		expect_as_oracle(&ev);
+		fill_system(&ev, i % 2 ? PROTO_SYS_COMPONENT : PROTO_SYS_MODE);
+		ev.u.sys.pid = ints[i] >= 0 && ints[i] <= INT32_MAX ? ints[i] : 0;
+		expect_as_oracle(&ev);
+	}
+	/* Every string length a field allows: fixstr/str8 at 31/32. */
+	for (size_t n = 1; n <= PROTO_ZONE_ID_MAX; n++) {
+		memset(zone, 'a' + (int)(n % 26), n);
+		zone[n] = '\0';
+		fill_quote(&ev, zone);
+		expect_as_oracle(&ev);
+	}
+	for (size_t n = 0; n <= PROTO_CAUSE_MAX; n++) {
+		fill_system(&ev, PROTO_SYS_OVERRIDE);
+		memset(ev.u.sys.cause, 'c', n);
+		ev.u.sys.cause[n] = '\0';
+		expect_as_oracle(&ev);
+	}
+}
+END_TEST
+
+START_TEST(test_encode_too_small_a_buffer_is_emsgsize)
+{
+	struct proto_event ev;
+	uint8_t buf[PROTO_MAX_ENCODED];
+	size_t full = 0, len = 0;
+	fill_quote(&ev, "z1");
+	ck_assert_int_eq(proto_event_encode(&ev, buf, sizeof(buf), &full), 0);
+	for (size_t cap = 0; cap < full; cap++)
+		ck_assert_int_eq(proto_event_encode(&ev, buf, cap, &len), -EMSGSIZE);
+	ck_assert_int_eq(proto_event_encode(&ev, buf, full, &len), 0);
+	ck_assert_uint_eq(len, full);
+}
+END_TEST
+
 START_TEST(test_key_and_topic)
 {
 	struct proto_event ev;
@@ -702,6 +855,8 @@ static Suite *proto_suite(void)
 	tc = tcase_create("roundtrip");
 	tcase_add_test(tc, test_roundtrip_every_type);
 	tcase_add_test(tc, test_biggest_events_fit_a_ring_slot);
+	tcase_add_test(tc, test_encoding_is_msgpack_c_byte_for_byte);
+	tcase_add_test(tc, test_encode_too_small_a_buffer_is_emsgsize);
 	tcase_add_test(tc, test_key_and_topic);
 	tcase_add_test(tc, test_json_output);
 	suite_add_tcase(s, tc);

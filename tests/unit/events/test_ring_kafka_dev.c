@@ -360,8 +360,18 @@ START_TEST(test_latency_and_bad_commands)
 	rd_kafka_destroy(rk);
 	ck_assert_str_eq(kd_cmd(&k, "latency\n"), "error latency takes milliseconds 0..600000");
 	ck_assert_str_eq(kd_cmd(&k, "latency -5\n"), "error latency takes milliseconds 0..600000");
-	ck_assert_str_eq(kd_cmd(&k, "sideways\n"), "error unknown command (down, up, latency MS, quit)");
-	ck_assert_str_eq(kd_cmd(&k, "down now\n"), "error unknown command (down, up, latency MS, quit)");
+	ck_assert_str_eq(kd_cmd(&k, "sideways\n"),
+	                 "error unknown command (down [ID], up [ID], latency MS [ID], leader TOPIC P ID, "
+	                 "move-leaders ID, leaders, quit)");
+	/* One broker: the only id is 1. */
+	ck_assert_str_eq(kd_cmd(&k, "down now\n"), "error broker id must be 1..1");
+	ck_assert_str_eq(kd_cmd(&k, "down 2\n"), "error broker id must be 1..1");
+	ck_assert_str_eq(kd_cmd(&k, "latency 5 2\n"), "error broker id must be 1..1");
+	ck_assert_str_eq(kd_cmd(&k, "down 1 2\n"),
+	                 "error unknown command (down [ID], up [ID], latency MS [ID], leader TOPIC P ID, "
+	                 "move-leaders ID, leaders, quit)");
+	ck_assert_str_eq(kd_cmd(&k, "move-leaders 1\n"),
+	                 "error every other broker is down: nowhere to move the leaders");
 	char longline[600];
 	memset(longline, 'x', sizeof(longline) - 2);
 	longline[sizeof(longline) - 2] = '\n';

@@ -35,6 +35,7 @@ struct e2e {
 	uv_async_t cmd;
 	sem_t ready;
 	unsigned port;
+	int lfd;                             /* listening socket (wk_listen_open) */
 	volatile int stop, drain;
 };
 
@@ -61,9 +62,8 @@ static void *srv_main(void *arg)
 	struct e2e *e = arg;
 	struct pr *p = &e->pr;
 	struct pr_http_limits lim;
-	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p };
+	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p, pr_api_on_flush };
 	struct pr_src_ops src;
-	char err[256];
 
 	uv_loop_init(&e->loop);
 	p->loop = &e->loop;
@@ -77,7 +77,8 @@ static void *srv_main(void *arg)
 	ck_assert_int_eq(pr_price_create(e->shm, &e->conf, &src, &p->price), 0);
 	pr_limits_from_conf(&e->conf, &lim);
 	ck_assert_int_eq(pr_http_create(&e->loop, &lim, &ops, &p->http), 0);
-	ck_assert_int_eq(pr_http_listen_addr(p->http, "127.0.0.1:0", err, sizeof(err)), 0);
+	e->lfd = t_listen_any();
+	ck_assert_int_eq(pr_http_listen_fd(p->http, e->lfd), 0);
 	e->port = pr_http_port(p->http);
 	p->ready = true;
 	uv_async_init(&e->loop, &e->cmd, on_cmd);
@@ -85,6 +86,7 @@ static void *srv_main(void *arg)
 	sem_post(&e->ready);
 	uv_run(&e->loop, UV_RUN_DEFAULT);
 	pr_http_free(&p->http);
+	close(e->lfd);
 	pr_price_destroy(&p->price);
 	pr_backend_free(&e->be);
 	pr_api_fini(p);
@@ -794,6 +796,64 @@ START_TEST(quotes_per_mode)
 }
 END_TEST
 
+/* Quotes are batched per loop iteration, but each one is in the ring
+ * before its answer's first byte is written: a client that has read k
+ * answers finds at least k quotes there (so a worker killed after writing
+ * an answer never loses its quote).  Pipelined, so many answers share
+ * iterations; then a batch request (one answer, several quotes). */
+START_TEST(quotes_in_the_ring_before_their_answers)
+{
+	enum { NMAX = 200 };
+	static struct proto_event ev[NMAX + 8];
+	struct shm_ring_stats st;
+	struct tresp r;
+	char req[256];
+	uint64_t base;
+
+	start();
+	redis_hset("z1", "12.5", "1.7", 0);
+	redis_hset("z2", "10.0", "1.1", 0);
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	base = st.appended;
+	/* As many as the ring holds (nothing consumes it here), at most NMAX. */
+	int n = st.capacity - st.used - 4 < NMAX ? (int)(st.capacity - st.used - 4) : NMAX;
+	ck_assert_int_ge(n, 64);
+	struct tclient *c = tc_connect(E.port);
+	snprintf(req, sizeof(req), "GET /v1/pricing/z1 HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+	struct pr_buf all = { 0 };
+	for (int i = 0; i < n; i++)
+		pr_buf_puts(&all, req);
+	tc_send(c, all.data, all.len);
+	for (int k = 1; k <= n; k++) {
+		ck_assert_int_eq(tc_read(c, &r, 0), 0);
+		ck_assert_int_eq(r.status, 200);
+		tresp_free(&r);
+		ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+		ck_assert_msg(st.appended - base >= (uint64_t)k, "answer %d read, %llu quotes in the ring",
+		              k, (unsigned long long)(st.appended - base));
+	}
+	tc_sends(c, "GET /v1/pricing?zones=z1,z2,z1 HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 200);
+	tresp_free(&r);
+	ck_assert_int_eq(shm_ring_stats(E.shm, &st), 0);
+	ck_assert_uint_eq(st.appended - base, (uint64_t)n + 3);
+	tc_close(c);
+	/* Every one of them a well-formed quote with its own id. */
+	ck_assert_uint_eq(ring_read(ev, NMAX + 8), (size_t)n + 3);
+	for (int i = 0; i < n + 3; i++) {
+		ck_assert_int_eq(ev[i].type, PROTO_TYPE_QUOTE);
+		ck_assert_str_eq(ev[i].u.quote.source, "redis");
+		for (int j = 0; j < i; j++)
+			ck_assert_str_ne(ev[i].event_id, ev[j].event_id);
+	}
+	ck_assert_str_eq(ev[n + 1].u.quote.zone_id, "z2");
+	ck_assert_uint_eq(atomic_load(&shm_counters(E.shm)->events[EQ_EVC_DROPPED]), 0);
+	pr_buf_free(&all);
+	stop();
+}
+END_TEST
+
 START_TEST(quotes_degraded_sampled)
 {
 	struct proto_event ev[128];
@@ -875,6 +935,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, events_accepted_into_ring);
 	tcase_add_test(tc, events_ring_full_503_all_or_nothing);
 	tcase_add_test(tc, quotes_per_mode);
+	tcase_add_test(tc, quotes_in_the_ring_before_their_answers);
 	tcase_add_test(tc, quotes_degraded_sampled);
 	suite_add_tcase(s, tc);
 	return s;

@@ -19,6 +19,7 @@ struct tsrv {
 	uv_async_t cmd;
 	sem_t ready;
 	unsigned port;
+	int lfd;                             /* listening socket (wk_listen_open) */
 	volatile int stop, drain, drained;
 	volatile unsigned answered;          /* on_answered calls */
 	volatile int last_status;
@@ -130,18 +131,19 @@ static void on_cmd(uv_async_t *a)
 static void *srv_main(void *arg)
 {
 	struct tsrv *s = arg;
-	struct pr_http_ops ops = { on_request, on_answered, on_drained, s };
-	char err[256];
+	struct pr_http_ops ops = { on_request, on_answered, on_drained, s, NULL };
 
 	uv_loop_init(&s->loop);
 	ck_assert_int_eq(pr_http_create(&s->loop, &s->lim, &ops, &s->h), 0);
-	ck_assert_int_eq(pr_http_listen_addr(s->h, "127.0.0.1:0", err, sizeof(err)), 0);
+	s->lfd = t_listen_any();
+	ck_assert_int_eq(pr_http_listen_fd(s->h, s->lfd), 0);
 	s->port = pr_http_port(s->h);
 	uv_async_init(&s->loop, &s->cmd, on_cmd);
 	s->cmd.data = s;
 	sem_post(&s->ready);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	pr_http_free(&s->h);
+	close(s->lfd);
 	uv_loop_close(&s->loop);
 	return NULL;
 }
@@ -903,35 +905,6 @@ START_TEST(large_answer_intact)
 }
 END_TEST
 
-START_TEST(nofile_fit)
-{
-	char msg[512];
-	struct rlimit rl = { 100, 100 };
-
-	/* Plenty: nothing to say. */
-	ck_assert_uint_eq(pr_http_fit_nofile(10, msg, sizeof(msg)), 10);
-	ck_assert_str_eq(msg, "");
-	/* A hard limit we may not raise (drop privileges for that first):
-	 * serve fewer, and say why. */
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-	{
-		/* Whether we may raise the hard limit (root with CAP_SYS_RESOURCE). */
-		struct rlimit up = { 1064, 1064 };
-		int can_raise = setrlimit(RLIMIT_NOFILE, &up) == 0;
-		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-		if (can_raise) {
-			ck_assert_uint_eq(pr_http_fit_nofile(1000, msg, sizeof(msg)), 1000);
-			getrlimit(RLIMIT_NOFILE, &rl);
-			ck_assert_uint_ge(rl.rlim_cur, 1064);
-		} else {
-			ck_assert_uint_eq(pr_http_fit_nofile(1000, msg, sizeof(msg)), 36);
-			ck_assert(strstr(msg, "LimitNOFILE") != NULL);
-			ck_assert(strstr(msg, "at most 36 connections") != NULL);
-		}
-	}
-}
-END_TEST
-
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pricing-http");
@@ -964,7 +937,6 @@ static Suite *suite(void)
 	tcase_add_test(tc, malformed_400_and_close);
 	tcase_add_test(tc, max_connections_pauses_accepting);
 	tcase_add_test(tc, client_not_reading_is_bounded);
-	tcase_add_test(tc, nofile_fit);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("lifecycle");
 	tcase_set_timeout(tc, 30);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "util/util.h"
+#include "proto/eq_fds.h"
 
 struct tclient {
 	int fd;
@@ -37,6 +38,21 @@ struct tresp {
 static inline uint64_t t_now_ms(void)
 {
 	return util_mono_ms();
+}
+
+/* A listening socket on 127.0.0.1, any free port, made by the one
+ * implementation production uses (proto_listen_open). */
+static inline int t_listen_any(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char err[256];
+	int fd;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = proto_listen_open((const struct sockaddr *)&sa, sizeof(sa), "127.0.0.1:0",
+	                       err, sizeof(err));
+	ck_assert_msg(fd >= 0, "%s", err);
+	return fd;
 }
 
 static inline struct tclient *tc_connect(unsigned port)

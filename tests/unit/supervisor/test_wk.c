@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -384,6 +385,35 @@ START_TEST(test_wk_exit_clears_ready)
 }
 END_TEST
 
+START_TEST(test_fit_nofile_raises_or_says_why)
+{
+	char msg[512];
+	struct rlimit rl = { 100, 100 };
+
+	/* Plenty: nothing to say. */
+	ck_assert_uint_eq(wk_fit_nofile(10, msg, sizeof(msg)), 10);
+	ck_assert_str_eq(msg, "");
+	/* A hard limit we may not raise (drop privileges for that first):
+	 * serve fewer, and say why. */
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	{
+		/* Whether we may raise the hard limit (root with CAP_SYS_RESOURCE). */
+		struct rlimit up = { 1064, 1064 };
+		int can_raise = setrlimit(RLIMIT_NOFILE, &up) == 0;
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+		if (can_raise) {
+			ck_assert_uint_eq(wk_fit_nofile(1000, msg, sizeof(msg)), 1000);
+			getrlimit(RLIMIT_NOFILE, &rl);
+			ck_assert_uint_ge(rl.rlim_cur, 1064);
+		} else {
+			ck_assert_uint_eq(wk_fit_nofile(1000, msg, sizeof(msg)), 36);
+			ck_assert(strstr(msg, "LimitNOFILE") != NULL);
+			ck_assert(strstr(msg, "at most 36 connections") != NULL);
+		}
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("wk");
@@ -396,6 +426,7 @@ int main(void)
 	tcase_add_test(tc, test_invalid_config_fd_is_a_config_error);
 	tcase_add_test(tc, test_without_supervisor_fds_init_refuses);
 	tcase_add_test(tc, test_heartbeat_advances);
+	tcase_add_test(tc, test_fit_nofile_raises_or_says_why);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("channel");
