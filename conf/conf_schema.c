@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -62,14 +63,36 @@ static int check_charset(const char *v, const char *extra, const char *what,
 	return 0;
 }
 
+/* [shm] group: a numeric gid, or the name of a group that exists here (the
+ * segment is chowned to it at creation; a typo must stop the start with
+ * exit 78, not surface later as a refused segment). */
 static int check_group(const char *v, char *why, size_t whylen)
 {
+	if (v[0] == '\0')
+		return 0;
 	if (v[0] == '-') {
 		snprintf(why, whylen, "must not start with '-'");
 		return -EINVAL;
 	}
-	return check_charset(v, "_.-", "must be a group name or number (A-Z a-z 0-9 _ . -)",
-	                     why, whylen);
+	int rc = check_charset(v, "_.-", "must be a group name or number (A-Z a-z 0-9 _ . -)",
+	                       why, whylen);
+	if (rc < 0)
+		return rc;
+	if (strspn(v, "0123456789") == strlen(v)) {
+		if (strlen(v) > 10 || strtoull(v, NULL, 10) > 0x7fffffffULL) {
+			snprintf(why, whylen, "gid %s is out of range", v);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	struct group gr, *res = NULL;
+	char buf[4096];
+	if (getgrnam_r(v, &gr, buf, sizeof(buf), &res) != 0 || res == NULL) {
+		snprintf(why, whylen, "group '%s' does not exist: create it (groupadd %s), "
+		         "give a numeric gid, or clear group=", v, v);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int check_host(const char *v, char *why, size_t whylen)

@@ -21,7 +21,9 @@ static void usage(FILE *f)
 	        "  prices [ZONE...]            stale-price entries (all, or the zones named)\n"
 	        "  history                     mode and override transitions with their cause\n"
 	        "  check                       integrity check of the segment (exit 1 if not clean)\n"
-	        "  mode auto|degraded|emergency  set the operator override (needs write access)\n"
+	        "  mode auto|degraded|emergency [--for DURATION] [--reason TEXT]\n"
+	        "                              set the operator override (needs write access);\n"
+	        "                              --for 90s|30m|2h (at most 24h) makes it expire\n"
 	        "  watch [--count N]           live view refreshed every second\n"
 	        "  spool [--decode N]          spool segments and undelivered events\n"	        "  spool requeue               dead letters back into the spool\n"
 	        "\n"
@@ -39,7 +41,8 @@ struct shm *eqctl_attach(const struct eqctl_opts *o, bool writable)
 {
 	struct shm *s = NULL;
 	char err[512];
-	int rc = shm_attach(o->shm_name, writable ? SHM_RDWR : SHM_RDONLY, &s, err, sizeof(err));
+	int rc = shm_attach(o->shm_name, writable ? SHM_RDWR | SHM_OPERATOR : SHM_RDONLY, &s,
+	                    err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "eqctl: %s\n", err);
 		return NULL;

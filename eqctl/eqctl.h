@@ -8,6 +8,7 @@
 #define EQ_EQCTL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define EQCTL_OK       0
 #define EQCTL_PROBLEM  1
@@ -29,6 +30,8 @@ int eqctl_cmd_check(const struct eqctl_opts *o, int argc, char **argv);
 /* Operator commands, each in its own file (eqctl_mode.c, eqctl_watch.c,
  * eqctl_spool.c). */
 int eqctl_cmd_mode(const struct eqctl_opts *o, int argc, char **argv);
+/* "90s", "30m", "2h" (1 s .. 24 h) -> seconds.  0, or -EINVAL. */
+int eqctl_parse_duration(const char *s, uint64_t *secs);
 int eqctl_cmd_watch(const struct eqctl_opts *o, int argc, char **argv);
 int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv);
 

@@ -67,10 +67,17 @@ static void status_text(json_t *st)
 {
 	printf("mode:       %s  (auto %s, override %s, since %s)\n", str_or(st, "mode", "?"),
 	       str_or(st, "auto_mode", "?"), str_or(st, "override", "?"), str_or(st, "mode_since", "-"));
+	if (strcmp(str_or(st, "override", "none"), "none") != 0)
+		printf("override:   %s until %s%s%s\n", str_or(st, "override", "?"),
+		       str_or(st, "override_expires", "changed"),
+		       json_is_string(json_object_get(st, "override_reason")) ? "; reason: " : "",
+		       str_or(st, "override_reason", ""));
 	json_t *sup = json_object_get(st, "supervisor");
 	json_t *sp = json_object_get(sup, "pid");
 	if (json_is_integer(sp))
-		printf("supervisor: pid %lld, started %s\n", (long long)json_integer_value(sp), str_or(sup, "started", "-"));
+		printf("supervisor: pid %lld, started %s, %s\n", (long long)json_integer_value(sp),
+		       str_or(sup, "started", "-"),
+		       json_is_true(json_object_get(sup, "alive")) ? "alive" : "NOT RUNNING");
 	else
 		printf("supervisor: none\n");
 

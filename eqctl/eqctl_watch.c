@@ -6,7 +6,9 @@
  * screen; otherwise frames are printed one after another.
  *
  * Options: --count N (stop after N frames, for scripts and tests),
- * --interval MS (refresh period, default 1000, at least 100).
+ * --interval MS (refresh period, default 1000, at least 100).  With
+ * --json each refresh is one line: the status JSON object of eqctl status
+ * --json (shm_status_json), for scripts that follow the daemon.
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,6 +22,7 @@
 
 #include "eqctl/eqctl.h"
 #include "shm/shm.h"
+#include "shm/shm_status.h"
 #include "util/util.h"
 
 static volatile sig_atomic_t eqctl__watch_quit;
@@ -188,7 +191,7 @@ static void eqctl__frame(const struct shm *s, const char *name, const struct eqc
 
 static int eqctl__watch_usage(const char *why)
 {
-	fprintf(stderr, "eqctl watch: %s\nusage: eqctl [--shm NAME] watch [--count N] [--interval MS]\n",
+	fprintf(stderr, "eqctl watch: %s\nusage: eqctl [--shm NAME] watch [--count N] [--interval MS] [--json]\n",
 	        why);
 	return EQCTL_USAGE;
 }
@@ -238,8 +241,22 @@ int eqctl_cmd_watch(const struct eqctl_opts *opts, int argc, char **argv)
 	struct eqctl_watch_totals prev, cur;
 	memset(&prev, 0, sizeof(prev));
 	for (uint64_t frame = 0; !eqctl__watch_quit; frame++) {
-		eqctl__frame(s, opts->shm_name, &prev, &cur, tty_out);
-		prev = cur;
+		if (opts->json) {
+			json_t *st = shm_status_json(s);
+			char *line = st ? json_dumps(st, JSON_COMPACT) : NULL;
+			if (line == NULL) {
+				fprintf(stderr, "eqctl watch: out of memory\n");
+				json_decref(st);
+				break;
+			}
+			printf("%s\n", line);
+			fflush(stdout);
+			free(line);
+			json_decref(st);
+		} else {
+			eqctl__frame(s, opts->shm_name, &prev, &cur, tty_out);
+			prev = cur;
+		}
 		if (count != 0 && frame + 1 >= count)
 			break;
 		uint64_t until = util_mono_ms() + interval;

@@ -38,8 +38,10 @@ struct shm_params {
 	const char *group;                   /* NULL/"" = 0600; else 0640 + that group */
 };
 
-#define SHM_RDONLY  0x0
-#define SHM_RDWR    0x1
+#define SHM_RDONLY    0x0
+#define SHM_RDWR      0x1
+#define SHM_OPERATOR  0x2   /* eqctl mode: root may write (the override only) to a
+                             * segment another user owns; never the supervisor */
 
 /* Bytes the segment will have for these parameters. */
 uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes);
@@ -51,7 +53,11 @@ uint64_t shm_size_for(uint32_t zones_capacity, uint64_t ring_bytes);
 int shm_create(const struct shm_params *p, struct shm **out, char *err, size_t errlen);
 
 /* Maps an existing segment and validates it: ready marker, magic, layout
- * major version, size, and owner uid (must be ours, or root reading).
+ * major version, size, and owner uid.  A writer (SHM_RDWR) must own the
+ * segment, root included: a root supervisor adopting another user's
+ * segment would signal whatever pids that user listed in its worker table
+ * (only SHM_RDWR|SHM_OPERATOR, eqctl mode, lets root write another user's);
+ * a writer also refuses a segment its group may write or others may access.
  * -ENOENT none, -EACCES no permission, -EPROTO bad magic/version/incomplete,
  * -EPERM other owner, -EINVAL size mismatch.  err names the fix. */
 int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t errlen);
@@ -137,14 +143,51 @@ enum eq_mode shm_mode_effective(const struct shm *s);
  * it already had that value. */
 int shm_mode_set_auto(struct shm *s, enum eq_mode m, int component, const char *cause);
 
-/* Sets the override (supervisor on signals, eqctl mode).  pid = who asked
- * (signal sender, eqctl).  Returns 1 if changed (history appended), 0 if not. */
-int shm_mode_set_override(struct shm *s, enum eq_override o, pid_t pid, const char *cause);
+/* Sets the override (eqctl mode, eq-pricing's POST /v1/admin/mode, tests).
+ *   expires_ms  wall-clock ms at which it returns to none by itself (cause
+ *               "expired"), 0 = until changed; ignored for EQ_OVERRIDE_NONE.
+ *   reason      NULL or "" = none; else at most SHM_REASON_MAX bytes of valid
+ *               UTF-8 without control characters (util_text_ok), else -EINVAL.
+ *   pid, cause  who asked and why, for the history ("eqctl uid 0", "api").
+ * Any process with the segment attached read-write.  Returns 1 if the
+ * override, its expiry or its reason changed (history appended), 0 if all
+ * three were already so, -EINVAL (bad reason, expiry in the past), -EBUSY
+ * (another live writer held the override record for too long). */
+int shm_mode_set_override(struct shm *s, enum eq_override o, uint64_t expires_ms,
+                          const char *reason, pid_t pid, const char *cause);
 
-/* Raises (+1) or lowers (-1) the override one step, clamped.  Returns 1 if
- * changed, 0 if already at the end; *now gets the resulting override. */
+/* Raises (+1) or lowers (-1) the override one step, clamped; the new one
+ * lasts until changed and carries no reason (signals).  Returns 1 if
+ * changed, 0 if already at the end, -EBUSY as above; *now gets the
+ * resulting override. */
 int shm_mode_step_override(struct shm *s, int delta, pid_t pid, const char *cause,
                            enum eq_override *now);
+
+/* Returns an override whose expiry has passed (now_ms >= expires_ms) to
+ * none, with cause "expired" in the history.  Called on a timer by both
+ * equilibriumd and eq-prober, so whichever is alive applies it; the CAS
+ * makes one of them win.  1 if it expired one, 0 if nothing was due,
+ * -EBUSY if a live writer held the record (try again next tick). */
+int shm_mode_expire(struct shm *s, uint64_t now_ms);
+
+/* The current override's expiry and reason.  known = false while the record
+ * does not describe the mode word's override (a writer mid-change, or one
+ * killed there): show both as unknown.  Never blocks. */
+struct shm_override_view {
+	uint8_t override;                    /* from the mode word */
+	bool known;
+	uint64_t expires_ms;                 /* 0 = until changed */
+	uint64_t set_ms;
+	int32_t pid;
+	char reason[SHM_REASON_MAX + 1];     /* "" = none */
+};
+void shm_override_read(const struct shm *s, struct shm_override_view *out);
+
+/* eq-prober's cursor over the history for system events: the next index to
+ * emit (shm_history_read's index), kept in the segment so a restarted
+ * prober emits what its predecessor had not.  Relaxed atomics. */
+uint64_t shm_mode_events_cursor(const struct shm *s);
+void shm_mode_events_advance(struct shm *s, uint64_t next_index);
 
 /* ---- history ring ---- */
 struct shm_history_rec {
@@ -157,6 +200,9 @@ struct shm_history_rec {
 
 /* Appends one record (any writer, lock-free).  Returns its index. */
 uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r);
+
+/* The index the next appended record will get (records so far). */
+uint64_t shm_history_next(const struct shm *s);
 
 /* Copies up to max complete records, oldest first, into out; records a dead
  * or concurrent writer left incomplete are skipped.  Returns the count. */

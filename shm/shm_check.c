@@ -74,6 +74,8 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 			snprintf(buf, sizeof(buf), "event ring: %s", rr.first);
 			shm__check_note(r, buf);
 		}
+	} else if (rc != -EAGAIN) {
+		shm__check_note(r, rr.first);        /* no usable ring: a problem too */
 	}
 	return r->problems == 0 ? 0 : 1;
 }

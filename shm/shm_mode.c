@@ -7,6 +7,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -78,9 +79,10 @@ enum eq_mode shm_mode_effective(const struct shm *s)
 }
 
 /* Applies fn to the mode word by CAS; records the transition.  Returns 1 if
- * the word changed, 0 if fn left it as it was. */
+ * the word changed (or, with force, whether or not it did: an override whose
+ * expiry or reason changed), 0 if it was already so. */
 static int mode_update(struct shm *s, int kind, unsigned value, int expect, int component,
-                       pid_t pid, const char *cause)
+                       pid_t pid, const char *cause, bool force)
 {
 	uint64_t oldw = atomic_load_explicit(&s->mode->word, memory_order_acquire);
 	struct mode_word o, n;
@@ -94,8 +96,12 @@ static int mode_update(struct shm *s, int kind, unsigned value, int expect, int 
 			n.auto_mode = value;
 		else
 			n.override = value;
-		if (n.auto_mode == o.auto_mode && n.override == o.override)
-			return 0;
+		if (n.auto_mode == o.auto_mode && n.override == o.override) {
+			if (!force)
+				return 0;
+			now = util_now_ms();
+			break;                       /* same word: history only */
+		}
 		n.effective = UTIL_MAX(n.auto_mode, n.override);
 		now = util_now_ms();
 		if (n.effective != o.effective)
@@ -127,34 +133,215 @@ static int mode_update(struct shm *s, int kind, unsigned value, int expect, int 
 int shm_mode_set_auto(struct shm *s, enum eq_mode m, int component, const char *cause)
 {
 	assert((unsigned)m < EQ_MODE__COUNT);
-	return mode_update(s, EQ_HIST_AUTO, (unsigned)m, -1, component, getpid(), cause);
+	return mode_update(s, EQ_HIST_AUTO, (unsigned)m, -1, component, getpid(), cause, false);
 }
 
-int shm_mode_set_override(struct shm *s, enum eq_override o, pid_t pid, const char *cause)
+/* ---- the override record (shm_types.h: struct shm_override_rec) ---- */
+
+#define OVR_LOCK_SPINS 200000u               /* a few ms: holders write ~300 bytes */
+
+static unsigned word_override(const struct shm *s)
+{
+	return unpack(atomic_load_explicit(&s->mode->word, memory_order_acquire)).override;
+}
+
+static bool ovr_holder_dead(uint64_t lock)
+{
+	pid_t pid = (pid_t)(uint32_t)(lock >> 32);
+	return pid <= 0 || (kill(pid, 0) == -1 && errno == ESRCH);
+}
+
+/* Takes the record: CAS from an even lock, or from a dead holder's odd one
+ * (then the record is suspect and *suspect is set).  0 and *held (what to
+ * release), or -EBUSY when a live holder kept it past the spin bound. */
+static int ovr_lock(struct shm *s, uint64_t *held, bool *suspect)
+{
+	struct shm_override_rec *r = &s->mode->ovr;
+	uint64_t me = (uint64_t)(uint32_t)getpid() << 32;
+	for (unsigned i = 0; i < OVR_LOCK_SPINS; i++) {
+		uint64_t l = atomic_load_explicit(&r->lock, memory_order_acquire);
+		uint32_t seq = (uint32_t)l;
+		bool odd = (seq & 1u) != 0;
+		if (odd && !ovr_holder_dead(l)) {
+			shm__cpu_relax();
+			continue;
+		}
+		uint64_t want = me | (odd ? seq : seq + 1u);
+		if (atomic_compare_exchange_strong_explicit(&r->lock, &l, want, memory_order_acq_rel,
+		                                            memory_order_relaxed)) {
+			*held = want;
+			*suspect = odd;
+			return 0;
+		}
+	}
+	return -EBUSY;
+}
+
+static void ovr_unlock(struct shm *s, uint64_t held)
+{
+	atomic_store_explicit(&s->mode->ovr.lock, (uint64_t)((uint32_t)held + 1u), memory_order_release);
+}
+
+static void ovr_write(struct shm *s, unsigned o, uint64_t expires_ms, const char *reason, pid_t pid)
+{
+	struct shm_override_rec *r = &s->mode->ovr;
+	r->override = (uint8_t)o;
+	r->pid = (int32_t)pid;
+	r->expires_ms = o == EQ_OVERRIDE_NONE ? 0 : expires_ms;
+	r->set_ms = util_now_ms();
+	util_strlcpy_utf8(r->reason, o == EQ_OVERRIDE_NONE || reason == NULL ? "" : reason,
+	                  sizeof(r->reason));
+}
+
+/* Under the lock: a record that does not describe the word (its writer was
+ * killed between the two, or took over as suspect) is made to describe it,
+ * keeping the expiry it names so a --for still ends. */
+static void ovr_repair(struct shm *s)
+{
+	struct shm_override_rec *r = &s->mode->ovr;
+	unsigned w = word_override(s);
+	if (r->override != w) {
+		r->override = (uint8_t)w;
+		if (w == EQ_OVERRIDE_NONE)
+			r->expires_ms = 0;
+	}
+	r->reason[sizeof(r->reason) - 1] = '\0';
+	util_text_sanitize(r->reason);
+}
+
+int shm_mode_set_override(struct shm *s, enum eq_override o, uint64_t expires_ms,
+                          const char *reason, pid_t pid, const char *cause)
 {
 	assert((unsigned)o < EQ_OVERRIDE__COUNT);
-	return mode_update(s, EQ_HIST_OVERRIDE, (unsigned)o, -1, -1, pid, cause);
+	size_t rl = reason != NULL ? strlen(reason) : 0;
+	if (rl > 0 && !util_text_ok(reason, rl, SHM_REASON_MAX))
+		return -EINVAL;
+	if (o == EQ_OVERRIDE_NONE)
+		expires_ms = 0;
+	if (expires_ms != 0 && expires_ms <= util_now_ms())
+		return -EINVAL;
+	uint64_t held;
+	bool suspect;
+	int rc = ovr_lock(s, &held, &suspect);
+	if (rc < 0)
+		return rc;
+	struct shm_override_rec *r = &s->mode->ovr;
+	const char *want_reason = o == EQ_OVERRIDE_NONE || reason == NULL ? "" : reason;
+	bool same = !suspect && word_override(s) == (unsigned)o && r->override == (uint8_t)o &&
+	            r->expires_ms == expires_ms && strcmp(r->reason, want_reason) == 0;
+	if (same) {
+		rc = 0;
+	} else {
+		ovr_write(s, (unsigned)o, expires_ms, want_reason, pid);
+		rc = mode_update(s, EQ_HIST_OVERRIDE, (unsigned)o, -1, -1, pid, cause, true);
+	}
+	ovr_unlock(s, held);
+	return rc;
 }
 
 int shm_mode_step_override(struct shm *s, int delta, pid_t pid, const char *cause, enum eq_override *now)
 {
+	uint64_t held;
+	bool suspect;
+	int rc = ovr_lock(s, &held, &suspect);
+	if (rc < 0)
+		return rc;
 	for (;;) {
-		uint64_t w = atomic_load_explicit(&s->mode->word, memory_order_acquire);
-		int cur = (int)unpack(w).override;
+		int cur = (int)word_override(s);
 		int next = cur + (delta > 0 ? 1 : -1);
 		if (next < 0 || next >= EQ_OVERRIDE__COUNT) {
+			if (suspect)
+				ovr_repair(s);
 			if (now != NULL)
 				*now = (enum eq_override)cur;
-			return 0;
+			rc = 0;
+			break;
 		}
-		/* Exactly one step from what we saw; retry if it moved meanwhile. */
-		int rc = mode_update(s, EQ_HIST_OVERRIDE, (unsigned)next, cur, -1, pid, cause);
+		/* Exactly one step from what we saw; retry if it moved meanwhile
+		 * (the automatic mode may change under us; other override
+		 * writers wait for the record). */
+		ovr_write(s, (unsigned)next, 0, "", pid);
+		rc = mode_update(s, EQ_HIST_OVERRIDE, (unsigned)next, cur, -1, pid, cause, false);
 		if (rc == -EAGAIN)
 			continue;
 		if (now != NULL)
 			*now = (enum eq_override)next;
-		return rc;
+		break;
 	}
+	ovr_unlock(s, held);
+	return rc;
+}
+
+int shm_mode_expire(struct shm *s, uint64_t now_ms)
+{
+	struct shm_override_view v;
+	shm_override_read(s, &v);
+	/* Nothing due, and a consistent record: no need to take the lock. */
+	if (v.known && (v.override == EQ_OVERRIDE_NONE || v.expires_ms == 0 || now_ms < v.expires_ms))
+		return 0;
+	uint64_t held;
+	bool suspect;
+	int rc = ovr_lock(s, &held, &suspect);
+	if (rc < 0)
+		return rc;
+	ovr_repair(s);
+	struct shm_override_rec *r = &s->mode->ovr;
+	unsigned cur = r->override;
+	rc = 0;
+	if (cur != EQ_OVERRIDE_NONE && r->expires_ms != 0 && now_ms >= r->expires_ms) {
+		ovr_write(s, EQ_OVERRIDE_NONE, 0, "", getpid());
+		rc = mode_update(s, EQ_HIST_OVERRIDE, EQ_OVERRIDE_NONE, (int)cur, -1, getpid(),
+		                 "expired", false);
+		if (rc == -EAGAIN) {                 /* impossible under the lock; stay safe */
+			ovr_repair(s);
+			rc = 0;
+		}
+	}
+	ovr_unlock(s, held);
+	return rc;
+}
+
+void shm_override_read(const struct shm *s, struct shm_override_view *out)
+{
+	const struct shm_override_rec *r = &s->mode->ovr;
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < SHM__READ_RETRIES; i++) {
+		uint64_t l1 = atomic_load_explicit(&r->lock, memory_order_acquire);
+		if (l1 & 1u) {
+			shm__cpu_relax();
+			continue;
+		}
+		uint8_t o = r->override;
+		int32_t pid = r->pid;
+		uint64_t exp = r->expires_ms, set = r->set_ms;
+		char reason[sizeof(r->reason)];
+		memcpy(reason, r->reason, sizeof(reason));
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&r->lock, memory_order_relaxed) != l1)
+			continue;
+		out->override = (uint8_t)word_override(s);
+		if (o != out->override)
+			return;                      /* not this override's record: unknown */
+		out->known = true;
+		out->pid = pid;
+		out->expires_ms = exp;
+		out->set_ms = set;
+		reason[sizeof(reason) - 1] = '\0';
+		util_strlcpy_utf8(out->reason, reason, sizeof(out->reason));
+		util_text_sanitize(out->reason);     /* another process's bytes */
+		return;
+	}
+	out->override = (uint8_t)word_override(s);     /* held throughout: unknown */
+}
+
+uint64_t shm_mode_events_cursor(const struct shm *s)
+{
+	return atomic_load_explicit(&s->mode->events_history, memory_order_acquire);
+}
+
+void shm_mode_events_advance(struct shm *s, uint64_t next_index)
+{
+	atomic_store_explicit(&s->mode->events_history, next_index, memory_order_release);
 }
 
 /* ---- history ---- */
@@ -181,8 +368,14 @@ uint64_t shm_history_append(struct shm *s, const struct shm_history_rec *r)
 	e->component = r->component;
 	e->pid = r->pid;
 	util_strlcpy_utf8(e->cause, r->cause, sizeof(e->cause));
+	util_text_sanitize(e->cause);
 	atomic_store_explicit(&e->seq, 2 * idx + 2, memory_order_release);
 	return idx;
+}
+
+uint64_t shm_history_next(const struct shm *s)
+{
+	return atomic_load_explicit(&s->history->head, memory_order_acquire);
 }
 
 size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t max)
@@ -212,7 +405,7 @@ size_t shm_history_read(const struct shm *s, struct shm_history_rec *out, size_t
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
 			continue;
-		util_utf8_sanitize(r.cause);            /* another process's bytes */
+		util_text_sanitize(r.cause);            /* another process's bytes */
 		out[n++] = r;
 	}
 	return n;

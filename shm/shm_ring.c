@@ -48,10 +48,13 @@ static inline uint64_t w_make(unsigned st, pid_t pid, unsigned n, uint64_t pos)
 	       (((uint64_t)n & W_N_MASK) << W_POS_BITS) | (pos & W_POS_MASK);
 }
 
-static inline struct shm_ring_slot *ring__slot(const struct shm_ring *r, uint64_t pos)
+/* The slot of a position.  The count is the handle's validated copy,
+ * never the segment's word: another process may rewrite that at any time,
+ * and indexing with it could leave the mapping. */
+static inline struct shm_ring_slot *ring__slot(const struct shm_ring_h *h, uint64_t pos)
 {
-	return (struct shm_ring_slot *)((char *)r + SHM_RING_HEADER_BYTES +
-	                                (pos % r->nslots) * SHM_RING_SLOT_BYTES);
+	return (struct shm_ring_slot *)((char *)h->r + SHM_RING_HEADER_BYTES +
+	                                (pos % h->nslots) * SHM_RING_SLOT_BYTES);
 }
 
 static inline uint64_t ring__tail(uint64_t cons) { return cons >> CONS_LEFT_BITS; }
@@ -129,8 +132,9 @@ int shm_ring_format(void *region, uint64_t bytes)
 	r->nslots = nslots;
 	r->region_bytes = bytes;
 	r->formatted_ms = util_now_ms();
+	const struct shm_ring_h h = { .r = r, .nslots = nslots };
 	for (uint64_t i = 0; i < nslots; i++) {
-		struct shm_ring_slot *s = ring__slot(r, i);
+		struct shm_ring_slot *s = ring__slot(&h, i);
 		memset((char *)s + sizeof(s->word), 0, sizeof(*s) - sizeof(s->word));
 		atomic_store_explicit(&s->word, w_make(SHM_RING_S_FREE, 0, 0, i), memory_order_relaxed);
 	}
@@ -138,7 +142,7 @@ int shm_ring_format(void *region, uint64_t bytes)
 	return 0;
 }
 
-int shm_ring_open(void *region, uint64_t bytes, struct shm_ring **out)
+int shm_ring_open(void *region, uint64_t bytes, struct shm_ring_h *out)
 {
 	struct shm_ring *r = region;
 	if (r == NULL || bytes < SHM_RING_HEADER_BYTES)
@@ -147,10 +151,16 @@ int shm_ring_open(void *region, uint64_t bytes, struct shm_ring **out)
 	    memcmp(r->magic, SHM_RING_MAGIC, sizeof(r->magic)) != 0 ||
 	    r->version_major != SHM_RING_VERSION_MAJOR || r->slot_bytes != SHM_RING_SLOT_BYTES)
 		return -EPROTO;
-	if (r->region_bytes != bytes || r->nslots < SHM_RING_MIN_SLOTS ||
-	    r->nslots > SHM_RING_MAX_SLOTS || shm_ring_bytes_for(r->nslots) > bytes)
+	/* The count follows from the caller's (trusted) region size, as
+	 * shm_ring_format computed it; the stored copy must agree, and only
+	 * the local value is used from here on. */
+	uint64_t ns = (bytes - SHM_RING_HEADER_BYTES) / SHM_RING_SLOT_BYTES;
+	uint64_t stored = r->nslots;
+	if (r->region_bytes != bytes || ns < SHM_RING_MIN_SLOTS || ns > SHM_RING_MAX_SLOTS ||
+	    stored != ns)
 		return -EINVAL;
-	*out = r;
+	out->r = r;
+	out->nslots = ns;
 	return 0;
 }
 
@@ -169,9 +179,10 @@ static int ring__check_recs(const struct shm_ring_rec *recs, unsigned n)
 }
 
 /* Claims n positions at head.  0 and *pos, or -ENOBUFS / -EAGAIN. */
-static int ring__claim(struct shm_ring *r, pid_t pid, unsigned n, uint64_t *pos)
+static int ring__claim(const struct shm_ring_h *rh, pid_t pid, unsigned n, uint64_t *pos)
 {
-	const uint64_t ns = r->nslots;
+	struct shm_ring *r = rh->r;
+	const uint64_t ns = rh->nslots;
 	uint64_t last_h = UINT64_MAX;
 	unsigned stale = 0;
 	for (;;) {
@@ -182,7 +193,7 @@ static int ring__claim(struct shm_ring *r, pid_t pid, unsigned n, uint64_t *pos)
 		} else if (++stale > RING_MAX_STALE_SPINS) {
 			return -EAGAIN;
 		}
-		struct shm_ring_slot *s0 = ring__slot(r, h);
+		struct shm_ring_slot *s0 = ring__slot(rh, h);
 		uint64_t w = atomic_load_explicit(&s0->word, memory_order_acquire);
 		if (w_pos(w) == (h & W_POS_MASK)) {
 			if (w_state(w) != SHM_RING_S_FREE) {
@@ -196,7 +207,7 @@ static int ring__claim(struct shm_ring *r, pid_t pid, unsigned n, uint64_t *pos)
 			}
 			if (n > 1) {
 				uint64_t l = h + n - 1;
-				uint64_t wl = atomic_load_explicit(&ring__slot(r, l)->word, memory_order_acquire);
+				uint64_t wl = atomic_load_explicit(&ring__slot(rh, l)->word, memory_order_acquire);
 				if (wl != w_make(SHM_RING_S_FREE, 0, 0, l)) {
 					if (w_pos(wl) == ((l - ns) & W_POS_MASK))
 						return -ENOBUFS;
@@ -219,11 +230,12 @@ static int ring__claim(struct shm_ring *r, pid_t pid, unsigned n, uint64_t *pos)
 	}
 }
 
-int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n)
+int shm_ring_region_append(const struct shm_ring_h *rh, const struct shm_ring_rec *recs, unsigned n)
 {
+	struct shm_ring *r = rh->r;
 	if (n == 0)
 		return -EINVAL;
-	if (n > SHM_RING_MAX_BATCH || n > r->nslots)
+	if (n > SHM_RING_MAX_BATCH || n > rh->nslots)
 		return -EMSGSIZE;
 	int rc = ring__check_recs(recs, n);
 	if (rc < 0)
@@ -233,7 +245,7 @@ int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, 
 		return -EOVERFLOW;
 
 	uint64_t h;
-	rc = ring__claim(r, pid, n, &h);
+	rc = ring__claim(rh, pid, n, &h);
 	if (rc == -ENOBUFS)
 		atomic_fetch_add_explicit(&r->full, n, memory_order_relaxed);
 	if (rc < 0)
@@ -241,7 +253,7 @@ int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, 
 
 	uint64_t now = util_now_ms();
 	for (unsigned i = 0; i < n; i++) {
-		struct shm_ring_slot *s = ring__slot(r, h + i);
+		struct shm_ring_slot *s = ring__slot(rh, h + i);
 		const struct shm_ring_rec *x = &recs[i];
 		atomic_store_explicit(&s->enq_ms, now, memory_order_relaxed);
 		s->topic = x->topic;
@@ -255,7 +267,7 @@ int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, 
 		s->check = ring__check(s, h + i, now);
 	}
 
-	struct shm_ring_slot *s0 = ring__slot(r, h);
+	struct shm_ring_slot *s0 = ring__slot(rh, h);
 	uint64_t claimed = w_make(SHM_RING_S_CLAIMED, pid, n, h);
 	if (!atomic_compare_exchange_strong_explicit(&s0->word, &claimed,
 	                                             w_make(SHM_RING_S_COMMITTED, 0, n, h),
@@ -267,39 +279,68 @@ int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, 
 
 /* ---- consumer ---- */
 
-uint64_t shm_ring_region_tail(const struct shm_ring *r)
+uint64_t shm_ring_region_tail(const struct shm_ring_h *rh)
 {
-	return ring__tail(atomic_load_explicit(&r->cons, memory_order_acquire));
+	return ring__tail(atomic_load_explicit(&rh->r->cons, memory_order_acquire));
 }
 
-int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c)
+static uint64_t ring__consumer_word(pid_t pid, uint64_t ticks)
 {
+	return (ticks << SHM_RING_CONSUMER_PID_BITS) | ((uint64_t)pid & SHM_RING_CONSUMER_PID_MASK);
+}
+
+/* A holder is alive when its pid runs and started at the recorded time.
+ * A word without a start time (0) falls back to the pid alone. */
+static bool ring__consumer_alive(uint64_t w)
+{
+	pid_t pid = (pid_t)(w & SHM_RING_CONSUMER_PID_MASK);
+	uint64_t want = w >> SHM_RING_CONSUMER_PID_BITS;
+	if (pid <= 0)
+		return false;
+	uint64_t ticks;
+	int rc = util_proc_start_ticks(pid, &ticks);
+	if (rc == -ESRCH || rc == -ENOENT)
+		return false;
+	if (rc < 0 || want == 0)
+		return !ring__pid_dead(pid);     /* cannot tell: trust kill(0) */
+	return (ticks & (UINT64_MAX >> SHM_RING_CONSUMER_PID_BITS)) == want;
+}
+
+int shm_ring_region_consumer_open(const struct shm_ring_h *rh, struct shm_ring_consumer *c)
+{
+	struct shm_ring *r = rh->r;
 	memset(c, 0, sizeof(*c));
-	c->r = r;
+	c->ring = *rh;                       /* the validated count travels with it */
 	if (atomic_load_explicit(&r->ready, memory_order_acquire) != SHM_RING_READY)
 		return -EPROTO;
-	int64_t me = getpid();
-	int64_t holder = atomic_load_explicit(&r->consumer_pid, memory_order_acquire);
+	pid_t pid = getpid();
+	if ((uint64_t)pid > SHM_RING_CONSUMER_PID_MASK)
+		return -EOVERFLOW;
+	uint64_t ticks = 0;
+	(void)util_proc_start_ticks(pid, &ticks);
+	uint64_t me = ring__consumer_word(pid, ticks);
+	uint64_t holder = atomic_load_explicit(&r->consumer, memory_order_acquire);
 	for (;;) {
-		if (holder != 0 && holder != me && holder <= INT32_MAX && !ring__pid_dead((pid_t)holder)) {
-			c->busy_pid = (pid_t)holder;
+		if (holder != 0 && holder != me && ring__consumer_alive(holder)) {
+			c->busy_pid = (pid_t)(holder & SHM_RING_CONSUMER_PID_MASK);
 			return -EBUSY;
 		}
-		if (atomic_compare_exchange_strong_explicit(&r->consumer_pid, &holder, me,
+		if (atomic_compare_exchange_strong_explicit(&r->consumer, &holder, me,
 		                                            memory_order_acq_rel, memory_order_acquire))
 			break;
 	}
+	c->me = me;
 	atomic_fetch_add_explicit(&r->consumer_opens, 1, memory_order_relaxed);
 
 	/* Repair: a consumer killed between storing the tail and freeing the
 	 * slots behind it left words still naming their consumed position.
 	 * Free them in position order (producers rely on in-order frees). */
-	const uint64_t ns = r->nslots;
+	const uint64_t ns = rh->nslots;
 	uint64_t cons = atomic_load_explicit(&r->cons, memory_order_acquire);
 	uint64_t tail = ring__tail(cons);
 	uint64_t p = tail > ns ? tail - ns : 0;
 	for (; p < tail; p++) {
-		struct shm_ring_slot *s = ring__slot(r, p);
+		struct shm_ring_slot *s = ring__slot(rh, p);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		if (w_pos(w) != (p & W_POS_MASK))
 			continue;
@@ -315,17 +356,17 @@ int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *
 
 void shm_ring_consumer_close(struct shm_ring_consumer *c)
 {
-	if (c->r == NULL)
+	if (c->ring.r == NULL)
 		return;
-	int64_t me = getpid();
-	atomic_compare_exchange_strong_explicit(&c->r->consumer_pid, &me, 0,
+	uint64_t me = c->me;
+	atomic_compare_exchange_strong_explicit(&c->ring.r->consumer, &me, 0,
 	                                        memory_order_acq_rel, memory_order_relaxed);
-	c->r = NULL;
+	c->ring.r = NULL;
 }
 
 void shm_ring_rewind(struct shm_ring_consumer *c)
 {
-	uint64_t cons = atomic_load_explicit(&c->r->cons, memory_order_acquire);
+	uint64_t cons = atomic_load_explicit(&c->ring.r->cons, memory_order_acquire);
 	c->cur = ring__tail(cons);
 	c->run_end = c->cur + ring__left(cons);
 }
@@ -341,12 +382,13 @@ static void ring__help_head(struct shm_ring *r, uint64_t p, unsigned n)
 
 int shm_ring_peek(struct shm_ring_consumer *c, struct shm_ring_view *out)
 {
-	struct shm_ring *r = c->r;
-	const uint64_t ns = r->nslots;
+	const struct shm_ring_h *rh = &c->ring;
+	struct shm_ring *r = rh->r;
+	const uint64_t ns = rh->nslots;
 	c->busy_pid = 0;
 	for (;;) {
 		uint64_t p = c->cur;
-		struct shm_ring_slot *s = ring__slot(r, p);
+		struct shm_ring_slot *s = ring__slot(rh, p);
 		if (p < c->run_end) {
 			/* Inside a committed run: the leader's acquire load made
 			 * every slot of the run visible. */
@@ -428,8 +470,9 @@ int shm_ring_peek(struct shm_ring_consumer *c, struct shm_ring_view *out)
 
 int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 {
-	struct shm_ring *r = c->r;
-	const uint64_t ns = r->nslots;
+	const struct shm_ring_h *rh = &c->ring;
+	struct shm_ring *r = rh->r;
+	const uint64_t ns = rh->nslots;
 	uint64_t cons = atomic_load_explicit(&r->cons, memory_order_acquire);
 	uint64_t tail = ring__tail(cons);
 	unsigned left = ring__left(cons);
@@ -443,7 +486,7 @@ int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 	bool abandoned = false;              /* the run at the tail is committed */
 	while (p < upto) {
 		if (left == 0) {
-			uint64_t w = atomic_load_explicit(&ring__slot(r, p)->word, memory_order_acquire);
+			uint64_t w = atomic_load_explicit(&ring__slot(rh, p)->word, memory_order_acquire);
 			unsigned st = w_state(w);
 			if (w_pos(w) != (p & W_POS_MASK) ||
 			    (st != SHM_RING_S_COMMITTED && st != SHM_RING_S_ABANDONED))
@@ -467,20 +510,21 @@ int shm_ring_commit(struct shm_ring_consumer *c, uint64_t upto)
 	 * producers reuse slots the tail still covers. */
 	atomic_store_explicit(&r->cons, (upto << CONS_LEFT_BITS) | left, memory_order_release);
 	for (uint64_t q = tail; q < upto; q++)
-		atomic_store_explicit(&ring__slot(r, q)->word, w_make(SHM_RING_S_FREE, 0, 0, q + ns),
+		atomic_store_explicit(&ring__slot(rh, q)->word, w_make(SHM_RING_S_FREE, 0, 0, q + ns),
 		                      memory_order_release);
 	return 0;
 }
 
 /* ---- reaper ---- */
 
-int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid)
+int shm_ring_region_release_pid(const struct shm_ring_h *rh, pid_t pid)
 {
+	struct shm_ring *r = rh->r;
 	if (pid <= 0 || (uint64_t)pid > W_PID_MASK)
 		return 0;
 	int released = 0;
-	for (uint64_t i = 0; i < r->nslots; i++) {
-		struct shm_ring_slot *s = ring__slot(r, i);
+	for (uint64_t i = 0; i < rh->nslots; i++) {
+		struct shm_ring_slot *s = ring__slot(rh, i);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		if (w_state(w) != SHM_RING_S_CLAIMED || w_pid(w) != pid)
 			continue;
@@ -498,12 +542,23 @@ int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid)
 	return released;
 }
 
+int shm_ring_region_release_consumer(const struct shm_ring_h *rh, pid_t pid)
+{
+	struct shm_ring *r = rh->r;
+	uint64_t w = atomic_load_explicit(&r->consumer, memory_order_acquire);
+	if (pid <= 0 || w == 0 || (w & SHM_RING_CONSUMER_PID_MASK) != ((uint64_t)pid & SHM_RING_CONSUMER_PID_MASK))
+		return 0;
+	return atomic_compare_exchange_strong_explicit(&r->consumer, &w, 0, memory_order_acq_rel,
+	                                               memory_order_relaxed) ? 1 : 0;
+}
+
 /* ---- figures ---- */
 
-void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out)
+void shm_ring_region_stats(const struct shm_ring_h *rh, struct shm_ring_stats *out)
 {
+	const struct shm_ring *r = rh->r;
 	memset(out, 0, sizeof(*out));
-	const uint64_t ns = r->nslots;
+	const uint64_t ns = rh->nslots;
 	uint64_t cons = atomic_load_explicit(&r->cons, memory_order_acquire);
 	uint64_t tail = ring__tail(cons);
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
@@ -517,7 +572,8 @@ void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out)
 	out->corrupt = atomic_load_explicit(&r->corrupt, memory_order_relaxed);
 	out->released = atomic_load_explicit(&r->released, memory_order_relaxed);
 	out->repaired = atomic_load_explicit(&r->repaired, memory_order_relaxed);
-	out->consumer_pid = atomic_load_explicit(&r->consumer_pid, memory_order_relaxed);
+	out->consumer_pid = (int64_t)(atomic_load_explicit(&r->consumer, memory_order_relaxed) &
+	                              SHM_RING_CONSUMER_PID_MASK);
 
 	/* Oldest committed record at or after the tail: walk a bounded number
 	 * of runs.  A value read while the consumer moves on is re-checked
@@ -526,7 +582,7 @@ void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out)
 	uint64_t p = tail;
 	unsigned left = ring__left(cons);
 	for (int steps = 0; steps < 1024 && p < head; steps++) {
-		const struct shm_ring_slot *s = ring__slot(r, p);
+		const struct shm_ring_slot *s = ring__slot(rh, p);
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 		bool committed = left > 0 ||
 		                 (w_pos(w) == (p & W_POS_MASK) && w_state(w) == SHM_RING_S_COMMITTED);
@@ -552,9 +608,10 @@ static void ring__problem(struct shm_ring_check_report *rep, const char *what, u
 		         what, (unsigned long long)pos, (unsigned long long)w);
 }
 
-int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report *rep)
+int shm_ring_region_check(const struct shm_ring_h *rh, struct shm_ring_check_report *rep)
 {
-	const uint64_t ns = r->nslots;
+	const struct shm_ring *r = rh->r;
+	const uint64_t ns = rh->nslots;
 	for (int attempt = 0; attempt < 5; attempt++) {
 		memset(rep, 0, sizeof(*rep));
 		uint64_t cons = atomic_load_explicit(&r->cons, memory_order_acquire);
@@ -572,7 +629,7 @@ int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report
 				if (committed) {
 					rep->runs_committed++;
 				} else {
-					uint64_t w = atomic_load_explicit(&ring__slot(r, p)->word,
+					uint64_t w = atomic_load_explicit(&ring__slot(rh, p)->word,
 					                                  memory_order_acquire);
 					n = w_n(w);
 					if (w_pos(w) != (p & W_POS_MASK) || w_state(w) == SHM_RING_S_FREE ||
@@ -600,7 +657,7 @@ int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report
 				}
 				if (committed) {
 					for (uint64_t q = p; q < p + n && q < head; q++) {
-						const struct shm_ring_slot *s = ring__slot(r, q);
+						const struct shm_ring_slot *s = ring__slot(rh, q);
 						uint64_t enq = atomic_load_explicit(&s->enq_ms, memory_order_relaxed);
 						rep->records_committed++;
 						if (s->topic > SHM_RING_TOPIC_MAX || s->key_len > SHM_RING_KEY_MAX ||
@@ -624,7 +681,7 @@ int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report
 
 /* ---- the caller layer: struct shm ---- */
 
-int shm_ring_of(const struct shm *s, struct shm_ring **out)
+int shm_ring_of(const struct shm *s, struct shm_ring_h *out)
 {
 	uint64_t bytes = 0;
 	void *region = shm_section(s, SHM_SEC_RING, &bytes);
@@ -635,47 +692,56 @@ int shm_ring_of(const struct shm *s, struct shm_ring **out)
 
 int shm_ring_append(struct shm *s, const struct shm_ring_rec *recs, unsigned n)
 {
-	struct shm_ring *r;
+	struct shm_ring_h r;
 	int rc = shm_ring_of(s, &r);
-	return rc < 0 ? rc : shm_ring_region_append(r, recs, n);
+	return rc < 0 ? rc : shm_ring_region_append(&r, recs, n);
 }
 
 int shm_ring_consumer_open(struct shm *s, struct shm_ring_consumer *c)
 {
-	struct shm_ring *r;
+	struct shm_ring_h r;
 	memset(c, 0, sizeof(*c));
 	int rc = shm_ring_of(s, &r);
-	return rc < 0 ? rc : shm_ring_region_consumer_open(r, c);
+	return rc < 0 ? rc : shm_ring_region_consumer_open(&r, c);
 }
 
 int shm_ring_release_pid(struct shm *s, pid_t pid)
 {
-	struct shm_ring *r;
+	struct shm_ring_h r;
 	int rc = shm_ring_of(s, &r);
-	return rc < 0 ? rc : shm_ring_region_release_pid(r, pid);
+	return rc < 0 ? rc : shm_ring_region_release_pid(&r, pid);
+}
+
+int shm_ring_release_consumer(struct shm *s, pid_t pid)
+{
+	struct shm_ring_h r;
+	int rc = shm_ring_of(s, &r);
+	return rc < 0 ? rc : shm_ring_region_release_consumer(&r, pid);
 }
 
 int shm_ring_stats(const struct shm *s, struct shm_ring_stats *out)
 {
-	struct shm_ring *r;
+	struct shm_ring_h r;
 	memset(out, 0, sizeof(*out));
 	int rc = shm_ring_of(s, &r);
 	if (rc < 0)
 		return rc;
-	shm_ring_region_stats(r, out);
+	shm_ring_region_stats(&r, out);
 	return 0;
 }
 
 int shm_ring_check(const struct shm *s, struct shm_ring_check_report *rep)
 {
-	struct shm_ring *r;
+	struct shm_ring_h r;
 	int rc = shm_ring_of(s, &r);
 	if (rc < 0) {
 		memset(rep, 0, sizeof(*rep));
 		rep->problems = 1;
 		snprintf(rep->first, sizeof(rep->first), "event ring: %s",
-		         rc == -ENOENT ? "no ring section" : "ring region not formatted or of another version");
+		         rc == -ENOENT ? "no ring section" :
+		         rc == -EINVAL ? "its header does not match the section (slot count or size rewritten)" :
+		                         "ring region not formatted or of another version");
 		return rc;
 	}
-	return shm_ring_region_check(r, rep);
+	return shm_ring_region_check(&r, rep);
 }

@@ -105,7 +105,8 @@
 #include "shm/shm.h"
 
 #define SHM_RING_MAGIC          "EQEVRING"   /* 8 bytes, no NUL */
-#define SHM_RING_VERSION_MAJOR  1            /* incr. on any size/order change */
+#define SHM_RING_VERSION_MAJOR  2            /* incr. on any size/order/meaning change
+                                              * (2: `consumer` = start ticks + pid) */
 #define SHM_RING_VERSION_MINOR  0            /* incr. on appends into reserved */
 #define SHM_RING_READY          0x52494e47u  /* "RING": formatted, stored last */
 #define SHM_RING_SLOT_BYTES     512
@@ -152,7 +153,9 @@ struct shm_ring {
 	_Atomic uint64_t head;               /* next leader position (producers, CAS) */
 	uint8_t pad2[56];
 	_Atomic uint64_t cons;               /* consumer only: tail << 10 | run_left */
-	_Atomic int64_t consumer_pid;        /* the consumer holding the ring, 0 none */
+	_Atomic uint64_t consumer;           /* the consumer holding the ring, 0 none:
+	                                      * start_ticks << 22 | pid (SHM_RING_CONSUMER_*),
+	                                      * one word so one CAS takes it whole */
 	_Atomic uint64_t consumer_opens;     /* times a consumer attached */
 	uint8_t pad3[40];
 	/* Counters (records), any process adds. */
@@ -169,6 +172,17 @@ _Static_assert(offsetof(struct shm_ring, head) == 64, "head on its own cache lin
 _Static_assert(offsetof(struct shm_ring, cons) == 128, "consumer fields on their own line");
 _Static_assert(offsetof(struct shm_ring, appended) == 192, "counters layout");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+
+/* A validated ring, process-local: the shared header and the slot count
+ * shm_ring_open derived from the region size it was given and checked
+ * against the stored one.  Every index is taken modulo this copy, never
+ * modulo the segment's `nslots` word, which any process with the segment
+ * mapped could rewrite at any time (a hostile count would send reads and
+ * commits outside the mapping).  Consumers keep theirs for their lifetime. */
+struct shm_ring_h {
+	struct shm_ring *r;
+	uint64_t nslots;
+};
 
 /* Two layers.  Callers (workers, supervisor, eqctl) use the functions on
  * `struct shm *`; they find the ring section and validate it on each call.
@@ -189,12 +203,14 @@ uint64_t shm_ring_bytes_for(uint64_t nslots);
 int shm_ring_format(void *region, uint64_t bytes);
 
 /* Validates a formatted region (ready marker, magic, major version, sizes)
- * and returns it typed.  0, -EPROTO (not formatted / other version) or
- * -EINVAL (size mismatch). */
-int shm_ring_open(void *region, uint64_t bytes, struct shm_ring **out);
+ * and fills the handle: nslots = (bytes - 512) / 512, which the stored
+ * count must equal.  0, -EPROTO (not formatted / other version) or -EINVAL
+ * (size mismatch). */
+int shm_ring_open(void *region, uint64_t bytes, struct shm_ring_h *out);
 
-/* The ring of an attached segment, validated: 0, -ENOENT, -EPROTO, -EINVAL. */
-int shm_ring_of(const struct shm *s, struct shm_ring **out);
+/* The ring of an attached segment, validated against the section size kept
+ * in the process-local handle: 0, -ENOENT, -EPROTO, -EINVAL. */
+int shm_ring_of(const struct shm *s, struct shm_ring_h *out);
 
 /* One record to append.  key_len <= SHM_RING_KEY_MAX, key_len + value_len
  * <= SHM_RING_DATA_MAX, topic <= SHM_RING_TOPIC_MAX. */
@@ -206,12 +222,22 @@ struct shm_ring_rec {
 	const void *value;                   /* the encoded event, event_id inside */
 };
 
+/* The consumer word: a pid (22 bits, as in slot words) and the low 42 bits
+ * of its /proc start time (clock ticks: 1.4e9 years at 100 Hz).  A holder
+ * is alive only if that pid runs with that start time, so a reused pid
+ * never looks like the forwarder that died (pid reuse used to make every
+ * new forwarder exit "busy"). */
+#define SHM_RING_CONSUMER_PID_BITS 22
+#define SHM_RING_CONSUMER_PID_MASK ((UINT64_C(1) << SHM_RING_CONSUMER_PID_BITS) - 1)
+
 /* Process-local consumer state; the committed tail lives in the ring. */
 struct shm_ring_consumer {
-	struct shm_ring *r;
+	struct shm_ring_h ring;              /* validated at open; count kept here */
 	uint64_t cur;                        /* next position to read */
 	uint64_t run_end;                    /* end of the COMMITTED run cur is in (<= cur: none) */
-	pid_t busy_pid;                      /* live producer we wait for (-EBUSY), 0 none */
+	pid_t busy_pid;                      /* live producer we wait for (-EBUSY), 0 none;
+	                                      * after open's -EBUSY: the live consumer */
+	uint64_t me;                         /* our consumer word (start ticks + pid) */
 	uint64_t busy_pos;                   /* ... at this position */
 	uint64_t abandoned;                  /* records this consumer skipped as abandoned */
 	uint64_t corrupt;                    /* records this consumer skipped as corrupt */
@@ -251,12 +277,12 @@ struct shm_ring_check_report {
 	char first[256];                     /* first problem, one line */
 };
 
-int shm_ring_region_append(struct shm_ring *r, const struct shm_ring_rec *recs, unsigned n);
-int shm_ring_region_consumer_open(struct shm_ring *r, struct shm_ring_consumer *c);
-int shm_ring_region_release_pid(struct shm_ring *r, pid_t pid);
-void shm_ring_region_stats(const struct shm_ring *r, struct shm_ring_stats *out);
-int shm_ring_region_check(const struct shm_ring *r, struct shm_ring_check_report *rep);
-uint64_t shm_ring_region_tail(const struct shm_ring *r);
+int shm_ring_region_append(const struct shm_ring_h *r, const struct shm_ring_rec *recs, unsigned n);
+int shm_ring_region_consumer_open(const struct shm_ring_h *r, struct shm_ring_consumer *c);
+int shm_ring_region_release_pid(const struct shm_ring_h *r, pid_t pid);
+void shm_ring_region_stats(const struct shm_ring_h *r, struct shm_ring_stats *out);
+int shm_ring_region_check(const struct shm_ring_h *r, struct shm_ring_check_report *rep);
+uint64_t shm_ring_region_tail(const struct shm_ring_h *r);
 
 /* ---- producers: eq-pricing, eq-prober (any process) ---- */
 
@@ -274,13 +300,14 @@ int shm_ring_append(struct shm *s, const struct shm_ring_rec *recs, unsigned n);
 
 /* ---- the consumer: eq-forwarder ---- */
 
-/* Takes the consumer role (CAS on consumer_pid from 0 or a dead pid),
+/* Takes the consumer role (CAS on the consumer word from 0 or from a holder
+ * that is gone: its pid absent, or running with another start time),
  * repairs slots a killed consumer left unfreed behind the tail, and starts
  * reading at the committed tail.  0, -EBUSY (a live consumer holds it:
  * c->busy_pid says who), -ENOENT/-EPROTO/-EINVAL (no valid ring). */
 int shm_ring_consumer_open(struct shm *s, struct shm_ring_consumer *c);
 
-/* Gives the role up (consumer_pid = 0).  Nothing is committed. */
+/* Gives the role up (consumer word = 0, if still ours).  Nothing is committed. */
 void shm_ring_consumer_close(struct shm_ring_consumer *c);
 
 /* The next record after the cursor, which then moves past it.  0 and *out,
@@ -306,7 +333,7 @@ void shm_ring_rewind(struct shm_ring_consumer *c);
 /* The consumer's cursor (the next position it will read) and the
  * committed tail. */
 static inline uint64_t shm_ring_cursor(const struct shm_ring_consumer *c) { return c->cur; }
-static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return shm_ring_region_tail(c->r); }
+static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return shm_ring_region_tail(&c->ring); }
 
 /* ---- reaper: equilibriumd ---- */
 
@@ -316,6 +343,13 @@ static inline uint64_t shm_ring_tail(const struct shm_ring_consumer *c) { return
  * worker.  Returns the number of runs released (>= 0), -EBUSY when pid is
  * alive, or -ENOENT/-EPROTO/-EINVAL (no valid ring). */
 int shm_ring_release_pid(struct shm *s, pid_t pid);
+
+/* After waitpid() of pid: if the consumer word names pid, clears it, so the
+ * next forwarder takes the ring at once whoever reuses the pid.  Returns 1
+ * if it was released, 0 if pid did not hold it, or -ENOENT/-EPROTO/-EINVAL.
+ * The region form is for tests. */
+int shm_ring_release_consumer(struct shm *s, pid_t pid);
+int shm_ring_region_release_consumer(const struct shm_ring_h *r, pid_t pid);
 
 /* ---- figures and checks: any process, read-only mappings too ---- */
 

@@ -134,16 +134,24 @@ static int init_segment(struct shm *s, const struct shm_params *p, const struct 
 	return 0;
 }
 
+/* [shm] group: a numeric gid or a group name (conf checked it exists). */
 static int apply_group(int fd, const char *group, char *err, size_t errlen)
 {
-	struct group gr, *res = NULL;
-	char buf[4096];
-	int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
-	if (rc != 0 || res == NULL) {
-		snprintf(err, errlen, "[shm] group '%s' does not exist: create it or clear group=", group);
-		return -ENOENT;
+	gid_t gid;
+	if (group[0] != '\0' && strspn(group, "0123456789") == strlen(group) && strlen(group) <= 10 &&
+	    strtoull(group, NULL, 10) <= 0x7fffffffULL) {
+		gid = (gid_t)strtoull(group, NULL, 10);
+	} else {
+		struct group gr, *res = NULL;
+		char buf[4096];
+		int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
+		if (rc != 0 || res == NULL) {
+			snprintf(err, errlen, "[shm] group '%s' does not exist: create it or clear group=", group);
+			return -ENOENT;
+		}
+		gid = gr.gr_gid;
 	}
-	if (fchown(fd, (uid_t)-1, gr.gr_gid) == -1 || fchmod(fd, 0640) == -1) {
+	if (fchown(fd, (uid_t)-1, gid) == -1 || fchmod(fd, 0640) == -1) {
 		int e = errno;
 		snprintf(err, errlen, "cannot give group '%s' read access to the segment: %s", group, strerror(e));
 		return -e;
@@ -304,14 +312,17 @@ int shm_attach(const char *name, int flags, struct shm **out, char *err, size_t 
 		snprintf(err, errlen, "cannot stat segment %s: %s", name, strerror(-rc));
 		goto fail;
 	}
-	if (rw && st.st_uid != geteuid() && geteuid() != 0) {
-		snprintf(err, errlen, "segment %s is owned by uid %u, we run as uid %u; refusing to write to it",
-		         name, (unsigned)st.st_uid, (unsigned)geteuid());
+	bool operator_root = (flags & SHM_OPERATOR) != 0 && geteuid() == 0;
+	if (rw && st.st_uid != geteuid() && !operator_root) {
+		snprintf(err, errlen, "segment %s is owned by uid %u, we run as uid %u; refusing to write to it "
+		         "(run as uid %u, or recreate it with equilibriumd --reset-shm)",
+		         name, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)st.st_uid);
 		rc = -EPERM;
 		goto fail;
 	}
-	if (rw && (st.st_mode & 0007) != 0) {
-		snprintf(err, errlen, "segment %s is accessible to other users (mode %04o); refusing it (recreate with equilibriumd --reset-shm)",
+	if (rw && (st.st_mode & 0027) != 0) {
+		snprintf(err, errlen, "segment %s is writable by its group or accessible to other users (mode %04o); "
+		         "refusing it (recreate with equilibriumd --reset-shm)",
 		         name, (unsigned)(st.st_mode & 07777));
 		rc = -EPERM;
 		goto fail;

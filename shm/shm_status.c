@@ -226,6 +226,15 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(o, "mode", json_string(shm_mode_name(mv.effective)));
 	json_object_set_new(o, "auto_mode", json_string(shm_mode_name(mv.auto_mode)));
 	json_object_set_new(o, "override", json_string(shm_override_name(mv.override)));
+	/* Expiry and reason of this override; null when it has none (or while
+	 * its record is being rewritten). */
+	struct shm_override_view ov;
+	shm_override_read(s, &ov);
+	bool ovr_known = ov.known && ov.override == mv.override && ov.override != EQ_OVERRIDE_NONE;
+	json_object_set_new(o, "override_expires",
+	                    ovr_known && ov.expires_ms ? iso_time(ov.expires_ms) : json_null());
+	json_object_set_new(o, "override_reason",
+	                    ovr_known && ov.reason[0] ? json_string(ov.reason) : json_null());
 	json_object_set_new(o, "mode_since", iso_time(mv.since_ms));
 	json_object_set_new(o, "components", components_json(s));
 	json_object_set_new(o, "workers", workers_json(s));

@@ -44,7 +44,7 @@ int shm_component_read(const struct shm *s, enum eq_component c, struct shm_comp
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s1) {
 			out->last_error[sizeof(out->last_error) - 1] = '\0';
-			util_utf8_sanitize(out->last_error);    /* another process's bytes */
+			util_text_sanitize(out->last_error);    /* another process's (or a server's) bytes */
 			return 0;
 		}
 	}
@@ -71,6 +71,7 @@ void shm_component_write(struct shm *s, enum eq_component c, const struct shm_co
 	r->last_probe_ms = in->last_probe_ms;
 	r->next_probe_ms = in->next_probe_ms;
 	util_strlcpy_utf8(r->last_error, in->last_error, sizeof(r->last_error));
+	util_text_sanitize(r->last_error);      /* server error text: no terminal escapes */
 	atomic_store_explicit(&r->state, in->state, memory_order_release);
 	atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
 }

@@ -34,7 +34,10 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC            "EQSHMSEG"     /* 8 bytes, no NUL */
-#define SHM_VERSION_MAJOR    2              /* incr. on any size/order change */
+#define SHM_VERSION_MAJOR    3              /* incr. on any size/order change
+                                             * (2: the ring's consumer word, ring 2.0;
+                                             * the override record in the mode table;
+                                             * 3: the dead event counter, the spool dir) */
 #define SHM_VERSION_MINOR    0              /* incr. on appends into reserved */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
@@ -42,6 +45,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_HISTORY_LEN      256            /* power of two */
 #define SHM_ERROR_TEXT       160
 #define SHM_CAUSE_TEXT       128
+#define SHM_REASON_MAX       200            /* override reason, bytes (DESIGN.md) */
 #define SHM_PRICE_WINDOW     32             /* probe window of the price table */
 
 /* ---- enums generated from shm_tbl.h ---- */
@@ -137,13 +141,40 @@ _Static_assert(offsetof(struct shm_header, sections) == 56, "header layout");
  *   bits  0..1  auto mode      bits 2..3  override     bits 4..5 effective
  *   bits  6..47 since_ms (wall clock when `effective` last changed, 42 bits)
  *   bits 48..63 sequence (+1 per change, for readers noticing changes)   */
+/* What the current override is for: its expiry and its reason.  Written by
+ * whoever changes the override (equilibriumd on signals and expiry,
+ * eq-prober on expiry, eqctl mode, eq-pricing's admin API), each holding
+ * `lock` = (pid << 32) | seq32 while it writes the record and then CASes
+ * the mode word: seq odd = held by pid.  A holder found dead (kill(pid, 0)
+ * == ESRCH) is taken over.  Readers copy the record between two equal even
+ * locks and trust it only while its `override` equals the mode word's (a
+ * setter killed between the record and the word leaves them unequal:
+ * "unknown", and the next writer repairs it). */
+struct shm_override_rec {
+	_Atomic uint64_t lock;
+	uint8_t override;                    /* enum eq_override this record describes */
+	uint8_t pad[3];
+	int32_t pid;                         /* who set it */
+	uint64_t expires_ms;                 /* wall clock; 0 = until changed */
+	uint64_t set_ms;                     /* wall clock */
+	char reason[208];                    /* NUL-terminated, <= SHM_REASON_MAX bytes,
+	                                      * valid UTF-8 without control characters */
+};
+_Static_assert(sizeof(struct shm_override_rec) == 240, "override record size");
+_Static_assert(SHM_REASON_MAX < sizeof(((struct shm_override_rec *)0)->reason), "reason fits");
+
 struct shm_mode_table {
 	_Atomic uint64_t word;
 	_Atomic uint64_t ms_total[EQ_MODE__COUNT];  /* time in each mode before `since` */
 	_Atomic uint64_t last_history;       /* history index of the last change */
-	uint8_t reserved[216];
+	_Atomic uint64_t events_history;     /* eq-prober: next history index to emit as a
+	                                      * system event (survives its restart) */
+	uint8_t pad[16];
+	struct shm_override_rec ovr;         /* at 64 */
+	uint8_t reserved[208];
 };
-_Static_assert(sizeof(struct shm_mode_table) == 256, "mode table size");
+_Static_assert(offsetof(struct shm_mode_table, ovr) == 64, "override record on its own line");
+_Static_assert(sizeof(struct shm_mode_table) == 512, "mode table size: bump SHM_VERSION_MAJOR");
 
 /* One history record.  seq = 2*index+1 while written, 2*index+2 when
  * complete (index = absolute append number); readers skip records whose seq

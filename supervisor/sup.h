@@ -127,6 +127,11 @@ int sup_child_transition(struct sup *s, struct sup_child *c, enum sup_event ev);
 void sup_children_reap(struct sup *s);       /* waitpid loop (SIGCHLD) */
 void sup_children_tick(struct sup *s, uint64_t now);
 uint64_t sup_children_next_deadline(const struct sup *s, uint64_t now);
+/* In a forked child before exec: marks every open fd >= lowfd close-on-exec
+ * by walking /proc/self/fd (the fallback when close_range(2) fails).
+ * 0, or -errno (then the child must not exec).  Internal; tested alone. */
+int sup__cloexec_scan(int lowfd);
+
 /* Sends m (and fd, if >= 0, by SCM_RIGHTS) to every live worker. */
 void sup_children_send(struct sup *s, const struct eq_chan_msg *m, int fd);
 void sup_children_stop_all(struct sup *s);

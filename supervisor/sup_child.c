@@ -9,10 +9,13 @@
 #include "supervisor/sup.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -39,6 +42,42 @@ static void sup__describe_exit(int st, char *buf, size_t len)
 }
 
 /* ---- spawning ---- */
+
+int sup__cloexec_scan(int lowfd)
+{
+	/* The slow path: mark each open fd >= lowfd from /proc/self/fd. */
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return -errno;
+	int self = dirfd(d), rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		if (*end != '\0' || end == de->d_name || fd < lowfd || fd == self || fd > INT_MAX)
+			continue;
+		int fl = fcntl((int)fd, F_GETFD);
+		if (fl == -1 && errno == EBADF)
+			continue;                    /* closed meanwhile */
+		if (fl == -1 || fcntl((int)fd, F_SETFD, fl | FD_CLOEXEC) == -1) {
+			rc = -errno;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Marks every fd >= lowfd close-on-exec: close_range(2), or, where it is
+ * missing or refused (a kernel before 5.11, a seccomp filter), the /proc
+ * scan.  -errno when neither worked: the caller must not exec then, or
+ * the worker would inherit whatever we hold. */
+static int sup__cloexec_from(int lowfd)
+{
+	if (close_range((unsigned)lowfd, ~0u, CLOSE_RANGE_CLOEXEC) == 0)
+		return 0;
+	return sup__cloexec_scan(lowfd);
+}
 
 /* In the child between fork and exec (the supervisor is single-threaded,
  * so this may do more than async-signal-safe calls).  Moves the channel, config memfd and (eq-pricing) listen socket onto the
@@ -84,7 +123,8 @@ static _Noreturn void sup__child_exec(const struct sup *s, const struct sup_chil
 	}
 	/* Anything inherited from our own parent without CLOEXEC stays out of
 	 * the worker too. */
-	(void)close_range(EQ_FD_LISTEN + 1, ~0u, CLOSE_RANGE_CLOEXEC);
+	if (sup__cloexec_from(EQ_FD_LISTEN + 1) < 0)
+		goto fail;                           /* reported as a spawn failure */
 	execve(path, argv, s->child_env);
 fail:
 	e = errno;

@@ -241,8 +241,17 @@ static int sup__drain_signals(struct sup *s)
 	}
 }
 
+/* Blocks the signals we handle (they arrive on the signalfd, whatever the
+ * disposition we inherited) and ignores SIGPIPE: a write to a gone
+ * worker's channel or to a closed notify/log socket must come back as
+ * EPIPE, never kill the supervisor (DESIGN.md "Signals"). */
 static int sup__signals_open(sigset_t *set)
 {
+	struct sigaction ign;
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &ign, NULL) == -1)
+		return -errno;
 	sigemptyset(set);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);

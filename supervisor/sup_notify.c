@@ -43,6 +43,12 @@ void sup_notify_tick(struct sup *s, uint64_t now)
 	if (s->shm == NULL)
 		return;
 
+	/* Overrides set with an expiry end here or in eq-prober, whichever
+	 * runs (shm_mode_expire's CAS lets one win); a dead prober never
+	 * leaves one in force. */
+	if (shm_mode_expire(s->shm, util_now_ms()) == 1)
+		log_notice("override expired: back to none");
+
 	struct shm_mode_view mv;
 	shm_mode_get(s->shm, &mv);
 	if (!s->mode_seen || mv.seq != s->mode_seq) {

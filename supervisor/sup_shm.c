@@ -65,6 +65,10 @@ void sup_release_pid(struct shm *shm, pid_t pid)
 		         runs == 1 ? "" : "es", (int)pid);
 	else if (runs < 0 && runs != -EBUSY)
 		log_warn("event ring: cannot release pid %d: %s", (int)pid, strerror(-runs));
+	/* If it was the ring's consumer, the role is free for its successor at
+	 * once, whoever reuses the pid. */
+	if (shm_ring_release_consumer(shm, pid) == 1)
+		log_info("event ring: released the consumer role of pid %d", (int)pid);
 }
 
 static void sup__sleep_ms(unsigned ms)

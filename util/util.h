@@ -83,6 +83,13 @@ int util_text_ok(const char *s, size_t len, size_t max);
  * not change.  Returns the number of bytes replaced. */
 size_t util_utf8_sanitize(char *s);
 
+/* Like util_utf8_sanitize, and control characters (util_is_control: C0,
+ * DEL, C1) become '?' too, one per byte: text another process or a server
+ * wrote (error replies, causes) can then go onto a terminal without
+ * carrying escape sequences.  The length does not change.  Returns the
+ * number of bytes replaced. */
+size_t util_text_sanitize(char *s);
+
 /* Parses a base-10 integer/double that must fill the whole string.
  * Returns 0, or -EINVAL (not a number) / -ERANGE (out of [min, max]). */
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);

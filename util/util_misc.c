@@ -157,6 +157,27 @@ size_t util_utf8_sanitize(char *s)
 	return bad;
 }
 
+size_t util_text_sanitize(char *s)
+{
+	size_t n = strlen(s), bad = 0;
+	unsigned char *p = (unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t l = util_utf8_char(p + i, n - i, &cp);
+		if (l == 0) {
+			p[i++] = '?';
+			bad++;
+		} else if (util_is_control(cp)) {
+			memset(p + i, '?', l);
+			bad += l;
+			i += l;
+		} else {
+			i += l;
+		}
+	}
+	return bad;
+}
+
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	if (s == NULL || *s == '\0' || *s == '-' || *s == '+')

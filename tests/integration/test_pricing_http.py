@@ -177,6 +177,84 @@ def test_slow_loris_trickle_408(d):
         assert time.monotonic() - t0 < 1.5
 
 
+def test_refused_at_the_headers_no_continue_no_body_read(d):
+    # Unknown path with a body announced: 404 at once, no 100 Continue
+    # first, and the connection closes without reading the body.
+    with d.raw() as c:
+        c.send("POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+               "Expect: 100-continue\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 404 and jbody(r)["error"] == "not_found"
+        assert r.headers["Connection"] == "close"
+        assert c.is_closed(timeout=3)
+    # A protected endpoint without a token: 401 without waiting for the
+    # 4000 announced bytes (waiting would end in 408 after 500 ms).
+    with d.raw() as c:
+        t0 = time.monotonic()
+        c.send("POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 4000\r\n"
+               "Content-Type: application/json\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 401 and jbody(r)["error"] == "unauthorized"
+        assert time.monotonic() - t0 < 0.4
+        assert c.is_closed(timeout=3)
+    # Wrong method with a body: 405 with Allow, and nothing of the body is
+    # taken for a next request.
+    with d.raw() as c:
+        smuggled = f"GET /v1/pricing/z1 HTTP/1.1\r\n{auth(d)}\r\n"
+        c.send(f"POST /v1/pricing/z1 HTTP/1.1\r\n{auth(d)}"
+               f"Content-Length: {len(smuggled)}\r\n\r\n{smuggled}")
+        r = c.read_response(timeout=3)
+        assert r.status == 405 and r.headers["Allow"] == "GET, HEAD"
+        assert c.is_closed(timeout=3)
+    # An accepted request with Expect still gets its 100 and is served.
+    with d.raw() as c:
+        body = '{"type":"demand","zone_id":"z1","count":1}'
+        c.send(f"POST /v1/events HTTP/1.1\r\n{auth(d)}Content-Length: {len(body)}\r\n"
+               "Expect: 100-continue\r\n\r\n")
+        assert c.read_response(timeout=3).status == 100
+        c.send(body)
+        assert c.read_response(timeout=3).status == 202
+    still_serving(d)
+
+
+def test_body_on_get_refused(d):
+    with d.raw() as c:
+        c.send(f"GET /v1/pricing/z1 HTTP/1.1\r\n{auth(d)}Content-Length: 2\r\n\r\nhi")
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and jbody(r)["error"] == "bad_request"
+        assert "no body" in jbody(r)["message"]
+        assert c.is_closed(timeout=3)
+    still_serving(d)
+
+
+def test_trickled_body_408_at_a_fixed_deadline(d):
+    # One byte every 100 ms used to keep the connection for ever; the body
+    # now has http.header_timeout_ms (500) from the end of the headers.
+    with d.raw() as c:
+        c.send(f"POST /v1/events HTTP/1.1\r\n{auth(d)}Content-Length: 1000\r\n\r\n")
+        t0 = time.monotonic()
+        done = threading.Event()
+
+        def trickle():
+            try:
+                for _ in range(100):
+                    if done.is_set():
+                        return
+                    c.sock.sendall(b"[")
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        th = threading.Thread(target=trickle)
+        th.start()
+        r = c.read_response(timeout=8)
+        done.set()
+        th.join()
+        assert r.status == 408 and jbody(r)["error"] == "request_timeout"
+        assert time.monotonic() - t0 < 1.5
+    still_serving(d)
+
+
 def test_keepalive_many_requests_one_connection(d):
     with d.raw() as c:
         for i in range(50):

@@ -314,6 +314,25 @@ def test_kill9_each_role_restarts_only_that_worker(daemon, workers):
     assert d.stop() == 0
 
 
+def test_supervisor_and_workers_ignore_sigpipe(daemon, workers):
+    """DESIGN.md "Signals": equilibriumd and the workers ignore SIGPIPE, so a
+    write to a gone peer is an EPIPE, never a death.  A SIGPIPE sent to each
+    process changes nothing: same pids, no restart."""
+    d = daemon(workers, **FAST)
+    wait_all_ready(d, 4)
+    before = live_workers(d)
+    os.kill(d.pid, signal.SIGPIPE)
+    for w in before.values():
+        os.kill(w["pid"], signal.SIGPIPE)
+    time.sleep(0.5)
+    assert d.running(), "equilibriumd died of SIGPIPE"
+    after = live_workers(d)
+    for s, w in before.items():
+        assert after[s]["pid"] == w["pid"] and after[s]["restarts"] == w["restarts"], \
+            f"eq-{w['role']} (slot {s}) died of SIGPIPE"
+    assert d.stop() == 0
+
+
 def test_long_up_worker_restarts_at_once_a_quick_crash_backs_off(daemon, workers):
     """DESIGN.md [supervisor] restart_reset_ms: a worker that had been up
     that long is restarted at once; one that dies within it waits
@@ -590,7 +609,8 @@ def test_eqctl_mode_sets_the_override(daemon, stub):
     assert rc == 0, err
     res = json.loads(out)
     assert res == {"override": "emergency", "previous": "none", "changed": True,
-                   "mode": "emergency", "auto_mode": "normal"}
+                   "mode": "emergency", "auto_mode": "normal",
+                   "override_expires": None, "override_reason": None}
     assert d.status()["override"] == "emergency"
     d.wait_notify("STATUS=mode emergency")                  # the supervisor follows
     h = [h for h in history(d) if h["kind"] == "override"][-1]
@@ -604,6 +624,62 @@ def test_eqctl_mode_sets_the_override(daemon, stub):
     assert d.eqctl("mode", "panic")[0] == 2
     rc, _, err = d.eqctl("--shm", "/eqt-no-such-segment", "mode", "degraded")
     assert rc == 3 and err.strip()
+
+
+def _override_expires_after(d, victim_action):
+    """Sets degraded --for 2s with a reason, runs victim_action(), and checks
+    that the override is gone within 2 s (plus the 250 ms ticks and a
+    margin for a loaded machine), with cause "expired" in the history and
+    expires/reason cleared in the status."""
+    t_set = time.monotonic()
+    rc, out, err = d.eqctl("mode", "degraded", "--for", "2s", "--reason", "drill 42", "--json")
+    assert rc == 0, err
+    j = json.loads(out)
+    assert j["override"] == "degraded" and j["override_reason"] == "drill 42"
+    assert j["override_expires"] is not None
+    st = d.status()
+    assert st["override"] == "degraded" and st["override_reason"] == "drill 42"
+    assert st["override_expires"] == j["override_expires"]
+    victim_action()
+    util.wait_for(lambda: d.status()["override"] == "none", timeout=6, desc="override expired")
+    took = time.monotonic() - t_set
+    assert 1.9 <= took <= 4.0, took
+    st = d.status()
+    assert st["override_expires"] is None and st["override_reason"] is None
+    last = [h for h in history(d) if h["kind"] == "override"][-1]
+    assert (last["from"], last["to"], last["cause"]) == ("degraded", "none", "expired"), last
+
+
+def test_override_for_expires_though_the_prober_is_sigkilled(daemon, workers):
+    """DESIGN.md Modes: an override set with --for expires by itself whichever
+    process is alive: the prober is SIGKILLed (and stays down past the
+    expiry: restart_base_ms 5 s), equilibriumd applies it."""
+    d = daemon(dict(workers, **{"supervisor.restart_base_ms": "5000",
+                                "supervisor.restart_max_ms": "5000"}),
+               **dict(FAST, **{"supervisor.restart_reset_ms": "600000"}))
+    wait_all_ready(d, 4)
+    prober = next(w for w in live_workers(d).values() if w["role"] == "prober")
+
+    def kill_prober():
+        os.kill(prober["pid"], signal.SIGKILL)
+        util.wait_for(lambda: not util.pid_alive(prober["pid"]), timeout=5, desc="prober gone")
+    _override_expires_after(d, kill_prober)
+    assert not any(w["role"] == "prober" and w["pid"] and w["ready"]
+                   for w in d.status()["workers"]), "the prober came back before the expiry"
+
+
+def test_override_for_expires_while_the_supervisor_is_stopped(daemon):
+    """The other way round: equilibriumd SIGSTOPped, the real eq-prober
+    applies the expiry."""
+    if not real_workers_built():
+        pytest.fail("the real workers are not built (ninja -C build)")
+    d = daemon({}, **FAST)
+    wait_all_ready(d, 4)
+    try:
+        _override_expires_after(d, lambda: os.kill(d.pid, signal.SIGSTOP))
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+    assert d.stop() == 0
 
 
 def test_eqctl_watch_shows_a_live_view(daemon, stub):

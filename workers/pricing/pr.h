@@ -39,7 +39,8 @@ struct pr {
 	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */
-	struct pr_batch *free_batches;
+	struct pr_batch *free_batches;       /* idle, at most PR_BATCH_KEEP (pr_api.c) */
+	unsigned n_free_batches;
 	uint64_t rng;                        /* xorshift state for quote sampling */
 	void *owner;                         /* the process's main state (pr_main.c) */
 	/* "X-Equilibrium-Source: S\r\nX-Equilibrium-Mode: M\r\n", made once. */
@@ -50,6 +51,11 @@ struct pr {
 void pr_api_on_request(struct pr_req *r, void *arg);
 void pr_api_on_answered(const struct pr_req *r, int status, void *arg);
 void pr_api_on_flush(void *arg);
+/* pr_http's on_headers: decides 404/405/401 before the body is read. */
+int pr_api_on_headers(struct pr_req *r, void *arg);
+
+/* Idle batch structs kept for reuse (walks the list: tests). */
+unsigned pr_api_pooled_batches(const struct pr *p);
 
 /* Sets what depends on the segment and environment (event ring present,
  * quote events on).  Call once before serving. */

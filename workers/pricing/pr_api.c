@@ -2,8 +2,9 @@
  * pr_api: DESIGN.md's HTTP endpoints (see pr.h).
  *
  * Order of checks for every request: unknown path 404, wrong method 405
- * (with Allow), missing/wrong token 401 (protected paths only), then the
- * endpoint's own checks (mode, input).  Every answer is counted in our
+ * (with Allow), missing/wrong token 401 (protected paths only), decided by
+ * pr_api_on_headers before any body byte is read; then the endpoint's own
+ * checks (mode, input).  Every answer is counted in our
  * worker slot by pr_api_on_answered.
  */
 #include <errno.h>
@@ -26,6 +27,7 @@
 
 #define JSON_CT  "application/json"
 #define RETRY_AFTER_S "5"
+#define PR_BATCH_KEEP 4                /* idle batch structs kept */
 
 /*
  * Retry-After for a full event ring, from what the spool says about how
@@ -194,10 +196,26 @@ static void do_price(struct pr *p, struct pr_req *r, const struct pr_route_match
 
 /* ---- GET /v1/pricing?zones=a,b ---- */
 
+/* Keeps at most PR_BATCH_KEEP idle batches (each is large: 100 answers):
+ * a burst of concurrent batch requests must not hold its peak for ever. */
 static void batch_put(struct pr *p, struct pr_batch *b)
 {
+	if (p->n_free_batches >= PR_BATCH_KEEP) {
+		free(b);
+		return;
+	}
 	b->next = p->free_batches;
 	p->free_batches = b;
+	p->n_free_batches++;
+}
+
+unsigned pr_api_pooled_batches(const struct pr *p)
+{
+	unsigned n = 0;
+
+	for (const struct pr_batch *b = p->free_batches; b; b = b->next)
+		n++;
+	return n;
 }
 
 static void batch_finish(struct pr_batch *b)
@@ -269,9 +287,10 @@ static void do_batch(struct pr *p, struct pr_req *r)
 	}
 	}
 	b = p->free_batches;
-	if (b)
+	if (b) {
 		p->free_batches = b->next;
-	else if ((b = malloc(sizeof(*b))) == NULL) {
+		p->n_free_batches--;
+	} else if ((b = malloc(sizeof(*b))) == NULL) {
 		pr_http_error(r, 500, "internal_error", "out of memory starting the batch", NULL);
 		return;
 	}
@@ -455,30 +474,67 @@ static const int route_endpoint[] = {
 	[PR_ROUTE_METRICS] = EQ_EP_METRICS,
 };
 
+/* The checks every request passes before its endpoint sees it, in order:
+ * unknown path 404, wrong method 405, missing or wrong token 401 (protected
+ * paths only).  Needs only the headers.  Returns 0 or the status to refuse
+ * with. */
+static int api_gate(const struct pr *p, const struct pr_req *r, const struct pr_route_match *m)
+{
+	if (m->route == PR_ROUTE_NONE)
+		return 404;
+	if (!pr_route_method_ok(m, r->method))
+		return 405;
+	if (m->needs_auth && pr_auth_check(p->conf, r->auth, r->auth_len) != PR_AUTH_OK)
+		return 401;
+	return 0;
+}
+
+/* Answers a request api_gate refused. */
+static void api_refuse(const struct pr *p, struct pr_req *r, const struct pr_route_match *m,
+                       int status)
+{
+	char extra[64], msg[96];
+
+	switch (status) {
+	case 405:
+		snprintf(extra, sizeof(extra), "Allow: %s\r\n", m->allow);
+		snprintf(msg, sizeof(msg), "%s is not allowed here; allowed: %s",
+		         http_method_str(r->method), m->allow);
+		pr_http_error(r, 405, "method_not_allowed", msg, extra);
+		return;
+	case 401:
+		pr_http_error(r, 401, "unauthorized",
+		              pr_auth_message(pr_auth_check(p->conf, r->auth, r->auth_len)),
+		              "WWW-Authenticate: Bearer\r\n");
+		return;
+	default:
+		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
+		return;
+	}
+}
+
+int pr_api_on_headers(struct pr_req *r, void *arg)
+{
+	struct pr *p = arg;
+	struct pr_route_match m;
+
+	pr_route_match(r->path, r->path_len, &m);
+	r->gate = api_gate(p, r, &m);
+	return r->gate;
+}
+
 void pr_api_on_request(struct pr_req *r, void *arg)
 {
 	struct pr *p = arg;
 	struct pr_route_match m;
-	enum pr_auth_result ar;
+	int gate;
 
 	r->app = p;
 	pr_route_match(r->path, r->path_len, &m);
 	r->endpoint = route_endpoint[m.route];
-	if (m.route == PR_ROUTE_NONE) {
-		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
-		return;
-	}
-	if (!pr_route_method_ok(&m, r->method)) {
-		char extra[64], msg[96];
-		snprintf(extra, sizeof(extra), "Allow: %s\r\n", m.allow);
-		snprintf(msg, sizeof(msg), "%s is not allowed here; allowed: %s",
-		         http_method_str(r->method), m.allow);
-		pr_http_error(r, 405, "method_not_allowed", msg, extra);
-		return;
-	}
-	if (m.needs_auth && (ar = pr_auth_check(p->conf, r->auth, r->auth_len)) != PR_AUTH_OK) {
-		pr_http_error(r, 401, "unauthorized", pr_auth_message(ar),
-		              "WWW-Authenticate: Bearer\r\n");
+	gate = r->gate >= 0 ? r->gate : api_gate(p, r, &m);
+	if (gate != 0) {
+		api_refuse(p, r, &m, gate);
 		return;
 	}
 	switch (m.route) {
@@ -521,7 +577,7 @@ void pr_api_on_answered(const struct pr_req *r, int status, void *arg)
 
 void pr_api_init(struct pr *p)
 {
-	struct shm_ring *ring;
+	struct shm_ring_h ring;
 	const char *q = getenv("EQ_PRICING_QUOTES");
 
 	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;
@@ -546,6 +602,7 @@ void pr_api_fini(struct pr *p)
 		p->free_batches = b->next;
 		free(b);
 	}
+	p->n_free_batches = 0;
 	pr_buf_free(&p->body);
 	free(p->ev);
 	p->ev = NULL;

@@ -261,7 +261,7 @@ static void on_timer(uv_timer_t *t)
 	}
 	if (k == PR_CONN_TK_BODY)
 		conn_fail(c, 408, "request_timeout",
-		          "request body stalled for longer than http.header_timeout_ms");
+		          "request body not received within http.header_timeout_ms of the headers");
 	else
 		conn_fail(c, 408, "request_timeout",
 		          "request headers not received within http.header_timeout_ms");
@@ -388,6 +388,8 @@ static int cb_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct pr_req *r = ((struct pr_conn *)p->data)->cur;
 
+	if (r->headers_done)
+		return 0;                    /* a trailer: never looked at */
 	if (r->in_value) {
 		r->in_value = false;
 		r->hname_len = 0;
@@ -415,6 +417,10 @@ static int cb_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct pr_req *r = ((struct pr_conn *)p->data)->cur;
 
+	/* Trailers come after the body, when auth was already decided (and
+	 * r->auth points into hdr): they never carry credentials. */
+	if (r->headers_done)
+		return 0;
 	if (!r->in_value) {
 		r->in_value = true;
 		r->hkind = HK_NONE;
@@ -475,6 +481,7 @@ static int cb_headers_complete(http_parser *p)
 	struct pr_conn *c = p->data;
 	struct pr_req *r = c->cur;
 	struct pr_http *h = c->srv;
+	bool has_body;
 
 	r->headers_done = true;
 	r->method = p->method;
@@ -495,6 +502,22 @@ static int cb_headers_complete(http_parser *p)
 		c->err_status = 400;
 		return -1;
 	}
+	has_body = ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) ||
+	           (p->flags & F_CHUNKED);
+	if ((p->method == HTTP_GET || p->method == HTTP_HEAD) && has_body) {
+		c->err_status = 400;
+		c->err_msg = "malformed HTTP request: GET and HEAD requests carry no body";
+		return -1;
+	}
+	/* With a body to come, the application decides 401/404/405 now,
+	 * before any of it is read and before a 100 Continue invites the
+	 * client to send it.  (A request without one is complete already and
+	 * is refused on the normal path, keeping its connection.) */
+	if (has_body && h->ops.on_headers && h->ops.on_headers(r, h->ops.arg) != 0) {
+		c->err_status = PR_HTTP_EARLY;
+		return -1;
+	}
+	/* The body's deadline: a fixed header_timeout_ms from here. */
 	c->rx_ms = uv_now(h->loop);
 	/* Interim 100 only when nothing is queued before it: it must not
 	 * overtake an earlier answer. */
@@ -513,7 +536,8 @@ static int cb_body(http_parser *p, const char *at, size_t len)
 		c->err_status = 413;
 		return -1;
 	}
-	c->rx_ms = uv_now(c->srv->loop);
+	/* Progress does not move the deadline (rx_ms): a body trickled a
+	 * byte at a time must not hold the connection for ever. */
 	return pr_buf_append(&r->bodybuf, at, len) == 0 ? 0 : -1;
 }
 
@@ -564,11 +588,34 @@ static void dispatch(struct pr_conn *c)
 	h->ops.on_request(r, h->ops.arg);
 }
 
+/* on_headers refused the request: it goes to the application now, without
+ * its body, and the connection closes after its answer without reading
+ * another byte. */
+static void dispatch_early(struct pr_conn *c)
+{
+	struct pr_http *h = c->srv;
+	struct pr_req *r = c->cur;
+
+	c->cur = NULL;
+	c->requests++;
+	c->last_ms = uv_now(h->loop);
+	r->early = true;
+	r->keepalive = false;
+	r->close_after = true;
+	fifo_push(c, r);
+	pr__conn_to(c, PR_CONN_EV_FAIL);
+	h->ops.on_request(r, h->ops.arg);
+}
+
 static void parse_error(struct pr_conn *c)
 {
 	enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
 	int st = c->err_status;
 
+	if (st == PR_HTTP_EARLY) {
+		dispatch_early(c);
+		return;
+	}
 	if (st == 0 && e == HPE_HEADER_OVERFLOW)
 		st = 431;
 	switch (st) {
@@ -581,7 +628,9 @@ static void parse_error(struct pr_conn *c)
 	default: {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "malformed HTTP request: %s", http_errno_description(e));
-		if (c->err_status == 400 && e == HPE_CB_headers_complete)
+		if (c->err_msg)
+			snprintf(msg, sizeof(msg), "%s", c->err_msg);
+		else if (c->err_status == 400 && e == HPE_CB_headers_complete)
 			snprintf(msg, sizeof(msg), "malformed HTTP request: unsupported request target or method");
 		conn_fail(c, 400, "bad_request", msg);
 	}

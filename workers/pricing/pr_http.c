@@ -68,6 +68,8 @@ struct pr_req *pr__req_get(struct pr_http *h, struct pr_conn *c)
 	r->path_len = r->query_len = r->auth_len = r->body_len = 0;
 	r->start_us = util_mono_us();
 	r->endpoint = -1;
+	r->gate = -1;
+	r->early = false;
 	r->app = NULL;
 	r->hname_len = 0;
 	r->hkind = 0;                        /* HK_NONE */

@@ -20,9 +20,15 @@
  *   - Limits answer with their status then close: headers over
  *     max_header_bytes 431, a body over max_body_bytes 413 (checked against
  *     Content-Length before any body byte is read, and while reading a
- *     chunked body), a request not complete within header_timeout_ms of its
- *     first byte (or a new connection silent that long) 408, anything
- *     http-parser rejects 400.  An idle keep-alive connection is closed
+ *     chunked body), headers not complete within header_timeout_ms of the
+ *     first byte (or a new connection silent that long) 408, a body not
+ *     complete within header_timeout_ms of the end of the headers 408 (a
+ *     fixed deadline: trickling bytes does not extend it), a body on GET or
+ *     HEAD 400, anything http-parser rejects 400.
+ *   - Nothing of a body is read before ops.on_headers accepted the request;
+ *     a refused one is answered, then its connection closes.
+ *   - Trailers (after a chunked body) are parsed and ignored: they never
+ *     carry credentials.  An idle keep-alive connection is closed
  *     silently after idle_timeout_ms; so is one whose client stops reading
  *     our answers for idle_timeout_ms.
  *   - At max_connections the worker stops accepting (the backlog and the
@@ -69,7 +75,11 @@ struct pr_req {
 	const char *body;                    /* NULL if none */
 	size_t body_len;
 	uint64_t start_us;                   /* first byte seen (util_mono_us) */
+	bool early;                          /* refused by on_headers: dispatched
+	                                      * without reading its body (NULL) */
 	int endpoint;                        /* application's label, -1 until set */
+	int gate;                            /* application's: on_headers' verdict,
+	                                      * -1 until set */
 	void *app;                           /* application's per-request state */
 
 	/* private: pr_http.c */
@@ -105,6 +115,15 @@ struct pr_http_ops {
 	 * can put what those answers imply, quote events, in custody first.
 	 * Must be cheap when there is nothing to do. */
 	void (*on_flush)(void *arg);
+	/* Optional, called when the headers of a request that announces a
+	 * body (Content-Length > 0 or chunked) are complete, before any byte
+	 * of it is read (method, path, query and auth are set; no 100
+	 * Continue has been sent).  Return 0 to read the body and
+	 * dispatch as usual; nonzero when the application refuses the request
+	 * whatever its body (401, 404, 405): the server then reads no body,
+	 * hands the request to on_request at once with early set and body
+	 * NULL, and closes the connection after the answer. */
+	int (*on_headers)(struct pr_req *r, void *arg);
 };
 
 /* Creates the server on loop (no socket yet).  0 or -errno. */

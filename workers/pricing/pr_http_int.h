@@ -19,6 +19,7 @@
 
 #define PR_HTTP_RBUF_BYTES      65536    /* shared read buffer */
 #define PR_HTTP_FREE_REQS       512      /* idle request structs kept */
+#define PR_HTTP_EARLY           1        /* err_status: on_headers refused it */
 
 struct pr_conn {
 	uv_tcp_t tcp;                        /* data = this */
@@ -45,7 +46,9 @@ struct pr_conn {
 	uint64_t timer_due;                  /* when the armed timer fires, 0 = not armed */
 	uint64_t linger_until;               /* SHUTDOWN/LINGER deadline */
 	unsigned requests;                   /* complete requests seen */
-	int err_status;                      /* limit hit inside a parser callback */
+	int err_status;                      /* limit hit inside a parser callback,
+	                                      * or PR_HTTP_EARLY */
+	const char *err_msg;                 /* its message, NULL = http-parser's */
 	bool reading;                        /* uv_read_start active */
 	bool writing;                        /* uv_write in flight */
 	bool dirty;                          /* on srv->dirty */

@@ -128,7 +128,7 @@ int main(int argc, char **argv)
 		goto fail;
 
 	ops = (struct pr_http_ops){ pr_api_on_request, pr_api_on_answered, on_drained, p,
-	                            pr_api_on_flush };
+	                            pr_api_on_flush, pr_api_on_headers };
 	rc = pr_http_create(&m.loop, &lim, &ops, &p->http);
 	if (rc != 0)
 		goto fail;

@@ -187,24 +187,52 @@ char *pb_alert_fmt_webhook(const struct pb_alert_event *ev, size_t *len)
 	            len);
 }
 
+/* Slack reads "text" and field values as mrkdwn: "<!channel>" pings
+ * everyone, "<https://x|label>" is a link.  Its three control characters
+ * are escaped as Slack documents (&amp; &lt; &gt;), so a summary holding a
+ * server's error text can neither ping nor hide a link.  out needs
+ * 5 * strlen(in) + 1 bytes; a longer input is cut on a character boundary
+ * (every escape is whole). */
+static const char *slack_escape(const char *in, char *out, size_t cap)
+{
+	size_t o = 0, n = strlen(in);
+	for (size_t i = 0; i < n;) {
+		const char *rep = in[i] == '&' ? "&amp;" : in[i] == '<' ? "&lt;" : in[i] == '>' ? "&gt;" : NULL;
+		size_t take = util_utf8_char(in + i, n - i, NULL);
+		if (take == 0)
+			take = 1;                    /* not UTF-8: one byte (jansson refuses it later) */
+		size_t k = rep ? strlen(rep) : take;
+		if (o + k + 1 > cap)
+			break;                       /* cut between characters, never inside one */
+		memcpy(out + o, rep ? rep : in + i, k);
+		o += k;
+		i += rep ? 1 : take;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 char *pb_alert_fmt_slack(const struct pb_alert_event *ev, size_t *len)
 {
 	const char *color = ev->action == PB_ACT_RESOLVE ? "good"
 	                    : ev->severity == PB_SEV_CRITICAL ? "danger" : "warning";
 	char text[sizeof(ev->summary) + 16];
+	char esc[5 * sizeof(text) + 1], key[5 * sizeof(ev->dedup_key) + 1];
 
 	snprintf(text, sizeof(text), "%s %s", ev->action == PB_ACT_RESOLVE ? "RESOLVED:"
 	                                      : ev->severity == PB_SEV_CRITICAL ? "CRITICAL:" : "WARNING:",
 	         ev->summary);
+	slack_escape(text, esc, sizeof(esc));
 	return dump(json_pack("{s:s, s:[{s:s, s:s, s:[{s:s,s:s,s:b}, {s:s,s:s,s:b}, {s:s,s:s,s:b}], s:I}]}",
-	                      "text", text,
+	                      "text", esc,
 	                      "attachments",
 	                      "color", color,
-	                      "fallback", text,
+	                      "fallback", esc,
 	                      "fields",
 	                      "title", "State", "value", ev_state_name(ev, ev->state), "short", 1,
 	                      "title", "Mode", "value", mode_name(ev->mode), "short", 1,
-	                      "title", "Dedup key", "value", ev->dedup_key, "short", 0,
+	                      "title", "Dedup key", "value",
+	                      slack_escape(ev->dedup_key, key, sizeof(key)), "short", 0,
 	                      "ts", (json_int_t)(ev->time_ms / 1000)),
 	            len);
 }

@@ -28,6 +28,14 @@ void pb_events_component(struct pb_events *e, enum eq_component c, enum eq_cstat
 void pb_events_mode(struct pb_events *e, enum eq_mode from, enum eq_mode to, int component,
                     const char *cause);
 
+/* Emits a system event (kind "override", key "mode") for every override
+ * change in the history ring not emitted yet, whoever made it (eqctl, a
+ * signal to equilibriumd, the admin API, an expiry).  The cursor lives in
+ * the segment, so a restarted prober goes on where its predecessor stopped;
+ * a full ring leaves the rest for the next call.  Called on the prober's
+ * watch timer. */
+void pb_events_overrides(struct pb_events *e);
+
 /* Events offered, and those the ring refused. */
 void pb_events_counts(const struct pb_events *e, uint64_t *appended, uint64_t *dropped);
 

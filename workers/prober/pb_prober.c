@@ -436,6 +436,13 @@ static void on_watch(uv_timer_t *t)
 	struct pb *p = t->data;
 
 	check_event_age(p);
+
+	/* Overrides with an expiry end here or in equilibriumd, whichever
+	 * runs; every override change becomes a system event. */
+	if (shm_mode_expire(p->shm, util_now_ms()) == 1)
+		log_notice("override expired: back to none");
+	pb_events_overrides(p->events);
+
 	for (int i = 0; i < EQ_COMP__COUNT; i++) {
 		struct pb_comp *c = &p->comp[i];
 		enum eq_cstate st = c->fsm.state;

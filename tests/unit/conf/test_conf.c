@@ -548,6 +548,18 @@ START_TEST(test_bad_strings)
 	             "config.ini:2: [shm] group = a b: must be a group name or number "
 	             "(A-Z a-z 0-9 _ . -)");
 	conf_free(&C);
+	/* [shm] group: a group that does not exist is a config error (exit 78
+	 * at start), a numeric gid is taken as is. */
+	expect_error("[shm]\ngroup = eq-no-such-group\n",
+	             "config.ini:2: [shm] group = eq-no-such-group: group 'eq-no-such-group' does not "
+	             "exist: create it (groupadd eq-no-such-group), give a numeric gid, or clear group=");
+	conf_free(&C);
+	expect_ok("[shm]\ngroup = 4242\n");
+	ck_assert_str_eq(C.shm.group, "4242");
+	conf_free(&C);
+	expect_error("[shm]\ngroup = 99999999999\n",
+	             "config.ini:2: [shm] group = 99999999999: gid 99999999999 is out of range");
+	conf_free(&C);
 	expect_error("[redis]\nhost = a b\n",
 	             "config.ini:2: [redis] host = a b: must be a host name or IP address "
 	             "(A-Z a-z 0-9 _ . : -)");

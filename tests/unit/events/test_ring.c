@@ -33,26 +33,27 @@ static uint64_t word_make(unsigned st, pid_t pid, unsigned n, uint64_t pos)
 	       (pos & ((UINT64_C(1) << 30) - 1));
 }
 
-static struct shm_ring_slot *slot_at(struct shm_ring *r, uint64_t pos)
+static struct shm_ring_slot *slot_at(struct shm_ring_h *r, uint64_t pos)
 {
-	return (struct shm_ring_slot *)((char *)r + SHM_RING_HEADER_BYTES +
+	return (struct shm_ring_slot *)((char *)r->r + SHM_RING_HEADER_BYTES +
 	                                (pos % r->nslots) * SHM_RING_SLOT_BYTES);
 }
 
-static struct shm_ring *ring_new(uint64_t nslots)
+static struct shm_ring_h *ring_new(uint64_t nslots)
 {
 	uint64_t bytes = shm_ring_bytes_for(nslots);
 	void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(m, MAP_FAILED);
 	ck_assert_int_eq(shm_ring_format(m, bytes), 0);
-	struct shm_ring *r = NULL;
-	ck_assert_int_eq(shm_ring_open(m, bytes, &r), 0);
+	struct shm_ring_h *r = calloc(1, sizeof(*r));     /* the test process's handle */
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(shm_ring_open(m, bytes, r), 0);
 	ck_assert_uint_eq(r->nslots, nslots);
 	return r;
 }
 
 /* Appends records whose value is "v<seq>" and key "k<seq%7>". */
-static int append_seq(struct shm_ring *r, uint32_t first, unsigned n)
+static int append_seq(struct shm_ring_h *r, uint32_t first, unsigned n)
 {
 	static struct shm_ring_rec recs[SHM_RING_MAX_BATCH + 1];
 	static char keys[SHM_RING_MAX_BATCH + 1][16], vals[SHM_RING_MAX_BATCH + 1][32];
@@ -115,9 +116,9 @@ static void reap(pid_t p)
 
 /* Leaves position h as a producer killed after its claim (and before
  * helping head) would: CLAIMED by pid for n slots, head still at h. */
-static void fake_claim(struct shm_ring *r, pid_t pid, unsigned n)
+static void fake_claim(struct shm_ring_h *r, pid_t pid, unsigned n)
 {
-	uint64_t h = atomic_load(&r->head);
+	uint64_t h = atomic_load(&r->r->head);
 	struct shm_ring_slot *s = slot_at(r, h);
 	uint64_t w = atomic_load(&s->word);
 	ck_assert_uint_eq(w, word_make(SHM_RING_S_FREE, 0, 0, h));
@@ -134,19 +135,19 @@ START_TEST(test_format_and_open_validate)
 	uint64_t bytes = shm_ring_bytes_for(64);
 	char *m = mmap(NULL, bytes + 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(m, MAP_FAILED);
-	struct shm_ring *r;
-	ck_assert_int_eq(shm_ring_open(m, bytes, &r), -EPROTO);          /* not formatted */
+	struct shm_ring_h rh, *r = &rh;
+	ck_assert_int_eq(shm_ring_open(m, bytes, r), -EPROTO);          /* not formatted */
 	ck_assert_int_eq(shm_ring_format(m, shm_ring_bytes_for(SHM_RING_MIN_SLOTS - 1)), -EINVAL);
 	ck_assert_int_eq(shm_ring_format(m + 8, bytes), -EINVAL);         /* unaligned */
 	ck_assert_int_eq(shm_ring_format(m, bytes + 100), 0);             /* tail bytes unused */
-	ck_assert_int_eq(shm_ring_open(m, bytes + 100, &r), 0);
+	ck_assert_int_eq(shm_ring_open(m, bytes + 100, r), 0);
 	ck_assert_uint_eq(r->nslots, 64);
-	ck_assert_int_eq(shm_ring_open(m, bytes, &r), -EINVAL);           /* size mismatch */
-	r->version_major = SHM_RING_VERSION_MAJOR + 1;
-	ck_assert_int_eq(shm_ring_open(m, bytes + 100, &r), -EPROTO);     /* other version */
+	ck_assert_int_eq(shm_ring_open(m, bytes, r), -EINVAL);           /* size mismatch */
+	r->r->version_major = SHM_RING_VERSION_MAJOR + 1;
+	ck_assert_int_eq(shm_ring_open(m, bytes + 100, r), -EPROTO);     /* other version */
 	ck_assert_int_eq(shm_ring_format(m, bytes), 0);
 	memcpy(m, "XXXXXXXX", 8);
-	ck_assert_int_eq(shm_ring_open(m, bytes, &r), -EPROTO);           /* bad magic */
+	ck_assert_int_eq(shm_ring_open(m, bytes, r), -EPROTO);           /* bad magic */
 	/* The default 16 MiB region holds 32767 slots. */
 	ck_assert_uint_eq((16777216 - SHM_RING_HEADER_BYTES) / SHM_RING_SLOT_BYTES, 32767);
 	munmap(m, bytes + 4096);
@@ -157,7 +158,7 @@ END_TEST
 
 START_TEST(test_append_peek_commit)
 {
-	struct shm_ring *r = ring_new(32);
+	struct shm_ring_h *r = ring_new(32);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -193,7 +194,7 @@ END_TEST
 
 START_TEST(test_append_rejects_bad_input)
 {
-	struct shm_ring *r = ring_new(32);
+	struct shm_ring_h *r = ring_new(32);
 	char big[SHM_RING_DATA_MAX + 1] = { 0 };
 	struct shm_ring_rec rec = { .topic = 0, .key_len = 1, .value_len = SHM_RING_DATA_MAX,
 	                            .key = "k", .value = big };
@@ -212,7 +213,7 @@ START_TEST(test_append_rejects_bad_input)
 	ck_assert_int_eq(shm_ring_region_append(r, &rec, 1), -EINVAL);
 	ck_assert_int_eq(shm_ring_region_append(r, &rec, 0), -EINVAL);
 	ck_assert_int_eq(append_seq(r, 0, 33), -EMSGSIZE);                  /* > capacity */
-	struct shm_ring *big_ring = ring_new(2048);
+	struct shm_ring_h *big_ring = ring_new(2048);
 	ck_assert_int_eq(append_seq(big_ring, 0, SHM_RING_MAX_BATCH + 1), -EMSGSIZE);
 	ck_assert_int_eq(append_seq(big_ring, 0, SHM_RING_MAX_BATCH), 0);
 	/* Nothing of the refused calls is visible. */
@@ -224,7 +225,7 @@ END_TEST
 
 START_TEST(test_full_ring_fails_at_once)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -251,7 +252,7 @@ END_TEST
 
 START_TEST(test_batch_is_all_or_nothing)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -284,7 +285,7 @@ START_TEST(test_wrap_around_many_laps)
 {
 	/* Random batch sizes and commit points (often inside a batch) over
 	 * thousands of laps of a 16-slot ring: order and content hold. */
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -344,15 +345,15 @@ START_TEST(test_dead_producer_claim_is_skipped_and_does_not_wedge)
 {
 	/* A producer killed after its claim CAS, before it even helped head:
 	 * the next producer helps head past it, the consumer skips the run. */
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	ck_assert_int_eq(append_seq(r, 0, 1), 0);
 	fake_claim(r, dead_pid(), 3);
-	ck_assert_uint_eq(atomic_load(&r->head), 1);
+	ck_assert_uint_eq(atomic_load(&r->r->head), 1);
 	ck_assert_int_eq(append_seq(r, 1, 1), 0);
-	ck_assert_uint_eq(atomic_load(&r->head), 5);
+	ck_assert_uint_eq(atomic_load(&r->r->head), 5);
 	expect_seq(&c, 0);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);            /* the 3 abandoned are skipped */
 	ck_assert_uint_eq(v.pos, 4);
@@ -379,13 +380,13 @@ START_TEST(test_dead_claim_at_head_with_no_other_producer)
 {
 	/* Nobody helps head: the consumer does it before skipping, so the
 	 * producers that come later are not confused by freed slots. */
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
 	fake_claim(r, dead_pid(), 4);
 	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
-	ck_assert_uint_eq(atomic_load(&r->head), 4);
+	ck_assert_uint_eq(atomic_load(&r->r->head), 4);
 	ck_assert_int_eq(shm_ring_commit(&c, shm_ring_cursor(&c)), 0);
 	for (uint32_t i = 0; i < 40; i++) {
 		ck_assert_int_eq(append_seq(r, i, 1), 0);
@@ -399,7 +400,7 @@ START_TEST(test_live_writer_blocks_until_it_dies)
 {
 	/* A producer mid-write (alive) holds later records back, keeping the
 	 * order; once it is dead (and reaped) its run is skipped. */
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -426,7 +427,7 @@ END_TEST
 
 START_TEST(test_reaper_releases_only_dead_pids)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	pid_t child = sleeper();
 	fake_claim(r, child, 4);
 	ck_assert_int_eq(shm_ring_region_release_pid(r, child), -EBUSY);   /* alive: never touched */
@@ -455,7 +456,7 @@ START_TEST(test_forked_producer_claims_with_its_own_pid)
 {
 	/* Producers cache their pid; a fork child must not claim with its
 	 * parent's (a dead child's claim would then look alive forever). */
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -479,7 +480,7 @@ END_TEST
 
 START_TEST(test_consumer_restart_redelivers_uncommitted)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	ck_assert_int_eq(append_seq(r, 0, 3), 0);
 	ck_assert_int_eq(append_seq(r, 3, 4), 0);
 	ck_assert_int_eq(append_seq(r, 7, 3), 0);
@@ -516,7 +517,7 @@ END_TEST
 
 START_TEST(test_consumer_killed_between_tail_and_frees_is_repaired)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -525,7 +526,7 @@ START_TEST(test_consumer_killed_between_tail_and_frees_is_repaired)
 	for (int i = 0; i < 16; i++)
 		ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
 	/* What commit(16) does, killed after the tail store and 5 frees. */
-	atomic_store(&r->cons, (UINT64_C(16) << 10) | 0);
+	atomic_store(&r->r->cons, (UINT64_C(16) << 10) | 0);
 	for (uint64_t p = 0; p < 5; p++)
 		atomic_store(&slot_at(r, p)->word, word_make(SHM_RING_S_FREE, 0, 0, p + 16));
 	ck_assert_int_eq(append_seq(r, 16, 6), -ENOBUFS);     /* slots 5.. still look used */
@@ -544,7 +545,7 @@ END_TEST
 
 START_TEST(test_consumer_role_is_exclusive)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	int fds[2];
 	ck_assert_int_eq(pipe(fds), 0);
 	pid_t child = fork();
@@ -566,9 +567,43 @@ START_TEST(test_consumer_role_is_exclusive)
 	ck_assert_int_eq(c.busy_pid, child);
 	reap(child);
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
-	ck_assert_uint_eq(atomic_load(&r->consumer_opens), 2);
+	ck_assert_uint_eq(atomic_load(&r->r->consumer_opens), 2);
 	close(fds[0]);
 	close(fds[1]);
+}
+END_TEST
+
+/* The consumer is a process, not a pid: a word naming a pid that now runs
+ * another program (a reused pid: here pid 1, which surely runs, with a
+ * start time it never had) does not hold the ring, and a reaped consumer's
+ * word is released for its successor (shm_ring_region_release_consumer). */
+START_TEST(test_consumer_identity_is_pid_and_start_time)
+{
+	struct shm_ring_h *r = ring_new(16);
+	uint64_t init_ticks = 0;
+	ck_assert_int_eq(util_proc_start_ticks(1, &init_ticks), 0);
+	uint64_t stale = ((init_ticks + 12345) << SHM_RING_CONSUMER_PID_BITS) | 1;
+	atomic_store(&r->r->consumer, stale);
+	struct shm_ring_consumer c;
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);   /* pid 1 is not that process */
+	shm_ring_consumer_close(&c);
+	ck_assert_uint_eq(atomic_load(&r->r->consumer), 0);
+
+	/* The same pid with its real start time is a live holder. */
+	atomic_store(&r->r->consumer, (init_ticks << SHM_RING_CONSUMER_PID_BITS) | 1);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), -EBUSY);
+	ck_assert_int_eq(c.busy_pid, 1);
+
+	/* Release on reap: only the named pid's word is cleared. */
+	ck_assert_int_eq(shm_ring_region_release_consumer(r, 2), 0);
+	ck_assert_uint_ne(atomic_load(&r->r->consumer), 0);
+	ck_assert_int_eq(shm_ring_region_release_consumer(r, 1), 1);
+	ck_assert_uint_eq(atomic_load(&r->r->consumer), 0);
+	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
+	struct shm_ring_stats st;
+	shm_ring_region_stats(r, &st);
+	ck_assert_int_eq(st.consumer_pid, getpid());
+	shm_ring_consumer_close(&c);
 }
 END_TEST
 
@@ -576,7 +611,7 @@ END_TEST
 
 START_TEST(test_corrupt_record_is_skipped_and_counted)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -607,7 +642,7 @@ END_TEST
 
 START_TEST(test_stats_oldest_and_used)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	struct shm_ring_stats st;
@@ -640,7 +675,7 @@ END_TEST
 
 START_TEST(test_check_reports_damage_only)
 {
-	struct shm_ring *r = ring_new(16);
+	struct shm_ring_h *r = ring_new(16);
 	struct shm_ring_check_report rep;
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
@@ -651,7 +686,7 @@ START_TEST(test_check_reports_damage_only)
 	fake_claim(r, dead_pid(), 2);
 	ck_assert_int_eq(append_seq(r, 3, 1), 0);
 	fake_claim(r, child, 1);
-	atomic_store(&r->head, 7);                            /* it moved head, as producers do */
+	atomic_store(&r->r->head, 7);                            /* it moved head, as producers do */
 	ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
 	ck_assert_int_eq(shm_ring_commit(&c, 1), 0);          /* tail inside the first run */
 	/* Dead and live claims are normal states, not damage. */
@@ -734,7 +769,7 @@ END_TEST
 START_TEST(test_concurrent_producers_exactly_once_in_order)
 {
 	enum { P = 4, N = 20000 };
-	struct shm_ring *r = ring_new(64);
+	struct shm_ring_h *r = ring_new(64);
 	struct shm_ring_consumer c;
 	struct shm_ring_view v;
 	ck_assert_int_eq(shm_ring_region_consumer_open(r, &c), 0);
@@ -828,6 +863,7 @@ static Suite *ring_suite(void)
 	tcase_add_test(tc, test_consumer_restart_redelivers_uncommitted);
 	tcase_add_test(tc, test_consumer_killed_between_tail_and_frees_is_repaired);
 	tcase_add_test(tc, test_consumer_role_is_exclusive);
+	tcase_add_test(tc, test_consumer_identity_is_pid_and_start_time);
 	tcase_add_test(tc, test_corrupt_record_is_skipped_and_counted);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("figures");

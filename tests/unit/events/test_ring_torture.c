@@ -67,7 +67,7 @@ struct payload {
 	uint8_t fill[];
 };
 
-static struct shm_ring *R;
+static struct shm_ring_h RH, *R = &RH;    /* this process's validated handle */
 static struct tstate *T;
 
 static uint64_t xs(uint64_t *s)
@@ -281,7 +281,7 @@ static void run_torture(unsigned secs, bool kill_consumer)
 	void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(m, MAP_FAILED);
 	ck_assert_int_eq(shm_ring_format(m, bytes), 0);
-	ck_assert_int_eq(shm_ring_open(m, bytes, &R), 0);
+	ck_assert_int_eq(shm_ring_open(m, bytes, R), 0);
 	T = mmap(NULL, sizeof(*T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(T, MAP_FAILED);
 

@@ -62,7 +62,9 @@ static void *srv_main(void *arg)
 	struct e2e *e = arg;
 	struct pr *p = &e->pr;
 	struct pr_http_limits lim;
-	struct pr_http_ops ops = { pr_api_on_request, pr_api_on_answered, NULL, p, pr_api_on_flush };
+	struct pr_http_ops ops = { .on_request = pr_api_on_request,
+	                           .on_answered = pr_api_on_answered, .arg = p,
+	                           .on_flush = pr_api_on_flush, .on_headers = pr_api_on_headers };
 	struct pr_src_ops src;
 
 	uv_loop_init(&e->loop);
@@ -483,7 +485,7 @@ START_TEST(degraded_cache_and_batch_off)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	redis_hset("z1", "99", "9", 0);            /* not asked: cache is fresh */
 	j = price("z1", 0);
 	expect(j, "stale", "stale", 0.7, "degraded_cache");
@@ -512,7 +514,7 @@ START_TEST(emergency_default_and_stale)
 	redis_hset("z1", "12.5", "1.7", 0);
 	j = price("z1", 0);
 	json_decref(j);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	j = price("z1", 0);
 	expect(j, "stale", "very_stale", 0.5, "emergency_mode");
 	ck_assert_str_eq(js(j, "mode"), "emergency");
@@ -615,6 +617,36 @@ START_TEST(batch_in_order)
 	ck_assert_int_eq(st, 400);
 	ck_assert_str_eq(js(j, "error"), "invalid_zone_id");
 	json_decref(j);
+	stop();
+}
+END_TEST
+
+/* A burst of concurrent batch requests used to leave every batch struct
+ * (100 answers each) on the free list for ever; at most a few are kept. */
+START_TEST(batch_pool_is_trimmed_after_a_burst)
+{
+	struct tclient *c;
+	struct tresp r;
+	char req[256];
+	size_t n = 0;
+	static char burst[24 * 256];
+
+	start();
+	redis_hset("b1", "1.5", "1.0", 0);
+	snprintf(req, sizeof(req), "GET /v1/pricing?zones=b1,b1,nowhere HTTP/1.1\r\n"
+	         "Authorization: Bearer " TOKEN "\r\n\r\n");
+	for (int i = 0; i < 24; i++)
+		n += (size_t)snprintf(burst + n, sizeof(burst) - n, "%s", req);
+	c = tc_connect(E.port);
+	tc_send(c, burst, n);                /* one segment: 24 batches live at once */
+	for (int i = 0; i < 24; i++) {
+		ck_assert_int_eq(tc_read(c, &r, 0), 0);
+		ck_assert_int_eq(r.status, 200);
+		tresp_free(&r);
+	}
+	tc_close(c);
+	ck_assert_uint_le(pr_api_pooled_batches(&E.pr), 4);
+	ck_assert_uint_ge(pr_api_pooled_batches(&E.pr), 1);
 	stop();
 }
 END_TEST
@@ -790,11 +822,11 @@ START_TEST(quotes_per_mode)
 	ck_assert_str_eq(ev[0].u.quote.freshness, "real-time");
 	ck_assert_str_eq(ev[0].u.quote.fallback_reason, "");
 	ck_assert_double_eq(ev[0].u.quote.base_fare, 12.5);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* degraded, sample 0: none */
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 5; i++)
 		json_decref(price("z1", NULL));
 	ck_assert_uint_eq(ring_read(ev, 64), 0);      /* emergency: none */
@@ -869,7 +901,7 @@ START_TEST(quotes_degraded_sampled)
 	redis_hset("z1", "12.5", "1.7", 0);
 	json_decref(price("z1", NULL));
 	ring_read(ev, 128);
-	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(E.shm, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	for (int i = 0; i < 100; i++)
 		json_decref(price("z1", NULL));
 	n = ring_read(ev, 128);
@@ -932,6 +964,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, auth_and_errors);
 	tcase_add_test(tc, batch_in_order);
+	tcase_add_test(tc, batch_pool_is_trimmed_after_a_burst);
 	tcase_add_test(tc, status_and_metrics);
 	tcase_add_test(tc, readyz_503_while_draining);
 	suite_add_tcase(s, tc);

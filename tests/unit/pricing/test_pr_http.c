@@ -72,6 +72,13 @@ static void on_request(struct pr_req *r, void *arg)
 		free(b);
 		return;
 	}
+	if (path_is(r, "/reject/")) {
+		int st = atoi(r->path + 8);
+		snprintf(body, sizeof(body), "early=%d body=%s len=%zu", r->early,
+		         r->body ? "yes" : "no", r->body_len);
+		pr_http_respond(r, st, "text/plain", NULL, body, strlen(body));
+		return;
+	}
 	if (path_is(r, "/body")) {
 		snprintf(body, sizeof(body), "len=%zu", r->body_len);
 		pr_http_respond(r, 200, "text/plain", NULL, body, strlen(body));
@@ -99,6 +106,13 @@ static void on_request(struct pr_req *r, void *arg)
 	snprintf(body, sizeof(body), "%s %.*s q=%.*s", http_method_str(r->method),
 	         (int)r->path_len, r->path, (int)r->query_len, r->query ? r->query : "");
 	pr_http_respond(r, 200, "text/plain", NULL, body, strlen(body));
+}
+
+/* /reject/NNN is refused with status NNN as soon as its headers are in. */
+static int on_headers(struct pr_req *r, void *arg)
+{
+	(void)arg;
+	return path_is(r, "/reject/") ? 1 : 0;
 }
 
 static void on_answered(const struct pr_req *r, int status, void *arg)
@@ -131,7 +145,8 @@ static void on_cmd(uv_async_t *a)
 static void *srv_main(void *arg)
 {
 	struct tsrv *s = arg;
-	struct pr_http_ops ops = { on_request, on_answered, on_drained, s, NULL };
+	struct pr_http_ops ops = { .on_request = on_request, .on_answered = on_answered,
+	                           .on_drained = on_drained, .arg = s, .on_headers = on_headers };
 
 	uv_loop_init(&s->loop);
 	ck_assert_int_eq(pr_http_create(&s->loop, &s->lim, &ops, &s->h), 0);
@@ -905,6 +920,135 @@ START_TEST(large_answer_intact)
 }
 END_TEST
 
+/* ---- issue 12: bodies, early rejection, trailers ---- */
+
+/* One byte of body every 100 ms used to push the deadline on for ever;
+ * the body now has header_timeout_ms (300) from the end of the headers. */
+START_TEST(trickled_body_has_a_fixed_deadline)
+{
+	struct tclient *c;
+	struct tresp r;
+	uint64_t t0;
+	int sent = 0;
+
+	srv_start();
+	c = tc_connect(S.port);
+	tc_sends(c, "POST /body HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+	t0 = t_now_ms();
+	while (!tc_readable(c, 100) && sent < 30) {
+		tc_sends(c, "a");
+		sent++;
+	}
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 408);
+	ck_assert_msg(t_now_ms() - t0 < 900, "408 after %llu ms, %d bytes trickled",
+	              (unsigned long long)(t_now_ms() - t0), sent);
+	tresp_free(&r);
+	ck_assert(tc_wait_closed(c, 3000));
+	tc_close(c);
+	srv_stop();
+}
+END_TEST
+
+/* Refused at the headers: the answer comes without a 100 Continue and
+ * without the body, and the connection closes. */
+START_TEST(refused_before_the_body_without_continue)
+{
+	struct tclient *c;
+	struct tresp r;
+	char v[64];
+
+	srv_start();
+	c = tc_connect(S.port);
+	tc_sends(c, "POST /reject/401 HTTP/1.1\r\nContent-Length: 4000\r\n"
+	            "Expect: 100-continue\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 401);
+	ck_assert_str_eq(r.body, "early=1 body=no len=0");
+	ck_assert_str_eq(hdr_value(&r, "Connection", v, sizeof(v)), "close");
+	tresp_free(&r);
+	ck_assert(tc_wait_closed(c, 3000));
+	tc_close(c);
+	/* The same with the body already on its way: none of it is read as
+	 * a request, nothing else is answered. */
+	c = tc_connect(S.port);
+	tc_sends(c, "POST /reject/404 HTTP/1.1\r\nContent-Length: 27\r\n\r\n"
+	            "GET /smuggled HTTP/1.1\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 404);
+	ck_assert_str_eq(r.body, "early=1 body=no len=0");
+	tresp_free(&r);
+	ck_assert(tc_wait_closed(c, 3000));
+	tc_close(c);
+	/* Accepted requests still get their 100 and their body. */
+	c = tc_connect(S.port);
+	tc_sends(c, "POST /body HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_int_eq(r.status, 100);
+	tresp_free(&r);
+	tc_sends(c, "ok");
+	ck_assert_int_eq(tc_read(c, &r, 0), 0);
+	ck_assert_str_eq(r.body, "len=2");
+	tresp_free(&r);
+	tc_close(c);
+	srv_stop();
+}
+END_TEST
+
+START_TEST(body_on_get_or_head_400)
+{
+	static const char *const reqs[] = {
+		"GET /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+		"HEAD /x HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+		"GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+	};
+	struct tclient *c;
+	struct tresp r;
+
+	srv_start();
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		c = tc_connect(S.port);
+		tc_sends(c, reqs[i]);
+		ck_assert_int_eq(tc_read(c, &r, i == 1), 0);
+		ck_assert_int_eq(r.status, 400);
+		if (i != 1)
+			ck_assert(strstr(r.body, "carry no body") != NULL);
+		tresp_free(&r);
+		ck_assert(tc_wait_closed(c, 3000));
+		tc_close(c);
+	}
+	/* An empty Content-Length is no body. */
+	ck_assert_int_eq(get1("GET /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tresp_free(&r);
+	srv_stop();
+}
+END_TEST
+
+/* An Authorization trailer used to repoint the header value without its
+ * length (an out-of-bounds read); trailers are ignored now. */
+START_TEST(authorization_trailer_ignored)
+{
+	struct tresp r;
+
+	srv_start();
+	ck_assert_int_eq(get1("POST /auth HTTP/1.1\r\nAuthorization: Bearer abc\r\n"
+	                      "Transfer-Encoding: chunked\r\n\r\n"
+	                      "3\r\nxyz\r\n0\r\n"
+	                      "Authorization: Bearer a-much-longer-token-from-the-trailer\r\n\r\n",
+	                      &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "auth[Bearer abc]");
+	tresp_free(&r);
+	ck_assert_int_eq(get1("POST /auth HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                      "3\r\nxyz\r\n0\r\nAuthorization: Bearer t\r\n\r\n", &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "none[]");
+	tresp_free(&r);
+	srv_stop();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("pricing-http");
@@ -933,6 +1077,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, slow_loris_trickle_still_408);
 	tcase_add_test(tc, silent_connection_408);
 	tcase_add_test(tc, slow_body_408);
+	tcase_add_test(tc, trickled_body_has_a_fixed_deadline);
+	tcase_add_test(tc, refused_before_the_body_without_continue);
+	tcase_add_test(tc, body_on_get_or_head_400);
+	tcase_add_test(tc, authorization_trailer_ignored);
 	tcase_add_test(tc, idle_keepalive_closed_silently);
 	tcase_add_test(tc, malformed_400_and_close);
 	tcase_add_test(tc, max_connections_pauses_accepting);

@@ -401,7 +401,7 @@ START_TEST(degraded_fresh_cache_without_backend_call)
 	uint64_t now = util_now_ms();
 
 	src_ok(PR_SRC_REDIS, 12.5, 1.7, 0);
-	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	put_stale("z1", 11.0, now - 1000, now - 4000);
 	lookup("z1");
 	ASSERT_ANSWER("stale", "stale", 0.7, PR_REASON_DEGRADED_CACHE);
@@ -418,7 +418,7 @@ START_TEST(degraded_expired_cache_goes_live)
 	uint64_t now = util_now_ms();
 
 	src_ok(PR_SRC_REDIS, 12.5, 1.7, 0);
-	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	put_stale("z1", 11.0, now - CONF->modes.degraded_stale_ttl_ms - 10, 0);
 	lookup("z1");
 	ASSERT_ANSWER("redis", "real-time", 1.0, PR_REASON_NONE);
@@ -432,7 +432,7 @@ END_TEST
 
 START_TEST(degraded_skips_failed_redis)
 {
-	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(SHM, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	set_state(EQ_COMP_REDIS, EQ_CSTATE_FAILED);
 	src_ok(PR_SRC_REDIS, 12.5, 1.7, 0);
 	src_ok(PR_SRC_PG_PRIMARY, 20.0, 1.1, 0);
@@ -452,7 +452,7 @@ START_TEST(emergency_default_no_backend)
 {
 	src_ok(PR_SRC_REDIS, 12.5, 1.7, 0);
 	put_stale("z1", 11.0, util_now_ms(), 0);
-	shm_mode_set_override(SHM, EQ_OVERRIDE_EMERGENCY, getpid(), "test");
+	shm_mode_set_override(SHM, EQ_OVERRIDE_EMERGENCY, 0, NULL, getpid(), "test");
 	lookup("z1");
 	ASSERT_ANSWER("default", "default", 0.1, PR_REASON_EMERGENCY_MODE);
 	ck_assert_str_eq(F.calls, "");

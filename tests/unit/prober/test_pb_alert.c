@@ -271,6 +271,34 @@ START_TEST(test_fmt_slack)
 }
 END_TEST
 
+/* A server's error text in a summary must not ping the channel or carry a
+ * link in Slack: <, > and & are escaped as Slack's mrkdwn requires, in the
+ * text, the fallback and the field values. */
+START_TEST(test_fmt_slack_escapes_mentions_and_links)
+{
+	struct pb_alert_event ev;
+	size_t len;
+	pb_alert_event_init(&ev, PB_ACT_TRIGGER, PB_SEV_CRITICAL, EQ_COMP_REDIS, EQ_CSTATE_UNHEALTHY,
+	                    EQ_CSTATE_FAILED, EQ_MODE_DEGRADED, "node<!here>",
+	                    "ERR <!channel> see <https://evil.example|docs> & co", 1795748400123ull);
+	char *s = pb_alert_fmt_slack(&ev, &len);
+	json_t *j = parse(s, len);
+	const char *text = jstr(j, "text");
+	ck_assert_msg(strchr(text, '<') == NULL && strchr(text, '>') == NULL, "%s", text);
+	ck_assert_ptr_nonnull(strstr(text, "&lt;!channel&gt;"));
+	ck_assert_ptr_nonnull(strstr(text, "&lt;https://evil.example|docs&gt; &amp; co"));
+	json_t *att = json_array_get(json_object_get(j, "attachments"), 0);
+	ck_assert_str_eq(jstr(att, "fallback"), text);
+	json_t *fields = json_object_get(att, "fields");
+	for (size_t i = 0; i < json_array_size(fields); i++) {
+		const char *v = jstr(json_array_get(fields, i), "value");
+		ck_assert_msg(strchr(v, '<') == NULL && strchr(v, '>') == NULL, "%s", v);
+	}
+	json_decref(j);
+	free(s);
+}
+END_TEST
+
 START_TEST(test_fmt_pagerduty)
 {
 	struct pb_alert_event ev;
@@ -1117,6 +1145,7 @@ static Suite *alert_suite(void)
 	tcase_add_test(tc, test_event_init);
 	tcase_add_test(tc, test_fmt_webhook);
 	tcase_add_test(tc, test_fmt_slack);
+	tcase_add_test(tc, test_fmt_slack_escapes_mentions_and_links);
 	tcase_add_test(tc, test_fmt_pagerduty);
 	tcase_add_test(tc, test_fmt_email);
 	tcase_add_test(tc, test_sendmail_argv);

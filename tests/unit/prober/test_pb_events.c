@@ -15,6 +15,7 @@
 #include "proto/proto.h"
 #include "shm/shm_ring.h"
 #include "util/util.h"
+#include "workers/prober/pb_events.h"
 #include "workers/prober/pb_prober.h"
 #include "../shm/test_shm_common.h"
 
@@ -263,6 +264,65 @@ START_TEST(test_full_ring_never_blocks)
 }
 END_TEST
 
+/* Every override change, whoever made it (eqctl through the shm API, a
+ * signal's step, an expiry), becomes one system event of kind "override"
+ * keyed "mode"; automatic-mode changes are not repeated as such; the
+ * cursor lives in the segment, so a new pb_events (a restarted prober)
+ * emits nothing twice and misses nothing. */
+START_TEST(test_override_changes_become_system_events)
+{
+	static struct proto_event ev[64];
+	static char keys[64][PROTO_KEY_MAX + 1];
+	static uint8_t topics[64];
+	util_log_init("test_pb_events", LOG_ERR);
+	char name[64];
+	util_strlcpy(name, test_shm_name(), sizeof(name));
+	struct shm *s = test_shm_create(name, 64, 1 << 20);
+	ck_assert_ptr_nonnull(s);
+	struct conf c;
+	conf_defaults(&c);
+	struct pb_events *e;
+	pb_events_create(s, &c, &e);
+	ck_assert_ptr_nonnull(e);
+
+	uint64_t now = util_now_ms();
+	ck_assert_int_eq(shm_mode_set_override(s, EQ_OVERRIDE_DEGRADED, now + 30, "drill", 4242,
+	                                       "eqctl mode degraded --for 30ms"), 1);
+	ck_assert_int_eq(shm_mode_set_auto(s, EQ_MODE_DEGRADED, EQ_COMP_REDIS, "redis failed"), 1);
+	usleep(40 * 1000);
+	ck_assert_int_eq(shm_mode_expire(s, util_now_ms()), 1);
+	pb_events_overrides(e);
+	pb_events_overrides(e);                            /* nothing new: nothing emitted */
+	ck_assert_int_eq(shm_mode_step_override(s, +1, 77, "SIGUSR1 from pid 77", NULL), 1);
+	pb_events_destroy(&e);
+	pb_events_create(s, &c, &e);                       /* "restarted": the cursor survives */
+	pb_events_overrides(e);
+
+	struct fx f = { .shm = s };
+	size_t n = drain(&f, ev, keys, topics, 64);
+	ck_assert_uint_eq(n, 3);
+	const char *want[3][3] = {
+		{ "none", "degraded", "eqctl mode degraded --for 30ms" },
+		{ "degraded", "none", "expired" },
+		{ "none", "degraded", "SIGUSR1 from pid 77" },
+	};
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(ev[i].type, PROTO_TYPE_SYSTEM);
+		ck_assert_int_eq(ev[i].u.sys.kind, PROTO_SYS_OVERRIDE);
+		ck_assert_str_eq(keys[i], "mode");
+		ck_assert_int_eq(topics[i], PROTO_TOPIC_SYSTEM);
+		ck_assert_str_eq(ev[i].u.sys.from, want[i][0]);
+		ck_assert_str_eq(ev[i].u.sys.to, want[i][1]);
+		ck_assert_str_eq(ev[i].u.sys.cause, want[i][2]);
+	}
+	ck_assert_str_eq(ev[0].u.sys.mode, "degraded");
+	ck_assert_int_eq(ev[0].u.sys.pid, 4242);
+	pb_events_destroy(&e);
+	shm_detach(&s);
+	shm_unlink_name(name);
+}
+END_TEST
+
 static Suite *events_suite(void)
 {
 	Suite *s = suite_create("pb_events");
@@ -271,6 +331,7 @@ static Suite *events_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_transitions_become_system_events);
 	tcase_add_test(tc, test_full_ring_never_blocks);
+	tcase_add_test(tc, test_override_changes_become_system_events);
 	suite_add_tcase(s, tc);
 	return s;
 }

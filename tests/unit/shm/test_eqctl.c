@@ -169,6 +169,127 @@ START_TEST(test_prices_and_history)
 }
 END_TEST
 
+/* Server error text (a Redis error reply, a broker message) and causes
+ * reach the operator's terminal through eqctl: no escape sequence may
+ * survive (ESC, BEL, C1 CSI), neither in text nor in JSON output. */
+START_TEST(test_server_text_reaches_the_terminal_without_escapes)
+{
+	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED };
+	strcpy(v.last_error, "ERR \x1b[2J\x1b]0;owned\x07 \xc2\x9b" "31m red");
+	shm_component_write(seg, EQ_COMP_REDIS, &v);
+	shm_mode_set_override(seg, EQ_OVERRIDE_EMERGENCY, 0, NULL, 1, "eqctl \x1b[1;1Hspoof");
+	/* A writer that bypassed the API: raw bytes in the segment. */
+	strcpy(seg->comps[EQ_COMP_KAFKA].last_error, "raw \x1b[5m blink");
+	atomic_store(&seg->comps[EQ_COMP_KAFKA].configured, 1);
+
+	const char *cmds[] = { "status", "status --json", "history", "history --json",
+	                       "watch --count 1" };
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char err[1024];
+		int rc = eqctl(err, sizeof(err), "--shm %s %s", name, cmds[i]);
+		ck_assert_msg(rc == 0, "eqctl %s: %d %s", cmds[i], rc, err);
+		ck_assert_msg(strchr(out, '\x1b') == NULL && strchr(out, '\x07') == NULL &&
+		              strstr(out, "\xc2\x9b") == NULL, "eqctl %s printed an escape:\n%s",
+		              cmds[i], out);
+	}
+}
+END_TEST
+
+/* eqctl mode --for/--reason: accepted forms, refused ones (exit 2, nothing
+ * changed), and what status then shows. */
+START_TEST(test_mode_for_and_reason)
+{
+	char err[1024];
+	const char *bad[] = { "--for 0s", "--for 25h", "--for 86401s", "--for 10", "--for 1d",
+	                      "--for -5m", "--for", "--reason" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(eqctl(err, sizeof(err), "--shm %s mode degraded %s", name, bad[i]) == 2,
+		              "accepted %s", bad[i]);
+		ck_assert_ptr_nonnull(strstr(err, "eqctl mode: "));
+	}
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode auto --for 5m", name), 2);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --reason \"$(printf 'a\\033b')\"",
+	                       name), 2);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --reason \"$(head -c 201 /dev/zero | tr '\\0' r)\"",
+	                       name), 2);
+	struct shm_mode_view mv;
+	shm_mode_get(seg, &mv);
+	ck_assert_uint_eq(mv.override, EQ_OVERRIDE_DEGRADED);   /* from setup, untouched */
+
+	uint64_t t0 = util_now_ms();
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode emergency --for 90s --reason 'db failover' --json",
+	                       name), 0);
+	json_error_t je;
+	json_t *j = json_loads(out, 0, &je);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "override")), "emergency");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "override_reason")), "db failover");
+	ck_assert(json_is_string(json_object_get(j, "override_expires")));
+	json_decref(j);
+	struct shm_override_view v;
+	shm_override_read(seg, &v);
+	ck_assert_uint_ge(v.expires_ms, t0 + 90000);
+	ck_assert_uint_le(v.expires_ms, util_now_ms() + 90000);
+
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s status", name), 0);
+	ck_assert_msg(strstr(out, "override:   emergency until ") && strstr(out, "reason: db failover"),
+	              "%s", out);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s history", name), 0);
+	ck_assert_msg(strstr(out, "--for 90s") && strstr(out, "db failover"), "%s", out);
+	/* 2h and 24h are fine; auto clears expiry and reason. */
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --for 2h", name), 0);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode degraded --for 24h", name), 0);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s mode auto --json", name), 0);
+	j = json_loads(out, 0, &je);
+	ck_assert_ptr_nonnull(j);
+	ck_assert(json_is_null(json_object_get(j, "override_expires")));
+	ck_assert(json_is_null(json_object_get(j, "override_reason")));
+	json_decref(j);
+}
+END_TEST
+
+/* watch --json --count N: N lines, each the status JSON object. */
+START_TEST(test_watch_json_lines)
+{
+	char err[1024];
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s watch --json --count 2 --interval 100", name), 0);
+	int lines = 0;
+	for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		json_error_t je;
+		json_t *j = json_loads(line, 0, &je);
+		ck_assert_msg(j != NULL, "not JSON: %s", line);
+		ck_assert(json_is_string(json_object_get(j, "mode")));
+		ck_assert(json_is_object(json_object_get(j, "supervisor")));
+		json_decref(j);
+		lines++;
+	}
+	ck_assert_int_eq(lines, 2);
+}
+END_TEST
+
+/* supervisor.alive: the pid the segment names, with its start time, runs. */
+START_TEST(test_status_says_whether_the_supervisor_is_alive)
+{
+	char err[1024];
+	ck_assert_int_eq(shm_supervisor_lock(seg), 0);            /* we are the supervisor */
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s status --json", name), 0);
+	json_error_t je;
+	json_t *j = json_loads(out, 0, &je);
+	json_t *sup = json_object_get(j, "supervisor");
+	ck_assert_int_eq(json_integer_value(json_object_get(sup, "pid")), getpid());
+	ck_assert(json_is_true(json_object_get(sup, "alive")));
+	json_decref(j);
+	/* A reused pid (ours, with another start time) is not the supervisor. */
+	atomic_store(&seg->hdr->sup_start_ticks, atomic_load(&seg->hdr->sup_start_ticks) + 1);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s status --json", name), 0);
+	j = json_loads(out, 0, &je);
+	ck_assert(json_is_false(json_object_get(json_object_get(j, "supervisor"), "alive")));
+	json_decref(j);
+	ck_assert_int_eq(eqctl(err, sizeof(err), "--shm %s status", name), 0);
+	ck_assert_ptr_nonnull(strstr(out, "NOT RUNNING"));
+}
+END_TEST
+
 START_TEST(test_check_exit_codes)
 {
 	char err[1024];
@@ -211,6 +332,10 @@ int main(void)
 	tcase_add_test(tc, test_status_json);
 	tcase_add_test(tc, test_prices_and_history);
 	tcase_add_test(tc, test_check_exit_codes);
+	tcase_add_test(tc, test_server_text_reaches_the_terminal_without_escapes);
+	tcase_add_test(tc, test_mode_for_and_reason);
+	tcase_add_test(tc, test_watch_json_lines);
+	tcase_add_test(tc, test_status_says_whether_the_supervisor_is_alive);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

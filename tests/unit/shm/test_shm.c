@@ -77,7 +77,7 @@ START_TEST(test_create_attach)
 	ck_assert(!shm_writable(ro));
 	ck_assert(shm_writable(rw));
 	/* A write through one mapping is seen through the other. */
-	shm_mode_set_override(rw, EQ_OVERRIDE_DEGRADED, getpid(), "test");
+	shm_mode_set_override(rw, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "test");
 	ck_assert_int_eq(shm_mode_effective(ro), EQ_MODE_DEGRADED);
 	shm_detach(&ro);
 	shm_detach(&rw);
@@ -256,9 +256,9 @@ END_TEST
 
 START_TEST(test_mode_time_accounting)
 {
-	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, getpid(), "t");
+	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "t");
 	usleep(120 * 1000);
-	shm_mode_set_override(seg, EQ_OVERRIDE_NONE, getpid(), "t");
+	shm_mode_set_override(seg, EQ_OVERRIDE_NONE, 0, NULL, getpid(), "t");
 	struct shm_mode_view v;
 	shm_mode_get(seg, &v);
 	ck_assert_uint_ge(v.ms_total[EQ_MODE_DEGRADED], 100);
@@ -796,7 +796,7 @@ START_TEST(test_text_fields_stay_utf8)
 	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED };
 	memcpy(v.last_error, msg, sizeof(v.last_error) - 1);   /* cut mid-character */
 	shm_component_write(seg, EQ_COMP_REDIS, &v);
-	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, getpid(), msg);
+	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), msg);
 
 	json_t *st = shm_status_json(seg);
 	ck_assert_ptr_nonnull(st);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "shm/shm_internal.h"
+#include "shm/shm_ring.h"
 #include "test_shm_common.h"
 #include "util/util.h"
 
@@ -237,10 +238,114 @@ START_TEST(test_mode_word_out_of_range)
 	/* A writer repairs it; its time accounting stays inside ms_total[]
 	 * (index 3 lands on last_history, inside the segment: no sanitizer
 	 * notices, which is why unpack clamps). */
-	shm_mode_set_override(s, EQ_OVERRIDE_NONE, getpid(), "repair");
+	shm_mode_set_override(s, EQ_OVERRIDE_NONE, 0, NULL, getpid(), "repair");
 	shm_mode_set_auto(s, EQ_MODE_NORMAL, -1, "repair");
 	ck_assert_int_eq(shm_mode_effective(s), EQ_MODE_NORMAL);
 	ck_assert_int_eq(shm_check(s, &r), 0);
+	munmap(base, len);
+	shm_detach(&s);
+}
+END_TEST
+
+/* A root process must not adopt a segment another user made: that user
+ * could have listed any pids in the worker table, which a new supervisor
+ * SIGTERMs and SIGKILLs.  Only eqctl mode (SHM_OPERATOR, the override) may
+ * write as root; reading stays allowed.  Needs root to give the segment
+ * away, which is how the tests run (CI and tests/run as root). */
+START_TEST(test_root_refuses_a_segment_of_another_user)
+{
+	ck_assert_msg(geteuid() == 0, "this test needs root: it gives the segment to uid 65534");
+	size_t len;
+	struct shm_header *h = raw_map(&len);
+	h->owner_uid = 65534;                       /* as if uid 65534 had created it */
+	munmap(h, len);
+	int fd = shm_open(name, O_RDWR, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchown(fd, 65534, (gid_t)-1), 0);
+	close(fd);
+
+	struct shm *s = NULL;
+	char err[512] = "";
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_msg(strstr(err, "owned by uid 65534") && strstr(err, "--reset-shm"), "%s", err);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDONLY, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR | SHM_OPERATOR, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+}
+END_TEST
+
+/* A writer refuses a segment its group may write (0660): any member could
+ * then forge the worker table or the ring; group read (0640, [shm] group=)
+ * is the documented sharing. */
+START_TEST(test_writer_refuses_group_writable)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchmod(fd, 0660), 0);
+	struct shm *s = NULL;
+	char err[512] = "";
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_msg(strstr(err, "mode 0660") != NULL, "%s", err);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR | SHM_OPERATOR, &s, err, sizeof(err)), -EPERM);
+	ck_assert_int_eq(shm_attach(name, SHM_RDONLY, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	ck_assert_int_eq(fchmod(fd, 0640), 0);
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), 0);
+	shm_detach(&s);
+	close(fd);
+}
+END_TEST
+
+/* The event ring's slot count is a word of the segment that any process
+ * can rewrite.  A consumer that took the ring keeps the count it validated
+ * at open: here the positions are past one lap (so `pos % count` differs
+ * from `pos`) when the word becomes 2^40; reading, committing and the
+ * integrity check must stay inside the mapping, and producers (which
+ * validate on every call) must refuse the ring rather than trust it. */
+START_TEST(test_ring_slot_count_changed_after_open)
+{
+	struct shm *s;
+	char err[512];
+	ck_assert_int_eq(shm_attach(name, SHM_RDWR, &s, err, sizeof(err)), 0);
+	struct shm_ring_consumer c;
+	ck_assert_int_eq(shm_ring_consumer_open(s, &c), 0);
+	uint64_t ns = c.ring.nslots;
+	ck_assert_uint_gt(ns, 16);
+	struct shm_ring_rec rec = { .topic = 0, .key_len = 1, .value_len = 3, .key = "k", .value = "abc" };
+	struct shm_ring_view v;
+	/* Two laps and a half through the ring, consumed and committed. */
+	for (uint64_t i = 0; i < ns * 5 / 2; i++) {
+		ck_assert_int_eq(shm_ring_append(s, &rec, 1), 0);
+		ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+		ck_assert_int_eq(shm_ring_commit(&c, v.pos + 1), 0);
+	}
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(shm_ring_append(s, &rec, 1), 0);
+
+	size_t len;
+	uint8_t *base = raw_map(&len);
+	struct shm_header *h = (struct shm_header *)base;
+	struct shm_ring *raw = (struct shm_ring *)(base + h->sections[SHM_SEC_RING].offset);
+	raw->nslots = 1ULL << 40;
+
+	/* The consumer reads and commits what was there, with its own count. */
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(shm_ring_peek(&c, &v), 0);
+		ck_assert_uint_eq(v.value_len, 3);
+		ck_assert_int_eq(memcmp(v.value, "abc", 3), 0);
+	}
+	ck_assert_int_eq(shm_ring_commit(&c, v.pos + 1), 0);
+	ck_assert_int_eq(shm_ring_peek(&c, &v), -EAGAIN);
+	/* Everyone else refuses the ring now: no append, a reported problem. */
+	ck_assert_int_eq(shm_ring_append(s, &rec, 1), -EINVAL);
+	struct shm_ring_stats st;
+	ck_assert_int_eq(shm_ring_stats(s, &st), -EINVAL);
+	struct shm_check_report r;
+	ck_assert_int_eq(shm_check(s, &r), 1);
+	ck_assert_int_eq(shm_ring_release_pid(s, 1), -EINVAL);
+	shm_ring_consumer_close(&c);
 	munmap(base, len);
 	shm_detach(&s);
 }
@@ -279,6 +384,9 @@ int main(void)
 	tcase_add_test(tc, test_price_table_changed_after_attach);
 	tcase_add_test(tc, test_mode_word_out_of_range);
 	tcase_add_test(tc, test_create_refuses_oversized_ring);
+	tcase_add_test(tc, test_ring_slot_count_changed_after_open);
+	tcase_add_test(tc, test_root_refuses_a_segment_of_another_user);
+	tcase_add_test(tc, test_writer_refuses_group_writable);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

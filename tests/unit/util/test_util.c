@@ -83,6 +83,16 @@ START_TEST(test_sanitize_replaces_only_invalid_bytes)
 }
 END_TEST
 
+START_TEST(test_text_sanitize_removes_escapes)
+{
+	char s[] = "ERR \x1b[2J\x1b]0;owned\x07 \xc2\x9b" "1m caf\xc3\xa9\n\xff";
+	size_t n = strlen(s);
+	ck_assert_uint_eq(util_text_sanitize(s), 7);
+	ck_assert_uint_eq(strlen(s), n);
+	ck_assert_str_eq(s, "ERR ?[2J?]0;owned? ??1m caf\xc3\xa9??");
+}
+END_TEST
+
 START_TEST(test_zone_id_rule)
 {
 	char max[PROTO_ZONE_ID_MAX + 1];
@@ -108,6 +118,7 @@ int main(void)
 	tcase_add_test(tc, test_utf8_invalid_forms);
 	tcase_add_test(tc, test_text_ok_refuses_controls_and_length);
 	tcase_add_test(tc, test_sanitize_replaces_only_invalid_bytes);
+	tcase_add_test(tc, test_text_sanitize_removes_escapes);
 	tcase_add_test(tc, test_zone_id_rule);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
