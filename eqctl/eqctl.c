@@ -25,16 +25,18 @@ static void usage(FILE *f)
 	        "                              set the operator override (needs write access);\n"
 	        "                              --for 90s|30m|2h (at most 24h) makes it expire\n"
 	        "  watch [--count N]           live view refreshed every second\n"
-	        "  spool [--decode N]          spool segments and undelivered events\n"	        "  spool requeue               dead letters back into the spool\n"
+	        "  spool [--decode N]          spool segments and undelivered events\n"
+	        "  spool requeue               move dead letters back into the spool\n"
 	        "\n"
 	        "options:\n"
 	        "  --shm NAME    segment name (default: [shm] name from CONFIG, else /equilibrium)\n"
 	        "  -c CONFIG     daemon config file (default /etc/equilibrium/equilibrium.conf if readable)\n"
 	        "  --json        machine-readable output\n"
 	        "  -h, --help    this help\n"
+	        "  --version     print the version\n"
 	        "\n"
 	        "exit codes: 0 ok, 1 problem found, 2 usage, 3 cannot attach\n"
-	        "eqctl %s\n", EQ_VERSION);
+	        "eqctl %s\n", util_version());
 }
 
 struct shm *eqctl_attach(const struct eqctl_opts *o, bool writable)
@@ -77,6 +79,9 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
+			return EQCTL_OK;
+		} else if (strcmp(a, "--version") == 0 && nargs == 0) {
+			printf("eqctl %s\n", util_version());
 			return EQCTL_OK;
 		} else if (strcmp(a, "--json") == 0) {
 			o.json = true;

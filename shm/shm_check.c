@@ -29,6 +29,20 @@ int shm_check(const struct shm *s, struct shm_check_report *r)
 	if (a >= EQ_MODE__COUNT || o >= EQ_OVERRIDE__COUNT || e != UTIL_MAX(a, o))
 		shm__check_note(r, "mode word is inconsistent (effective != max(auto, override))");
 
+	/* The override record: held by a writer that died, or describing
+	 * another override than the word (the next expiry check repairs both,
+	 * within a second, while equilibriumd or eq-prober runs). */
+	uint64_t ol = atomic_load(&s->mode->ovr.lock);
+	pid_t holder = (pid_t)(uint32_t)(ol >> 32);
+	if ((ol & 1u) && (holder <= 0 || !shm_pid_alive(holder))) {
+		snprintf(buf, sizeof(buf), "override record left held by pid %d, which is gone "
+		         "(repaired at the next expiry check)", (int)holder);
+		shm__check_note(r, buf);
+	} else if (!(ol & 1u) && o < EQ_OVERRIDE__COUNT && s->mode->ovr.override != o) {
+		shm__check_note(r, "override record does not describe the override in force "
+		                   "(repaired at the next expiry check)");
+	}
+
 	for (unsigned c = 0; c < EQ_COMP__COUNT; c++) {
 		struct shm_component_view v;
 		if (shm_component_read(s, (enum eq_component)c, &v) != 0) {

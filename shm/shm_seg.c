@@ -388,6 +388,9 @@ int shm_supervisor_lock(struct shm *s)
 	atomic_store(&s->hdr->sup_pid, (int64_t)getpid());
 	atomic_store(&s->hdr->sup_start_ticks, ticks);
 	atomic_store(&s->hdr->sup_started_ms, util_now_ms());
+	/* Readers copy it bounded and tolerate a torn read (it only changes
+	 * here, once per supervisor). */
+	util_strlcpy(s->hdr->sup_version, util_version(), sizeof(s->hdr->sup_version));
 	atomic_fetch_add(&s->hdr->sup_generation, 1);
 	return 0;
 }

@@ -303,6 +303,13 @@ json_t *shm_status_json(const struct shm *s)
 	json_object_set_new(sj, "generation", json_integer((json_int_t)sv.generation));
 	json_object_set_new(sj, "alive", json_boolean(sv.alive));
 	json_object_set_new(o, "supervisor", sj);
+	/* The running supervisor's version; a segment it never wrote (layout
+	 * 1.0) shows the reader's own. */
+	char supver[SHM_VERSION_TEXT];
+	memcpy(supver, h->sup_version, sizeof(supver));
+	supver[sizeof(supver) - 1] = '\0';
+	util_utf8_sanitize(supver);
+	json_object_set_new(o, "version", json_string(supver[0] != '\0' ? supver : util_version()));
 
 	json_t *seg = json_object();
 	json_object_set_new(seg, "name", json_string(s->name));

@@ -37,6 +37,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_VERSION_MAJOR    3              /* incr. on any size/order change
                                              * (2: the ring's consumer word, ring 2.0;
                                              * the override record in the mode table;
+                                             * 2.1: the supervisor's version string;
                                              * 3: the dead event counter, the spool dir) */
 #define SHM_VERSION_MINOR    0              /* incr. on appends into reserved */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
@@ -110,6 +111,8 @@ struct shm_section {
 	uint64_t bytes;
 };
 
+#define SHM_VERSION_TEXT 48               /* sup_version bytes, NUL included */
+
 /* Offset 0, one page.  Written by the creator before the ready marker; the
  * supervisor identity fields are rewritten by each supervisor that attaches. */
 struct shm_header {
@@ -130,10 +133,13 @@ struct shm_header {
 	_Atomic uint64_t sup_generation;     /* +1 per supervisor attach */
 	_Atomic uint32_t ready;              /* SHM_READY_MARKER, stored last */
 	uint32_t pad0;
-	uint8_t reserved[3888];              /* future fields (minor version) */
+	char sup_version[SHM_VERSION_TEXT];  /* running supervisor's util_version(),
+	                                        NUL-terminated (1.1; zero before) */
+	uint8_t reserved[3888 - SHM_VERSION_TEXT]; /* future fields (minor version) */
 };
 _Static_assert(sizeof(struct shm_header) == 4096, "header is one page");
 _Static_assert(offsetof(struct shm_header, sections) == 56, "header layout");
+_Static_assert(offsetof(struct shm_header, reserved) % 8 == 0, "header tail aligned");
 
 /* Mode table.  One 64-bit word carries everything that must change
  * together, updated by CAS from any writer (prober: auto; supervisor and

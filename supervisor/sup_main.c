@@ -85,7 +85,7 @@ static int sup__parse_args(int argc, char **argv, struct sup_args *a)
 			sup__usage(stdout);
 			exit(SUP_EXIT_OK);
 		case OPT_VERSION:
-			printf("equilibriumd %s\n", EQ_VERSION);
+			printf("equilibriumd %s\n", util_version());
 			exit(SUP_EXIT_OK);
 		case ':':
 			fprintf(stderr, "equilibriumd: option %s needs a value (try --help)\n",
@@ -354,7 +354,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
-	           EQ_VERSION, s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
+	           util_version(), s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
 	if (s.conf.auth.tokens.n == 0)
 		log_warn("AUTH IS OFF: no [auth] token_sha256 is configured, so /v1/* answers "
 		         "anyone who can reach %s", s.conf.http.listen);

@@ -32,6 +32,10 @@ void util_logv(int prio, const char *fmt, va_list ap);
 #define log_info(...)    util_log(LOG_INFO, __VA_ARGS__)
 #define log_debug(...)   util_log(LOG_DEBUG, __VA_ARGS__)
 
+/* The version string of this build ("0.1.0", or "0.1.0+g1a2b3c4" from a git
+ * checkout): what --version prints after the binary's name. */
+const char *util_version(void);
+
 /* Clocks.  *_ms are milliseconds: util_now_ms() is wall-clock (unix ms,
  * comparable to Redis' updated_at and shown to users); util_mono_ms() is
  * CLOCK_MONOTONIC, identical across processes of one boot, used for

@@ -102,6 +102,7 @@ static void kd_usage(FILE *f)
 		"  --partitions N         partitions per topic, 1..256 (default %d)\n"
 		"  --topics a,b,c         topics to create (default %s)\n"
 		"  --help                 this text\n"
+		"  --version              print the version\n"
 		"Exit status: 0 clean stop, 1 failure, 2 usage.\n",
 		KD_DEFAULT_PARTITIONS, KD_DEFAULT_TOPICS);
 }
@@ -156,6 +157,7 @@ static int kd_parse_args(struct kd *kd, int argc, char **argv)
 		{ "brokers", required_argument, NULL, 'n' },
 		{ "topics", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *topics = KD_DEFAULT_TOPICS;
@@ -191,6 +193,9 @@ static int kd_parse_args(struct kd *kd, int argc, char **argv)
 			break;
 		case 'h':
 			kd_usage(stdout);
+			return 1;
+		case 'V':
+			printf("eq-kafka-dev %s\n", util_version());
 			return 1;
 		default:
 			kd_usage(stderr);

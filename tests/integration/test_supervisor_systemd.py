@@ -1,10 +1,12 @@
-"""deploy/systemd: the unit says what equilibriumd needs (DESIGN.md "Known
+"""deploy/systemd (the units meson generates in the build tree with the
+install's paths): the unit says what equilibriumd needs (DESIGN.md "Known
 limits": systemd; docs/operations.md "systemd") and stays well hardened.
 systemd is not PID 1 here, so the unit is checked as text and with
 `systemd-analyze security --offline=true`; the daemon's side of the
 protocol (READY/STATUS/WATCHDOG/STOPPING, socket activation) is exercised
 in test_supervisor.py."""
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +16,7 @@ import pytest
 
 from eqtest import util
 
-UNIT_DIR = os.path.join(util.SOURCE_ROOT, "deploy", "systemd")
+UNIT_DIR = util.build_path("deploy", "systemd")
 SERVICE = os.path.join(UNIT_DIR, "equilibrium.service")
 SOCKET = os.path.join(UNIT_DIR, "equilibrium.socket")
 
@@ -44,9 +46,14 @@ def test_service_keeps_the_segment_and_speaks_notify():
     assert s["RemoveIPC"] == ["no"]                 # the segment survives restarts
     assert "DynamicUser" not in s                   # it would imply RemoveIPC=yes
     assert s["User"] == ["equilibrium"]
-    assert "78" in s["RestartPreventExitStatus"][0].split()
+    # Neither an invalid config (78) nor a refused segment (69) is helped
+    # by a restart.
+    assert {"69", "78"} <= set(s["RestartPreventExitStatus"][0].split())
     assert s["Restart"] == ["on-failure"]
-    assert "-HUP $MAINPID" in s["ExecReload"][0]
+    # An honest reload: the file is checked before the daemon is signalled,
+    # so `systemctl reload` fails on a bad file.
+    assert "--check-config" in s["ExecReload"][0], s["ExecReload"]
+    assert "-HUP $MAINPID" in s["ExecReload"][-1], s["ExecReload"]
     assert s["KillMode"] == ["mixed"]               # equilibriumd drains its workers
     assert s["StateDirectory"] == ["equilibrium"]   # the spool
     # Longer than the defaults heartbeat_timeout_ms 5000 and drain_ms 5000 + 1 s.
@@ -54,6 +61,21 @@ def test_service_keeps_the_segment_and_speaks_notify():
     assert seconds(s["TimeoutStopSec"][0]) * 1000 > 5000 + 1000
     assert int(s["LimitNOFILE"][0]) > 10000         # http.max_connections per worker
     assert any("--check-config" in v for v in s["ExecStartPre"])
+
+
+def test_units_carry_the_install_paths():
+    """configure_file filled in every path: none is left as @VAR@, and
+    ExecStart names the sbindir and sysconfdir this build installs to."""
+    text = open(SERVICE).read()
+    assert not re.search(r"@[A-Z_]+@", text), text
+    info = subprocess.run(["meson", "introspect", "--buildoptions", util.build_dir()],
+                          capture_output=True, text=True, check=True).stdout
+    opts = {o["name"]: o["value"] for o in json.loads(info)}
+    prefix = opts["prefix"]
+    sbindir = os.path.join(prefix, opts["sbindir"])
+    sysconf = os.path.join(prefix, opts["sysconfdir"])
+    start = settings(SERVICE)["ExecStart"][0]
+    assert start == f"{sbindir}/equilibriumd -c {sysconf}/equilibrium/equilibrium.conf", start
 
 
 def test_socket_unit_matches_the_default_listen_address():

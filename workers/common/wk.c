@@ -42,7 +42,8 @@ static void wk__usage(FILE *f, const char *prog, const char *extra)
 	        "\n"
 	        "  --slot N        worker table slot in the shared-memory segment (0..%d)\n"
 	        "  -c, --config F  read and validate F instead of the supervisor's config (fd %d)\n"
-	        "  -h, --help      this text\n",
+	        "  -h, --help      this text\n"
+	        "      --version   print the version\n",
 	        prog, prog, SHM_MAX_WORKERS - 1, EQ_FD_CONFIG);
 	if (extra != NULL && *extra != '\0')
 		fprintf(f, "\n%s", extra);
@@ -100,6 +101,7 @@ static int wk__parse_args(struct wk *w, int argc, char **argv, const char *usage
 		{ "slot",   required_argument, NULL, 's' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "help",   no_argument,       NULL, 'h' },
+		{ "version", no_argument,      NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *prog = argc > 0 ? argv[0] : "eq-worker";
@@ -128,6 +130,9 @@ static int wk__parse_args(struct wk *w, int argc, char **argv, const char *usage
 			break;
 		case 'h':
 			wk__usage(stdout, prog, usage_extra);
+			exit(WK_EXIT_OK);
+		case 'V':
+			printf("%s %s\n", prog, util_version());
 			exit(WK_EXIT_OK);
 		case ':':
 			fprintf(stderr, "%s: option %s needs a value (try --help)\n", prog, argv[optind - 1]);

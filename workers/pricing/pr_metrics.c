@@ -122,6 +122,10 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 		pr_buf_put_u64(b, c->worker_restarts[r]);
 		pr_buf_putc(b, '\n');
 	}
+
+	/* util_version() is [0-9A-Za-z.+-]: nothing to escape in the label. */
+	help(b, "eq_build_info", "gauge", "1, labelled with the version of the worker answering.");
+	pr_buf_printf(b, "eq_build_info{version=\"%s\"} 1\n", util_version());
 	free(c);
 	return b->oom ? -ENOMEM : 0;
 }

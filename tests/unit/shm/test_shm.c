@@ -254,6 +254,29 @@ START_TEST(test_mode_override_and_history)
 }
 END_TEST
 
+/* [shm] group as a numeric gid: the segment is created 0640 with that
+ * group (a name is resolved; conf refuses one that does not exist). */
+START_TEST(test_create_with_numeric_group)
+{
+	const char *n = test_shm_name();
+	struct shm_params p = { .name = n, .zones_capacity = 16, .ring_bytes = 65536, .group = "4242" };
+	struct shm *s = NULL;
+	char err[256] = "";
+	shm_unlink_name(n);
+	int rc = shm_create(&p, &s, err, sizeof(err));
+	ck_assert_msg(rc == 0, "%s", err);
+	int fd = shm_open(n, O_RDONLY, 0);
+	ck_assert_int_ge(fd, 0);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	close(fd);
+	shm_detach(&s);
+	shm_unlink_name(n);
+	ck_assert_uint_eq(st.st_gid, 4242);
+	ck_assert_uint_eq(st.st_mode & 0777, 0640);
+}
+END_TEST
+
 START_TEST(test_mode_time_accounting)
 {
 	shm_mode_set_override(seg, EQ_OVERRIDE_DEGRADED, 0, NULL, getpid(), "t");
@@ -891,6 +914,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_supervisor_lock);
 	tcase_add_test(tc, test_mode_override_and_history);
 	tcase_add_test(tc, test_mode_time_accounting);
+	tcase_add_test(tc, test_create_with_numeric_group);
 	tcase_add_test(tc, test_history_wraps);
 	tcase_add_test(tc, test_components);
 	tcase_add_test(tc, test_text_fields_stay_utf8);

@@ -168,7 +168,11 @@ START_TEST(test_dead_writer_neither_wedges_nor_keeps_an_override)
 	shm_override_read(seg, &v);
 	ck_assert(!v.known);                          /* held: expiry and reason unknown */
 	ck_assert_uint_eq(v.override, EQ_OVERRIDE_DEGRADED);
+	struct shm_check_report rep;
+	ck_assert_int_eq(shm_check(seg, &rep), 1);              /* eqctl check says so */
+	ck_assert_msg(strstr(rep.first, "override record left held by pid") != NULL, "%s", rep.first);
 	ck_assert_int_eq(shm_mode_expire(seg, now + 100), 0);   /* repaired, not due yet */
+	ck_assert_int_eq(shm_check(seg, &rep), 0);
 	shm_override_read(seg, &v);
 	ck_assert(v.known);
 	ck_assert_uint_eq(v.override, EQ_OVERRIDE_DEGRADED);
