@@ -1,46 +1,44 @@
 /*
- * be_pg: libpq 15 non-blocking + pipeline mode on libuv, with deadlines,
- * background reconnect and a circuit breaker.  Contract in be_pg.h.
+ * be_pg: libpq 15 non-blocking + pipeline mode on libuv, plugged into the
+ * client skeleton of be_int.h (deadlines, deferred failures, lookup,
+ * background reconnect, circuit breaker).  Contract in be_pg.h.
+ *
+ * What this file adds to the skeleton: PQconnectPoll driven by a uv_poll,
+ * the pipeline (c->pipe: what is on the wire, in wire order, including the
+ * internal PREPARE that precedes the first lookup on a connection) and the
+ * parsing of answers.  A request is in the skeleton's pending list (by
+ * deadline) from submission until its answer or failure, and in c->pipe
+ * from its send until its Sync.
  *
  * libpq never calls back into us, so unlike be_redis there is no library
  * re-entrancy to survive; the rules that keep user callbacks safe are:
  * - struct be_pg is released only from uv close callbacks (a later loop
  *   iteration than be_pg_destroy), so any frame that ran a user callback
- *   can still read it and checks c->destroyed, and c->pg against the
- *   PGconn it was working on, before going on.
+ *   can still read it and checks be__client_closed(), and c->pg against
+ *   the PGconn it was working on, before going on.
  * - The PGconn is PQfinished before the pending requests are failed, so a
  *   callback that submits again never touches a dead connection.
  * - A failure found inside a submit call (a send on a broken socket) is
- *   not handled there: the connection is marked broken and torn down on
- *   the next loop iteration, so no callback ever runs inside a submit.
+ *   not handled there: the connection is marked broken (be__client_break)
+ *   and torn down on the next loop iteration, so no callback ever runs
+ *   inside a submit.
  */
 #include "backend/be_pg.h"
 #include "backend/be_int.h"
 #include "util/util.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BE_NO_DEADLINE UINT64_MAX
-#define PG_MAX_ADDRS 8
-#define PG_HOST_MAX 255
 #define PG_STMT "eq_zone"
 #define PG_ZONE_SQL                                                          \
 	"SELECT zone_id, base_fare::float8, current_multiplier::float8, "    \
 	"supply_count, demand_count, "                                       \
 	"(extract(epoch from last_updated)*1000)::int8 "                     \
 	"FROM current_zone_status WHERE zone_id = $1"
-
-enum pg_phase {
-	PG_IDLE,                     /* no connection; reconnect timer armed */
-	PG_RESOLVING,                /* uv_getaddrinfo in flight */
-	PG_CONNECTING,               /* PQconnectPoll in progress */
-	PG_CONNECTED,                /* pipeline mode, serving */
-};
 
 enum op_kind {
 	OP_ZONE,                     /* be_pg_zone */
@@ -55,16 +53,13 @@ enum op_stage {
 };
 
 struct be_pg_op {
-	struct be__link link;        /* in c->ops (send order) or c->deferred */
+	struct be__req req;          /* the skeleton's view (not used by OP_PREPARE) */
+	struct be__link pipe;        /* in c->pipe once sent, until its Sync */
 	be_pg_cb cb;
 	void *arg;
 	enum op_kind kind;
 	enum op_stage stage;
-	uint64_t deadline;           /* util_mono_ms(); BE_NO_DEADLINE for OP_PREPARE */
-	uint64_t start_us;
 	PGresult *res;               /* the query's result, kept until its Sync */
-	enum be_err fail_err;        /* for c->deferred */
-	char fail_msg[BE_ERRMSG_MAX];
 	char text[];                 /* zone id or SQL */
 };
 
@@ -74,56 +69,39 @@ struct be_pg_sock {
 	int fd;
 };
 
-struct be_pg_gai {
-	uv_getaddrinfo_t req;
-	struct be_pg *c;             /* NULL once abandoned */
-};
-
 struct be_pg {
-	uv_loop_t *loop;
+	struct be__client cl;        /* skeleton: phase, pending, timers, health (be_int.h) */
 	/* Parsed connection parameters (may hold a password: never logged). */
 	char **kw, **val;
 	size_t n_kw;
-	char *resolve_host;          /* a host name to resolve per attempt, or NULL */
-	uint32_t timeout_ms;
-	uint32_t connect_timeout_ms;
-	uint32_t max_pending;
-
-	struct be__health h;
-	enum pg_phase phase;
-	bool reconnect_now;          /* IDLE with a 0 ms reconnect: queue, don't fail */
 	PGconn *pg;
 	struct be_pg_sock *sock;
-	struct be_pg_gai *gai;
 	bool prepared;               /* PG_STMT sent on this connection */
 	bool want_write;             /* PQflush left data */
-	bool broken;                 /* a send failed: tear down on the next turn */
-	char broken_msg[BE_ERRMSG_MAX];
-
-	uv_timer_t deadline_timer;   /* earliest deadline, lazily re-armed */
-	uv_timer_t connect_timer;
-	uv_timer_t reconnect_timer;
-	uv_idle_t idle;              /* deferred failures and broken teardown */
-	uint64_t armed_deadline;
-
-	struct be__link ops;         /* sent ops in send order, then unsent ones */
-	struct be__link deferred;
-	size_t n_ops;                /* user ops in c->ops */
-	size_t n_deferred;
-	bool destroyed;
-	int open_handles;
+	struct be__link pipe;        /* ops on the wire, in send order */
 };
 
+#define PG_OF(cl) BE__CONTAINER(cl, struct be_pg, cl)
+#define OP_OF(r) BE__CONTAINER(r, struct be_pg_op, req)
+
 static void pg_conn_down(struct be_pg *c, enum be_err err, const char *msg);
-static void pg_connect_start(struct be_pg *c);
-static void pg_process(struct be_pg *c);
+static void pg_free_params(struct be_pg *c);
+
+/* What be_pg plugs into the skeleton (be_int.h). */
+static void pg_op_connect(struct be__client *cl);
+static void pg_op_abort(struct be__client *cl, enum be_err err, const char *msg);
+static void pg_op_fail(struct be__client *cl, struct be__req *req, enum be_err err, const char *msg);
+static void pg_op_release(struct be__client *cl);
+
+static const struct be__client_ops pg_ops = {
+	.connect = pg_op_connect,
+	.abort = pg_op_abort,
+	.fail = pg_op_fail,
+	.release = pg_op_release,
+};
+
 
 /* ---- completion --------------------------------------------------------- */
-
-static bool op_is_user(const struct be_pg_op *op)
-{
-	return op->kind != OP_PREPARE;
-}
 
 static void op_free(struct be_pg_op *op)
 {
@@ -132,14 +110,8 @@ static void op_free(struct be_pg_op *op)
 	free(op);
 }
 
-static void ops_unlink(struct be_pg *c, struct be_pg_op *op)
-{
-	be__list_remove(&op->link);
-	if (op_is_user(op))
-		c->n_ops--;
-}
-
-/* Runs the callback (user ops) and frees op.  op must be unlinked. */
+/* Runs the callback (user ops) and frees op.  op must be unlinked from
+ * the skeleton; it leaves c->pipe here. */
 static void op_deliver(struct be_pg *c, struct be_pg_op *op, enum be_err err, const char *msg,
                        const PGresult *res, const struct be_pg_zone *zone)
 {
@@ -147,127 +119,34 @@ static void op_deliver(struct be_pg *c, struct be_pg_op *op, enum be_err err, co
 		.err = err,
 		.msg = msg ? msg : "",
 		.res = res,
-		.latency_us = util_mono_us() - op->start_us,
+		.latency_us = util_mono_us() - op->req.start_us,
 		.found = zone != NULL,
 		.zone = zone,
 	};
 
+	if (be__linked(&op->pipe))
+		be__list_remove(&op->pipe);
 	if (op->cb)
 		op->cb(c, &r, op->arg);
 	op_free(op);
 }
 
-/* Fails every op in c->ops (user callbacks run); stops if one destroys. */
-static void pg_fail_ops(struct be_pg *c, enum be_err err, const char *msg)
+/* ops->fail: the skeleton unlinked op (deadline, down, deferred, close). */
+static void pg_op_fail(struct be__client *cl, struct be__req *req, enum be_err err, const char *msg)
 {
-	while (!c->destroyed && !be__list_empty(&c->ops)) {
-		struct be_pg_op *op = BE__CONTAINER(c->ops.next, struct be_pg_op, link);
-		ops_unlink(c, op);
-		op_deliver(c, op, err, msg, NULL, NULL);
-	}
+	op_deliver(PG_OF(cl), OP_OF(req), err, msg, NULL, NULL);
 }
 
-static void on_idle(uv_idle_t *h)
+/* Empties the pipeline after the connection is gone: internal PREPAREs are
+ * freed, user ops stay pending in the skeleton, which fails them. */
+static void pipe_clear(struct be_pg *c)
 {
-	struct be_pg *c = h->data;
-	size_t n = c->n_deferred;
-
-	if (c->broken && c->pg) {
-		char msg[BE_ERRMSG_MAX];
-		util_strlcpy(msg, c->broken_msg, sizeof(msg));
-		pg_conn_down(c, BE_ERR_IO, msg);
+	while (!be__list_empty(&c->pipe)) {
+		struct be_pg_op *op = BE__CONTAINER(c->pipe.next, struct be_pg_op, pipe);
+		be__list_remove(&op->pipe);
+		if (op->kind == OP_PREPARE)
+			op_free(op);
 	}
-	while (n-- > 0 && !c->destroyed && !be__list_empty(&c->deferred)) {
-		struct be_pg_op *op = BE__CONTAINER(c->deferred.next, struct be_pg_op, link);
-		be__list_remove(&op->link);
-		c->n_deferred--;
-		op_deliver(c, op, op->fail_err, op->fail_msg, NULL, NULL);
-	}
-	if (!c->destroyed && be__list_empty(&c->deferred))
-		uv_idle_stop(&c->idle);
-}
-
-static void op_defer(struct be_pg *c, struct be_pg_op *op, enum be_err err,
-                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void op_defer(struct be_pg *c, struct be_pg_op *op, enum be_err err, const char *fmt, ...)
-{
-	va_list ap;
-	char buf[BE_ERRMSG_MAX];
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	be__msgf(op->fail_msg, sizeof(op->fail_msg), "%s", buf);
-	op->fail_err = err;
-	be__list_push_tail(&c->deferred, &op->link);
-	c->n_deferred++;
-	uv_idle_start(&c->idle, on_idle);
-}
-
-/* Marks the connection broken (a send failed inside a submit call); the
- * idle handler tears it down on the next iteration. */
-static void pg_mark_broken(struct be_pg *c, const char *msg)
-{
-	if (c->broken)
-		return;
-	c->broken = true;
-	be__msgf(c->broken_msg, sizeof(c->broken_msg), "%s", msg);
-	uv_idle_start(&c->idle, on_idle);
-}
-
-/* ---- deadlines ---------------------------------------------------------- */
-
-static void on_deadline(uv_timer_t *t);
-
-/* Deadlines are CLOCK_MONOTONIC ms from submission, not the loop's cached
- * time (which lags when a caller submits after a long stretch of work).
- * A uv timer counts from that cached time, so it fires at or before the
- * deadline, and the handler re-arms for whatever is left. */
-static void deadline_arm(struct be_pg *c, uint64_t deadline)
-{
-	uint64_t now = util_mono_ms();
-
-	if (c->destroyed || deadline == BE_NO_DEADLINE)
-		return;
-	if (c->armed_deadline != 0 && c->armed_deadline <= deadline)
-		return;
-	c->armed_deadline = deadline;
-	uv_timer_start(&c->deadline_timer, on_deadline, deadline > now ? deadline - now : 0, 0);
-}
-
-static void on_deadline(uv_timer_t *t)
-{
-	struct be_pg *c = t->data;
-	uint64_t now = util_mono_ms(), next = BE_NO_DEADLINE;
-	char msg[BE_ERRMSG_MAX];
-	struct be__link *l;
-
-	c->armed_deadline = 0;
-	be__msgf(msg, sizeof(msg), "no answer within %u ms", c->timeout_ms);
-	/* A sent request is overdue: the server (or the path to it) hangs.
-	 * Never PQcancel (it blocks): drop the connection. */
-	for (l = c->ops.next; l != &c->ops; l = l->next) {
-		struct be_pg_op *op = BE__CONTAINER(l, struct be_pg_op, link);
-		if (op->stage != ST_UNSENT && op->deadline <= now) {
-			pg_conn_down(c, BE_ERR_TIMEOUT, msg);
-			return;
-		}
-	}
-	/* Requests still waiting for a connection fail alone; the connect
-	 * timer judges the attempt. */
-restart:
-	for (l = c->ops.next; !c->destroyed && l != &c->ops; l = l->next) {
-		struct be_pg_op *op = BE__CONTAINER(l, struct be_pg_op, link);
-		if (op->deadline <= now) {
-			ops_unlink(c, op);
-			op_deliver(c, op, BE_ERR_TIMEOUT, msg, NULL, NULL);
-			goto restart;
-		}
-		if (op->deadline < next)
-			next = op->deadline;
-	}
-	if (!c->destroyed)
-		deadline_arm(c, next);
 }
 
 /* ---- socket watching ---------------------------------------------------- */
@@ -302,7 +181,7 @@ static int pg_watch(struct be_pg *c, int events)
 		struct be_pg_sock *s = calloc(1, sizeof(*s));
 		if (!s)
 			return -ENOMEM;
-		rc = uv_poll_init(c->loop, &s->poll, fd);
+		rc = uv_poll_init(c->cl.loop, &s->poll, fd);
 		if (rc < 0) {
 			free(s);
 			return rc;
@@ -346,16 +225,16 @@ static struct be_pg_op *op_new(enum op_kind kind, const char *text, be_pg_cb cb,
 	op->kind = kind;
 	op->cb = cb;
 	op->arg = arg;
-	op->start_us = util_mono_us();
-	op->deadline = BE_NO_DEADLINE;
+	op->req.start_us = util_mono_us();
+	op->req.deadline = BE__NO_DEADLINE;
 	if (text)
 		memcpy(op->text, text, len + 1);
 	return op;
 }
 
-/* Sends op (already in c->ops) as one query plus a Sync, preparing the
- * statement first if this connection has not.  Returns 0 or -EIO with
- * libpq's message in msg. */
+/* Sends op (pending in the skeleton) as one query plus a Sync, preparing
+ * the statement first if this connection has not, and appends it (after
+ * the PREPARE) to c->pipe.  Returns 0 or -EIO with libpq's message in msg. */
 static int pg_send(struct be_pg *c, struct be_pg_op *op, char *msg, size_t msglen)
 {
 	int ok;
@@ -371,7 +250,7 @@ static int pg_send(struct be_pg *c, struct be_pg_op *op, char *msg, size_t msgle
 			goto fail;
 		}
 		prep->stage = ST_RESULT;
-		be__list_insert_after(op->link.prev, &prep->link);
+		be__list_push_tail(&c->pipe, &prep->pipe);
 		c->prepared = true;
 	}
 	if (op->kind == OP_ZONE) {
@@ -383,6 +262,8 @@ static int pg_send(struct be_pg *c, struct be_pg_op *op, char *msg, size_t msgle
 	if (!ok || !PQpipelineSync(c->pg))
 		goto fail;
 	op->stage = ST_RESULT;
+	op->req.sent = true;
+	be__list_push_tail(&c->pipe, &op->pipe);
 	return 0;
 fail:
 	be__msgf(msg, msglen, "%s", PQerrorMessage(c->pg));
@@ -428,13 +309,13 @@ static void pg_finish(struct be_pg *c, struct be_pg_op *op)
 			/* The lookup behind it fails with its own error; the next
 			 * one prepares again. */
 			c->prepared = false;
-			log_warn("%s: cannot prepare the zone lookup: %s", c->h.name,
+			log_warn("%s: cannot prepare the zone lookup: %s", c->cl.h.name,
 			         res ? PQresultErrorMessage(res) : "no result");
 		}
 		op_free(op);
 		return;
 	}
-	be__health_ok(&c->h);
+	be__health_ok(&c->cl.h);
 	if (!res) {
 		op_deliver(c, op, BE_ERR_PROTOCOL, "no result before the sync", NULL, NULL);
 		return;
@@ -474,15 +355,12 @@ static void pg_process(struct be_pg *c)
 	PGconn *pg = c->pg;
 	char msg[BE_ERRMSG_MAX];
 
-	while (!c->destroyed && c->pg == pg && !PQisBusy(pg)) {
+	while (!be__client_closed(&c->cl) && c->pg == pg && !PQisBusy(pg)) {
 		struct be_pg_op *op = NULL;
 		PGresult *res;
 
-		if (!be__list_empty(&c->ops)) {
-			op = BE__CONTAINER(c->ops.next, struct be_pg_op, link);
-			if (op->stage == ST_UNSENT)
-				op = NULL;
-		}
+		if (!be__list_empty(&c->pipe))
+			op = BE__CONTAINER(c->pipe.next, struct be_pg_op, pipe);
 		res = PQgetResult(pg);
 		if (!op) {
 			if (!res)
@@ -515,30 +393,23 @@ static void pg_process(struct be_pg *c)
 			return;
 		}
 		PQclear(res);
-		ops_unlink(c, op);
+		be__list_remove(&op->pipe);
+		if (op->kind != OP_PREPARE)
+			be__req_unlink(&c->cl, &op->req);
 		pg_finish(c, op);
 	}
-	if (!c->destroyed && c->pg == pg && PQstatus(pg) == CONNECTION_BAD)
+	if (!be__client_closed(&c->cl) && c->pg == pg && PQstatus(pg) == CONNECTION_BAD)
 		pg_conn_down(c, BE_ERR_IO, PQerrorMessage(pg));
 }
 
 /* ---- connection lifecycle ----------------------------------------------- */
 
-static void on_reconnect(uv_timer_t *t)
-{
-	struct be_pg *c = t->data;
-
-	if (!c->destroyed && c->phase == PG_IDLE)
-		pg_connect_start(c);
-}
-
-/* The connection or attempt is gone: PQfinish it (never PQcancel), count
- * one failure, schedule the next attempt, then fail every pending op. */
+/* The connection or attempt is gone: PQfinish it (never PQcancel), empty
+ * the pipeline, then hand the DOWN to the skeleton (one failure counted,
+ * next attempt scheduled, every pending op failed with err/msg). */
 static void pg_conn_down(struct be_pg *c, enum be_err err, const char *msg)
 {
-	bool was_connected = c->phase == PG_CONNECTED;
 	char buf[BE_ERRMSG_MAX];
-	uint64_t delay;
 
 	be__msgf(buf, sizeof(buf), "%s", msg && msg[0] ? msg : "connection failed");
 	if (c->sock) {
@@ -549,51 +420,40 @@ static void pg_conn_down(struct be_pg *c, enum be_err err, const char *msg)
 		PQfinish(c->pg);     /* msg may have pointed in here: copied above */
 		c->pg = NULL;
 	}
-	if (c->gai) {
-		c->gai->c = NULL;
-		uv_cancel((uv_req_t *)&c->gai->req);
-		c->gai = NULL;
-	}
-	c->phase = PG_IDLE;
+	pipe_clear(c);
 	c->prepared = false;
 	c->want_write = false;
-	c->broken = false;
-	uv_timer_stop(&c->connect_timer);
-	be__health_fail(&c->h, buf);
-	if (was_connected)
-		log_warn("%s: connection lost: %s", c->h.name, buf);
-	else
-		log_info("%s: connect failed: %s", c->h.name, buf);
+	be__client_down(&c->cl, err, buf);
+}
 
-	delay = be__health_next_delay(&c->h);
-	c->reconnect_now = delay == 0 && !c->h.open;
-	uv_timer_start(&c->reconnect_timer, on_reconnect, delay, 0);
-	pg_fail_ops(c, err, buf);
+/* ops->abort: a deadline, the connect timer, a failed lookup or send. */
+static void pg_op_abort(struct be__client *cl, enum be_err err, const char *msg)
+{
+	pg_conn_down(PG_OF(cl), err, msg);
 }
 
 static void pg_connected(struct be_pg *c)
 {
 	char msg[BE_ERRMSG_MAX];
+	int rc;
 
-	uv_timer_stop(&c->connect_timer);
 	if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
 		be__msgf(msg, sizeof(msg), "cannot enter pipeline mode: %s", PQerrorMessage(c->pg));
 		pg_conn_down(c, BE_ERR_IO, msg);
 		return;
 	}
-	c->phase = PG_CONNECTED;
+	if ((rc = be__sock_tune(PQsocket(c->pg))) < 0)
+		log_warn("%s: cannot set the socket options: %s", c->cl.h.name, strerror(-rc));
 	c->prepared = false;
 	c->want_write = false;
-	if (c->h.connects_total == 0 || c->h.open || c->h.failures > 0)
-		log_info("%s: connected", c->h.name);
-	be__health_connected(&c->h);
+	be__client_up(&c->cl);
 	if (pg_watch_connected(c) < 0) {
 		pg_conn_down(c, BE_ERR_IO, "cannot watch the socket");
 		return;
 	}
 	/* Requests that waited for the connection go out now, in order. */
-	for (struct be__link *l = c->ops.next; l != &c->ops; l = l->next) {
-		struct be_pg_op *op = BE__CONTAINER(l, struct be_pg_op, link);
+	for (struct be__link *l = c->cl.pending.next; l != &c->cl.pending; l = l->next) {
+		struct be_pg_op *op = OP_OF(BE__CONTAINER(l, struct be__req, link));
 		if (op->stage != ST_UNSENT)
 			continue;
 		if (pg_send(c, op, msg, sizeof(msg)) < 0) {
@@ -639,9 +499,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
 	struct be_pg *c = s->c;
 	PGconn *pg;
 
-	if (!c || c->sock != s || c->destroyed || !c->pg)
+	if (!c || c->sock != s || be__client_closed(&c->cl) || !c->pg)
 		return;
-	if (c->phase == PG_CONNECTING) {
+	if (c->cl.phase == BE__PH_CONNECTING) {
 		/* Poll errors included: PQconnectPoll reads SO_ERROR itself. */
 		pg_connect_step(c);
 		return;
@@ -669,18 +529,6 @@ static void on_poll(uv_poll_t *h, int status, int events)
 	}
 }
 
-static void on_connect_timeout(uv_timer_t *t)
-{
-	struct be_pg *c = t->data;
-	char msg[BE_ERRMSG_MAX];
-
-	if (c->destroyed || (c->phase != PG_RESOLVING && c->phase != PG_CONNECTING))
-		return;
-	be__msgf(msg, sizeof(msg), "%s: no answer within %u ms",
-	         c->phase == PG_RESOLVING ? "resolving the host" : "connect", c->connect_timeout_ms);
-	pg_conn_down(c, BE_ERR_TIMEOUT, msg);
-}
-
 /* Server notices (a WARNING on shutdown...) go to our log, not to libpq's
  * default of raw stderr. */
 static void pg_notice(void *arg, const char *message)
@@ -689,17 +537,49 @@ static void pg_notice(void *arg, const char *message)
 	char msg[BE_ERRMSG_MAX];
 
 	be__msgf(msg, sizeof(msg), "%s", message);
-	log_info("%s: server notice: %s", c->h.name, msg);
+	log_info("%s: server notice: %s", c->cl.h.name, msg);
 }
 
-/* Starts libpq on the parsed parameters, hostaddr/host overridden when
- * given (a resolved name). */
-static void pg_connect_params(struct be_pg *c, const char *host, const char *hostaddr)
+/* Appends s to buf[*off..len) behind a comma when *off > 0.  Returns 0, or
+ * -ENOSPC (nothing written) when it does not fit with its NUL. */
+static int list_append(char *buf, size_t len, size_t *off, const char *s)
 {
-	const char **kw = calloc(c->n_kw + 3, sizeof(*kw));
-	const char **val = calloc(c->n_kw + 3, sizeof(*val));
-	size_t n = 0;
+	size_t sl = strlen(s), need = sl + (*off > 0 ? 1 : 0);
 
+	if (*off + need + 1 > len)
+		return -ENOSPC;
+	if (*off > 0)
+		buf[(*off)++] = ',';
+	memcpy(buf + *off, s, sl + 1);
+	*off += sl;
+	return 0;
+}
+
+/* ops->connect: libpq on the parsed parameters; a resolved name becomes
+ * host=NAME,NAME... hostaddr=IP,IP... so libpq tries every address in
+ * resolver order without a lookup of its own (host= kept for TLS and
+ * .pgpass). */
+static void pg_op_connect(struct be__client *cl)
+{
+	struct be_pg *c = PG_OF(cl);
+	char addrs[BE__ADDRS_MAX * (INET6_ADDRSTRLEN + 1)];
+	char hosts[BE__ADDRS_MAX * (BE__HOST_MAX + 1)];
+	const char *host = NULL, *hostaddr = NULL;
+	const char **kw, **val;
+	size_t n = 0, ao = 0, ho = 0;
+
+	addrs[0] = hosts[0] = '\0';
+	for (size_t i = 0; i < cl->n_addrs; i++) {
+		if (list_append(addrs, sizeof(addrs), &ao, cl->addrs[i]) < 0 ||
+		    list_append(hosts, sizeof(hosts), &ho, cl->resolve) < 0)
+			break;       /* cannot happen: sized for BE__ADDRS_MAX; keep what fits */
+	}
+	if (ao > 0 && ho > 0) {
+		host = hosts;
+		hostaddr = addrs;
+	}
+	kw = calloc(c->n_kw + 3, sizeof(*kw));
+	val = calloc(c->n_kw + 3, sizeof(*val));
 	if (!kw || !val) {
 		free(kw);
 		free(val);
@@ -723,7 +603,6 @@ static void pg_connect_params(struct be_pg *c, const char *host, const char *hos
 	}
 	kw[n] = NULL;
 	val[n] = NULL;
-	c->phase = PG_CONNECTING;
 	c->pg = PQconnectStartParams(kw, val, 0);
 	free(kw);
 	free(val);
@@ -741,92 +620,15 @@ static void pg_connect_params(struct be_pg *c, const char *host, const char *hos
 		pg_conn_down(c, BE_ERR_IO, "cannot watch the socket");
 }
 
-static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void pg_op_release(struct be__client *cl)
 {
-	struct be_pg_gai *g = BE__CONTAINER(req, struct be_pg_gai, req);
-	struct be_pg *c = g->c;
-	char addrs[PG_MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
-	char hosts[PG_MAX_ADDRS * (PG_HOST_MAX + 1)] = "";
-	char seen[PG_MAX_ADDRS][INET6_ADDRSTRLEN];
-	char msg[BE_ERRMSG_MAX];
-	int n = 0;
+	struct be_pg *c = PG_OF(cl);
 
-	free(g);
-	if (!c) {
-		uv_freeaddrinfo(res);
-		return;
-	}
-	c->gai = NULL;
-	/* Every address, in resolver order: libpq tries them in turn. */
-	for (struct addrinfo *ai = status == 0 ? res : NULL; ai && n < PG_MAX_ADDRS; ai = ai->ai_next) {
-		char ip[INET6_ADDRSTRLEN] = "";
-		bool dup = false;
-		if (ai->ai_family == AF_INET)
-			uv_ip4_name((const struct sockaddr_in *)(void *)ai->ai_addr, ip, sizeof(ip));
-		else if (ai->ai_family == AF_INET6)
-			uv_ip6_name((const struct sockaddr_in6 *)(void *)ai->ai_addr, ip, sizeof(ip));
-		for (int i = 0; i < n && !dup; i++)
-			dup = strcmp(seen[i], ip) == 0;
-		if (!ip[0] || dup)
-			continue;
-		memcpy(seen[n], ip, sizeof(ip));
-		if (n++ > 0) {
-			strcat(addrs, ",");
-			strcat(hosts, ",");
-		}
-		strcat(addrs, ip);
-		strcat(hosts, c->resolve_host);
-	}
-	uv_freeaddrinfo(res);
-	if (n == 0) {
-		be__msgf(msg, sizeof(msg), "cannot resolve %s: %s", c->resolve_host,
-		         status < 0 ? uv_strerror(status) : "no address");
-		pg_conn_down(c, BE_ERR_IO, msg);
-		return;
-	}
-	pg_connect_params(c, hosts, addrs);
-}
-
-static void pg_connect_start(struct be_pg *c)
-{
-	struct addrinfo hints;
-	struct be_pg_gai *g;
-	int rc;
-
-	c->reconnect_now = false;
-	uv_timer_start(&c->connect_timer, on_connect_timeout, c->connect_timeout_ms, 0);
-	if (!c->resolve_host) {
-		pg_connect_params(c, NULL, NULL);
-		return;
-	}
-	c->phase = PG_RESOLVING;
-	g = calloc(1, sizeof(*g));
-	if (!g) {
-		pg_conn_down(c, BE_ERR_IO, "out of memory");
-		return;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	g->c = c;
-	rc = uv_getaddrinfo(c->loop, &g->req, on_gai, c->resolve_host, NULL, &hints);
-	if (rc < 0) {
-		char msg[BE_ERRMSG_MAX];
-		free(g);
-		be__msgf(msg, sizeof(msg), "cannot resolve %s: %s", c->resolve_host, uv_strerror(rc));
-		pg_conn_down(c, BE_ERR_IO, msg);
-		return;
-	}
-	c->gai = g;
+	pg_free_params(c);
+	free(c);
 }
 
 /* ---- create / destroy --------------------------------------------------- */
-
-static bool is_ip_literal(const char *s)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
 
 /* libpq's parse errors may quote a fragment of the string (which can be a
  * password): keep the message, drop what is between quotes, except for an
@@ -865,9 +667,7 @@ static void pg_free_params(struct be_pg *c)
 	}
 	free(c->kw);
 	free(c->val);
-	free(c->resolve_host);
 	c->kw = c->val = NULL;
-	c->resolve_host = NULL;
 	c->n_kw = 0;
 }
 
@@ -884,9 +684,12 @@ static int pg_add_param(struct be_pg *c, const char *k, const char *v)
 	return 0;
 }
 
-/* Parses the string and decides how the host is reached (be_pg.h). */
+/* Parses the string and decides how the host is reached (be_pg.h): a
+ * host name (or IP literal) without hostaddr= is copied to resolve[] for
+ * the skeleton to look up on every attempt; resolve[0] stays '\0' when
+ * libpq needs no lookup (hostaddr= given, a Unix socket, the default). */
 static int pg_parse_conninfo(struct be_pg *c, const char *conninfo, const char *appname,
-                             char *err, size_t errlen)
+                             char resolve[BE__HOST_MAX + 1], char *err, size_t errlen)
 {
 	PQconninfoOption *opts, *o;
 	char *perr = NULL;
@@ -948,18 +751,12 @@ static int pg_parse_conninfo(struct be_pg *c, const char *conninfo, const char *
 		goto out;
 	}
 	if (!(hostaddr && hostaddr[0]) && host && host[0] && host[0] != '/' && host[0] != '@') {
-		if (strlen(host) > PG_HOST_MAX) {
-			be__msgf(err, errlen, "host name longer than %d bytes", PG_HOST_MAX);
+		if (strlen(host) > BE__HOST_MAX) {
+			be__msgf(err, errlen, "host name longer than %d bytes", BE__HOST_MAX);
 			rc = -EINVAL;
 			goto out;
 		}
-		if (is_ip_literal(host)) {
-			rc = pg_add_param(c, "hostaddr", host);
-		} else if (!(c->resolve_host = strdup(host))) {
-			rc = -ENOMEM;
-		}
-		if (rc < 0)
-			goto out;
+		util_strlcpy(resolve, host, BE__HOST_MAX + 1);
 	}
 	if (!has_app)
 		rc = pg_add_param(c, "application_name", appname ? appname : "equilibrium");
@@ -974,6 +771,8 @@ int be_pg_create(uv_loop_t *loop, const struct be_pg_opts *opts, struct be_pg **
                  char *err, size_t errlen)
 {
 	char dummy[BE_ERRMSG_MAX];
+	char resolve[BE__HOST_MAX + 1] = "";
+	struct be__client_cfg cfg;
 	struct be_pg *c;
 	int rc;
 
@@ -989,41 +788,24 @@ int be_pg_create(uv_loop_t *loop, const struct be_pg_opts *opts, struct be_pg **
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	rc = pg_parse_conninfo(c, opts->conninfo, opts->application_name, err, errlen);
+	rc = pg_parse_conninfo(c, opts->conninfo, opts->application_name, resolve, err, errlen);
 	if (rc < 0) {
 		pg_free_params(c);
 		free(c);
 		return rc;
 	}
-	c->loop = loop;
-	c->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 500;
-	c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
-	                                                 : UTIL_MAX(c->timeout_ms, 1000u);
-	c->max_pending = opts->max_pending ? opts->max_pending : 1024;
-	be__health_init(&c->h, &opts->retry,
-	                opts->log_name && opts->log_name[0] ? opts->log_name : "postgres");
-	be__list_init(&c->ops);
-	be__list_init(&c->deferred);
-	uv_timer_init(loop, &c->deadline_timer);
-	uv_timer_init(loop, &c->connect_timer);
-	uv_timer_init(loop, &c->reconnect_timer);
-	uv_idle_init(loop, &c->idle);
-	c->deadline_timer.data = c->connect_timer.data = c->reconnect_timer.data = c;
-	c->idle.data = c;
-	c->open_handles = 4;
-	pg_connect_start(c);
+	cfg = (struct be__client_cfg){
+		.name = opts->log_name && opts->log_name[0] ? opts->log_name : "postgres",
+		.resolve = resolve[0] ? resolve : NULL, .retry = opts->retry,
+		.timeout_ms = opts->timeout_ms, .default_timeout_ms = 500,
+		.connect_timeout_ms = opts->connect_timeout_ms, .min_connect_ms = 1000,
+		.max_pending = opts->max_pending, .default_max_pending = 1024,
+	};
+	be__client_init(&c->cl, loop, &pg_ops, &cfg);
+	be__list_init(&c->pipe);
+	be__client_start(&c->cl);
 	*out = c;
 	return 0;
-}
-
-static void client_handle_closed(uv_handle_t *h)
-{
-	struct be_pg *c = h->data;
-
-	if (--c->open_handles == 0) {
-		pg_free_params(c);
-		free(c);
-	}
 }
 
 void be_pg_destroy(struct be_pg **pc)
@@ -1034,9 +816,8 @@ void be_pg_destroy(struct be_pg **pc)
 		return;
 	c = *pc;
 	*pc = NULL;
-	if (c->destroyed)
+	if (be__client_closed(&c->cl))
 		return;
-	c->destroyed = true;
 	if (c->sock) {
 		sock_close(c->sock);
 		c->sock = NULL;
@@ -1045,66 +826,31 @@ void be_pg_destroy(struct be_pg **pc)
 		PQfinish(c->pg);
 		c->pg = NULL;
 	}
-	if (c->gai) {
-		c->gai->c = NULL;
-		uv_cancel((uv_req_t *)&c->gai->req);
-		c->gai = NULL;
-	}
-	c->phase = PG_IDLE;
-	while (!be__list_empty(&c->ops)) {
-		struct be_pg_op *op = BE__CONTAINER(c->ops.next, struct be_pg_op, link);
-		ops_unlink(c, op);
-		op_deliver(c, op, BE_ERR_CANCELLED, "client closed", NULL, NULL);
-	}
-	while (!be__list_empty(&c->deferred)) {
-		struct be_pg_op *op = BE__CONTAINER(c->deferred.next, struct be_pg_op, link);
-		be__list_remove(&op->link);
-		c->n_deferred--;
-		op_deliver(c, op, BE_ERR_CANCELLED, "client closed", NULL, NULL);
-	}
-	uv_close((uv_handle_t *)&c->deadline_timer, client_handle_closed);
-	uv_close((uv_handle_t *)&c->connect_timer, client_handle_closed);
-	uv_close((uv_handle_t *)&c->reconnect_timer, client_handle_closed);
-	uv_close((uv_handle_t *)&c->idle, client_handle_closed);
+	pipe_clear(c);
+	be__client_close(&c->cl);    /* every op gets its callback: cancelled */
 }
 
 /* ---- submit ------------------------------------------------------------- */
 
 static int pg_submit(struct be_pg *c, enum op_kind kind, const char *text, be_pg_cb cb, void *arg)
 {
-	struct be_pg_op *op;
 	char msg[BE_ERRMSG_MAX] = "";
+	struct be_pg_op *op;
+	int rc;
 
 	if (!c || !text || !cb)
 		return -EINVAL;
-	if (c->destroyed)
-		return -ESHUTDOWN;
-	op = op_new(kind, text, cb, arg);
-	if (!op)
+	if (!(op = op_new(kind, text, cb, arg)))
 		return -ENOMEM;
-	if (c->h.open) {
-		op_defer(c, op, BE_ERR_CIRCUIT, "circuit open (last error: %s)", c->h.last_error);
-		return 0;
+	if ((rc = be__client_admit(&c->cl, &op->req)) <= 0) {
+		if (rc < 0)
+			op_free(op);
+		return rc;           /* 0: deferred, its failure follows */
 	}
-	if (c->n_ops >= c->max_pending) {
-		op_defer(c, op, BE_ERR_BUSY, "%zu requests pending", c->n_ops);
-		return 0;
-	}
-	if (c->broken) {
-		op_defer(c, op, BE_ERR_IO, "%s", c->broken_msg);
-		return 0;
-	}
-	if (c->phase == PG_IDLE && !c->reconnect_now) {
-		op_defer(c, op, BE_ERR_IO, "not connected (last error: %s)", c->h.last_error);
-		return 0;
-	}
-	op->deadline = util_mono_ms() + c->timeout_ms;
-	be__list_push_tail(&c->ops, &op->link);
-	c->n_ops++;
-	deadline_arm(c, op->deadline);
-	if (c->phase == PG_CONNECTED) {
+	be__req_insert(&c->cl, &op->req, be__client_deadline(&c->cl), true);
+	if (c->cl.phase == BE__PH_CONNECTED) {
 		if (pg_send(c, op, msg, sizeof(msg)) < 0 || pg_flush(c) < 0)
-			pg_mark_broken(c, msg[0] ? msg : "cannot send the query");
+			be__client_break(&c->cl, msg[0] ? msg : "cannot send the query");
 	}
 	return 0;
 }
@@ -1199,33 +945,9 @@ int be_pg_zone_chain(struct be_pg *const *clients, size_t n, const char *zone_id
 
 /* ---- status ------------------------------------------------------------- */
 
-enum be_state be_pg_state(const struct be_pg *c)
-{
-	if (c->h.open)
-		return BE_STATE_OPEN;
-	switch (c->phase) {
-	case PG_IDLE:
-		return BE_STATE_DISCONNECTED;
-	case PG_RESOLVING:
-	case PG_CONNECTING:
-		return BE_STATE_CONNECTING;
-	case PG_CONNECTED:
-		return BE_STATE_CONNECTED;
-	}
-	return BE_STATE_DISCONNECTED;
-}
-
-void be_pg_status(const struct be_pg *c, struct be_status *out)
-{
-	be__health_status(&c->h, be_pg_state(c), c->n_ops + c->n_deferred, out);
-}
-
-const char *be_pg_last_error(const struct be_pg *c)
-{
-	return c->h.last_error;
-}
+BE__CLIENT_ACCESSORS(pg, struct be_pg)
 
 int be_pg_backend_pid(const struct be_pg *c)
 {
-	return c->phase == PG_CONNECTED && c->pg ? PQbackendPID(c->pg) : 0;
+	return c->cl.phase == BE__PH_CONNECTED && c->pg ? PQbackendPID(c->pg) : 0;
 }

@@ -107,8 +107,18 @@ static void eqctl__frame(const struct shm *s, const char *name, const struct eqc
 	struct shm_mode_view mv;
 	shm_mode_get(s, &mv);
 	eqctl__fmt_age(now > mv.since_ms ? now - mv.since_ms : 0, buf, sizeof(buf));
-	printf("mode %-10s automatic %-10s override %-10s for %s\n\n", shm_mode_name(mv.effective),
+	printf("mode %-10s automatic %-10s override %-10s for %s\n", shm_mode_name(mv.effective),
 	       shm_mode_name(mv.auto_mode), shm_override_name(mv.override), buf);
+	struct shm_override_view ov;
+	shm_override_read(s, &ov);
+	if (ov.known && ov.override != EQ_OVERRIDE_NONE && (ov.expires_ms || ov.reason[0])) {
+		if (ov.expires_ms)
+			eqctl__fmt_age(ov.expires_ms > now ? ov.expires_ms - now : 0, buf, sizeof(buf));
+		printf("override %s%s%s%s%s\n", shm_override_name(ov.override),
+		       ov.expires_ms ? " ends in " : " until changed", ov.expires_ms ? buf : "",
+		       ov.reason[0] ? "; reason: " : "", ov.reason);
+	}
+	putchar('\n');
 
 	/* Components. */
 	printf("%-17s %-10s %9s %6s  %s\n", "COMPONENT", "STATE", "LATENCY", "FAILS", "LAST ERROR");

@@ -47,6 +47,12 @@ _Static_assert(sizeof(struct eq_chan_msg) == 8, "one status-channel message is 8
  * -EPIPE/-ECONNREFUSED: the worker is gone). */
 int proto_chan_send(int chan, const struct eq_chan_msg *m, int fd);
 
+/* The validation proto_chan_recv applies to one received datagram: n bytes
+ * at buf, whether the kernel truncated it or its control data (MSG_TRUNC,
+ * MSG_CTRUNC), and how many fds came with it.  0 and *m, or -EBADMSG.
+ * Pure (no fd is touched): the seam for fuzzing and tests. */
+int proto_chan_decode(const void *buf, size_t n, int truncated, int nfds, struct eq_chan_msg *m);
+
 /* Receives one message without blocking (worker).  Returns
  *   0         *m filled; *fd is the fd it carried (the caller owns it) or -1;
  *   -EAGAIN   nothing queued;

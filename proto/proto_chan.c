@@ -6,7 +6,6 @@
 #include "proto/eq_fds.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -42,6 +41,16 @@ int proto_chan_send(int chan, const struct eq_chan_msg *m, int fd)
 	return (size_t)n == sizeof(*m) ? 0 : -EMSGSIZE;   /* SEQPACKET: all or nothing */
 }
 
+int proto_chan_decode(const void *buf, size_t n, int truncated, int nfds, struct eq_chan_msg *m)
+{
+	if (n != sizeof(*m) || truncated || nfds < 0 || nfds > 1)
+		return -EBADMSG;
+	memcpy(m, buf, sizeof(*m));
+	if (m->type == EQ_CHAN_RELOAD || (m->type == EQ_CHAN_DRAIN && nfds == 0))
+		return 0;
+	return -EBADMSG;
+}
+
 int proto_chan_recv(int chan, struct eq_chan_msg *m, int *fd)
 {
 	union {
@@ -75,11 +84,8 @@ int proto_chan_recv(int chan, struct eq_chan_msg *m, int *fd)
 		for (size_t i = 0; i < k && nfds < PROTO_CHAN_MAX_FDS; i++)
 			memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
 	}
-	memcpy(m, buf, sizeof(*m) < (size_t)n ? sizeof(*m) : (size_t)n);
-	bool ok = (size_t)n == sizeof(*m) && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 &&
-	          nfds <= 1 &&
-	          (m->type == EQ_CHAN_RELOAD || (m->type == EQ_CHAN_DRAIN && nfds == 0));
-	if (!ok) {
+	int trunc = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+	if (proto_chan_decode(buf, (size_t)n, trunc, nfds, m) != 0) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
 		return -EBADMSG;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/shm_ring.h"
 #include "util/util.h"
 #include "workers/pricing/pr.h"
 #include "workers/pricing/pr_json.h"
@@ -122,6 +123,58 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 		pr_buf_put_u64(b, c->worker_restarts[r]);
 		pr_buf_putc(b, '\n');
 	}
+
+	help(b, "eq_override", "gauge", "1 for the current operator override, 0 for the others.");
+	for (unsigned o = 0; o < EQ_OVERRIDE__COUNT; o++)
+		pr_buf_printf(b, "eq_override{override=\"%s\"} %d\n", shm_override_name(o), o == mv.override);
+	help(b, "eq_auto_mode", "gauge", "1 for the mode derived from component states, 0 for the others.");
+	for (unsigned m = 0; m < EQ_MODE__COUNT; m++)
+		pr_buf_printf(b, "eq_auto_mode{mode=\"%s\"} %d\n", shm_mode_name(m), m == mv.auto_mode);
+
+	help(b, "eq_component_latency_seconds", "gauge", "Latency of each configured component's last probe.");
+	for (unsigned k = 0; k < EQ_COMP__COUNT; k++) {
+		if ((k == EQ_COMP_PG_PRIMARY && conf->postgres.primary[0] == '\0') ||
+		    (k == EQ_COMP_PG_BACKUP && conf->postgres.backup[0] == '\0'))
+			continue;
+		struct shm_component_view cv;
+		uint32_t us = shm_component_read(shm, k, &cv) == 0 ? cv.latency_us : 0;
+		pr_buf_printf(b, "eq_component_latency_seconds{component=\"%s\"} ", shm_component_name(k));
+		put_seconds(b, us, 1e6);
+		pr_buf_putc(b, '\n');
+	}
+
+	struct shm_event_gauges g;
+	shm_event_gauges_read(shm, &g);
+	help(b, "eq_spool_bytes", "gauge", "Bytes in the disk spool (events waiting for Kafka).");
+	pr_buf_puts(b, "eq_spool_bytes ");
+	pr_buf_put_u64(b, g.spool_bytes);
+	pr_buf_putc(b, '\n');
+	help(b, "eq_spool_max_bytes", "gauge", "spool.max_bytes: the spool's bound.");
+	pr_buf_puts(b, "eq_spool_max_bytes ");
+	pr_buf_put_u64(b, conf->spool.max_bytes);
+	pr_buf_putc(b, '\n');
+
+	struct shm_ring_stats rs = { 0 };
+	(void)shm_ring_stats(shm, &rs);        /* not ready: reported as 0 */
+	help(b, "eq_ring_used", "gauge", "Records in the shared-memory event ring.");
+	pr_buf_puts(b, "eq_ring_used ");
+	pr_buf_put_u64(b, rs.used);
+	pr_buf_putc(b, '\n');
+	help(b, "eq_ring_capacity", "gauge", "Records the event ring holds.");
+	pr_buf_puts(b, "eq_ring_capacity ");
+	pr_buf_put_u64(b, rs.capacity);
+	pr_buf_putc(b, '\n');
+
+	struct shm_prices_stats ps;
+	shm_prices_stats(shm, &ps);
+	help(b, "eq_prices_entries", "gauge", "Last known prices kept in shared memory.");
+	pr_buf_puts(b, "eq_prices_entries ");
+	pr_buf_put_u64(b, ps.used);
+	pr_buf_putc(b, '\n');
+	help(b, "eq_prices_capacity", "gauge", "Zones the stale-price table holds (shm.zones_capacity).");
+	pr_buf_puts(b, "eq_prices_capacity ");
+	pr_buf_put_u64(b, ps.capacity);
+	pr_buf_putc(b, '\n');
 
 	/* util_version() is [0-9A-Za-z.+-]: nothing to escape in the label. */
 	help(b, "eq_build_info", "gauge", "1, labelled with the version of the worker answering.");

@@ -532,3 +532,15 @@ int tb_loop_finish(uv_loop_t *loop)
 	}
 	return uv_loop_close(loop);
 }
+
+int tb_socket_to_port(int port)
+{
+	for (int fd = 3; fd < 4096; fd++) {
+		struct sockaddr_in sa;
+		socklen_t sl = sizeof(sa);
+		if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET &&
+		    ntohs(sa.sin_port) == port)
+			return fd;
+	}
+	return -1;
+}

@@ -83,4 +83,9 @@ int tb_loop_finish(uv_loop_t *loop);
 
 uint64_t tb_now_ms(void);
 
+/* The first open fd of this process that is a TCP socket connected to
+ * 127.0.0.1:port (a client's connection, found from outside the client),
+ * or -1. */
+int tb_socket_to_port(int port);
+
 #endif

@@ -7,7 +7,13 @@
 #include "backend/be_redis.h"
 #include "tb_servers.h"
 
+#include "backend/be_int.h"
+
 #include <check.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -138,6 +144,30 @@ static bool wait_call(struct ctx *x, int i, uint64_t timeout_ms)
 	return tb_run_until(&x->loop, &x->calls[i].done, timeout_ms);
 }
 
+/* The client's socket, found from outside it: close-on-exec (no alert
+ * child inherits it), keepalives and TCP_USER_TIMEOUT (a partitioned peer
+ * is noticed between requests), as be_int.h promises. */
+static void assert_socket_tuned(int port)
+{
+	int fd = tb_socket_to_port(port), v = 0;
+	unsigned ut = 0;
+	socklen_t sl = sizeof(v);
+
+	ck_assert_msg(fd >= 0, "no socket to port %d", port);
+	ck_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &sl), 0);
+	ck_assert_int_eq(v, 1);
+	sl = sizeof(v);
+	ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &sl), 0);
+	ck_assert_int_eq(v, BE__KEEPIDLE_S);
+	sl = sizeof(v);
+	ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &sl), 0);
+	ck_assert_int_eq(v, BE__KEEPCNT);
+	sl = sizeof(ut);
+	ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, &sl), 0);
+	ck_assert_uint_eq(ut, BE__USER_TIMEOUT_MS);
+}
+
 /* ---- answers ------------------------------------------------------------ */
 
 START_TEST(test_redis_hgetall_hit)
@@ -160,6 +190,7 @@ START_TEST(test_redis_hgetall_hit)
 	ck_assert_str_eq(x.calls[0].value, "12.5");
 	ck_assert_int_eq(be_redis_state(x.c), BE_STATE_CONNECTED);
 	ck_assert_int_eq(x.calls[0].ncb, 1);
+	assert_socket_tuned(x.srv.port);
 	ctx_fini(&x);
 }
 END_TEST

@@ -141,6 +141,27 @@ START_TEST(test_two_fds_are_refused)
 }
 END_TEST
 
+/* The pure validator every received datagram goes through. */
+START_TEST(test_decode_table)
+{
+	struct eq_chan_msg ok_reload = { .type = EQ_CHAN_RELOAD }, ok_drain = { .type = EQ_CHAN_DRAIN, .arg = 7 };
+	struct eq_chan_msg bad_type = { .type = 0 }, bad_type2 = { .type = 3 }, m;
+	char big[9] = { 0 };
+	ck_assert_int_eq(proto_chan_decode(&ok_reload, sizeof(ok_reload), 0, 1, &m), 0);
+	ck_assert_int_eq(proto_chan_decode(&ok_reload, sizeof(ok_reload), 0, 0, &m), 0);  /* caller warns */
+	ck_assert_int_eq(proto_chan_decode(&ok_drain, sizeof(ok_drain), 0, 0, &m), 0);
+	ck_assert_uint_eq(m.arg, 7);
+	ck_assert_int_eq(proto_chan_decode(&ok_drain, sizeof(ok_drain), 0, 1, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(&ok_reload, sizeof(ok_reload), 0, 2, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(&ok_reload, sizeof(ok_reload), 1, 1, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(&bad_type, sizeof(bad_type), 0, 0, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(&bad_type2, sizeof(bad_type2), 0, 0, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(big, sizeof(big), 0, 0, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(big, 7, 0, 0, &m), -EBADMSG);
+	ck_assert_int_eq(proto_chan_decode(big, 0, 0, 0, &m), -EBADMSG);
+}
+END_TEST
+
 START_TEST(test_eof_is_epipe)
 {
 	close(sv[0]);
@@ -191,6 +212,7 @@ int main(void)
 	tcase_add_test(tc, test_reload_passes_the_fd);
 	tcase_add_test(tc, test_malformed_messages_are_ebadmsg_and_close_fds);
 	tcase_add_test(tc, test_two_fds_are_refused);
+	tcase_add_test(tc, test_decode_table);
 	tcase_add_test(tc, test_eof_is_epipe);
 	tcase_add_test(tc, test_send_to_a_gone_worker_fails_without_sigpipe);
 	tcase_add_test(tc, test_listen_open_flags_and_address_in_use);
