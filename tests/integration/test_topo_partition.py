@@ -105,10 +105,13 @@ def test_partitions_redis_then_postgres_then_both_then_heal(daemon, kafka, ns_ba
     # (the database is not asked for a zone Redis has), mode degraded
     # while postgres_primary is failed.
     rns.heal()
-    pns.partition()
     t0 = time.monotonic()
     wait_for(lambda: _state(d, "redis") == "healthy", timeout=15, desc="redis healthy again")
     redis_back = time.monotonic() - t0
+    # Pricing workers follow the prober's "healthy" within 250 ms; until
+    # then a request may still skip Redis for the database.
+    time.sleep(0.3)
+    pns.partition()
     ans = _run(d, 0.5)
     wait_for(lambda: _state(d, "postgres_primary") == "failed", timeout=10,
              desc="postgres_primary failed")
@@ -143,5 +146,6 @@ def test_partitions_redis_then_postgres_then_both_then_heal(daemon, kafka, ns_ba
     t0 = time.monotonic()
     wait_for(lambda: d.status()["mode"] == "normal", timeout=20, desc="normal mode after heal")
     healed = time.monotonic() - t0
+    time.sleep(0.3)                        # pricing follows the prober within 250 ms
     _check(_run(d, 0.5), REDIS_TIMEOUT + MARGIN, {("redis", None)}, "healed")
     print(f"[partition] both healed -> normal after {healed:.2f}s")
