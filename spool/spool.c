@@ -86,6 +86,9 @@ struct spool {
 
 	size_t cur_seg;                      /* replay cursor */
 	uint64_t cur_off;
+	uint64_t cur_prev_seq;               /* seq of the last record the cursor passed:
+	                                        the open scan's rule, a record must be
+	                                        newer than every one before it */
 	struct spool_reader rd;
 
 	struct spool_inflight *inf;             /* circular, inf_len entries from inf_head */
@@ -1038,9 +1041,13 @@ static int cursor_peek(struct spool *sp, struct parsed *pr, uint64_t *next_off)
 		enum parse_result r = parse_at(&sp->rd, s, s->fd, sp->cur_off, s->size, pr, &err);
 		if (r == PARSE_ERR)
 			return err;
-		if (r == PARSE_OK) {
+		/* A record not newer than the one before is what seg_scan
+		 * skipped as corrupt ("sequence out of order"): skip it here
+		 * too, or replay would hand out what the counts left out. */
+		if (r == PARSE_OK && pr->seq > sp->cur_prev_seq) {
 			if (pr->seq <= sp->acked_through) {
 				sp->cur_off += SPOOL_REC_HDR + (uint64_t)pr->len;
+				sp->cur_prev_seq = pr->seq;
 				continue;
 			}
 			*next_off = sp->cur_off + SPOOL_REC_HDR + (uint64_t)pr->len;
@@ -1075,6 +1082,7 @@ int spool_next(struct spool *sp, struct spool_rec *rec)
 	if (rc)
 		return rc;
 	sp->cur_off = next_off;
+	sp->cur_prev_seq = pr.seq;
 	rec->seq = pr.seq;
 	rec->ts_ms = pr.ts_ms;
 	rec->data = pr.payload;
@@ -1123,6 +1131,7 @@ void spool_rewind(struct spool *sp)
 			seg_close_fd(&sp->segs[i]);
 	sp->cur_seg = 0;
 	sp->cur_off = 0;
+	sp->cur_prev_seq = 0;
 }
 
 /* ---- commit / sync ---- */
