@@ -112,6 +112,12 @@ const char *shm_cstate_name(unsigned st);
 const char *shm_role_name(unsigned r);
 const char *shm_wstate_name(unsigned w);
 const char *shm_source_name(unsigned src);
+/* Whether src is a live read (redis, redis_replica, database): the only
+ * sources a stale-price entry may carry. */
+static inline bool shm_source_is_live(unsigned src)
+{
+	return src == EQ_SOURCE_REDIS || src == EQ_SOURCE_REDIS_REPLICA || src == EQ_SOURCE_DATABASE;
+}
 const char *shm_endpoint_name(unsigned ep);
 const char *shm_event_counter_name(unsigned c);
 const char *shm_history_kind_name(unsigned k);
@@ -250,9 +256,8 @@ void shm_worker_heartbeat(struct shm *s, unsigned slot);
 void shm_worker_set_ready(struct shm *s, unsigned slot, bool ready);
 
 /* ---- counters ---- */
-/* The counters region itself: for shm/'s layout tests and for fw.c until it
- * moves to shm_event_gauges_publish (issue 9, forwarder).  Everything
- * else reads and writes counters through the functions below. */
+/* The counters region itself: for shm/'s layout tests.  Everything else
+ * reads and writes counters through the functions below. */
 struct shm_counters *shm_counters(const struct shm *s);
 
 /* Gauges about undelivered events.  Single writer: eq-forwarder (each
@@ -266,7 +271,17 @@ struct shm_event_gauges {
 	uint64_t kafka_inflight;             /* handed to librdkafka, not yet acked */
 };
 void shm_event_gauges_publish(struct shm *s, const struct shm_event_gauges *g);
+/* Reads the gauges; oldest_undelivered_ms is the older of the forwarder's
+ * figure and the ring's oldest record (the ring's is current even when
+ * the forwarder is not running). */
 void shm_event_gauges_read(const struct shm *s, struct shm_event_gauges *out);
+
+/* The spool directory, published by eq-forwarder when it opens its spool
+ * (-ENAMETOOLONG if it does not fit; eqctl then needs -c or --dir), and
+ * read by eqctl spool: 0 and a NUL-terminated copy, -ENOENT when no
+ * forwarder published one, -EAGAIN when it stayed mid-write. */
+int shm_spool_dir_publish(struct shm *s, const char *dir);
+int shm_spool_dir_read(const struct shm *s, char *buf, size_t len);
 
 /* One eq_events_total{outcome} counter (relaxed load). */
 uint64_t shm_event_count(const struct shm *s, enum eq_event_counter c);
@@ -290,13 +305,14 @@ void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int ht
 void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
 
+
 /* ---- stale-price table ---- */
 struct shm_price {
 	char zone_id[PROTO_ZONE_ID_MAX + 1];   /* NUL-terminated copy */
 	size_t zone_len;
 	double base_fare, surge_multiplier;
 	int32_t supply_count, demand_count;
-	uint8_t source;                      /* EQ_SOURCE_REDIS / EQ_SOURCE_DATABASE */
+	uint8_t source;                      /* a live source (shm_source_is_live) */
 	uint64_t updated_ms;                 /* source's updated_at, 0 = none */
 	uint64_t read_ms;                    /* when read live */
 };

@@ -69,7 +69,8 @@
 	X(REDIS,     "redis")          \
 	X(DATABASE,  "database")       \
 	X(STALE,     "stale")          \
-	X(DEFAULT,   "default")
+	X(DEFAULT,   "default")        \
+	X(REDIS_REPLICA, "redis_replica")
 
 /* HTTP endpoints as counted in eq_requests_total{endpoint}. */
 #define EQ_ENDPOINT_TBL(X)             \
@@ -101,7 +102,8 @@
 	X(REPLAYED,  "replayed")               \
 	X(DROPPED,   "dropped")                \
 	X(ABANDONED, "abandoned")              \
-	X(CORRUPT,   "corrupt")
+	X(CORRUPT,   "corrupt")                \
+	X(DEAD,      "dead")
 
 /* History entry kinds. */
 #define EQ_HISTORY_KIND_TBL(X)                 \

@@ -39,8 +39,20 @@ struct spool_seg {
 	uint64_t nrecords;                   /* valid records */
 	uint64_t size;                       /* valid bytes (rw: the file length) */
 	uint64_t scanned_end;                /* bytes checked at open (corruption beyond is new) */
+	uint64_t min_ts_ms;                  /* oldest record ts in the segment */
+	uint64_t min_ts_seq;                 /* seq of that record, 0 = no record */
 	int fd;                              /* -1 when closed */
 };
+
+/* Keeps a segment's oldest record (by ts): records are in seq order, not ts
+ * order (a record librdkafka timed out comes back after newer ones). */
+static void seg_note_ts(struct spool_seg *s, uint64_t seq, uint64_t ts_ms)
+{
+	if (s->min_ts_seq == 0 || ts_ms < s->min_ts_ms) {
+		s->min_ts_ms = ts_ms;
+		s->min_ts_seq = seq;
+	}
+}
 
 /* A record handed out by spool_next() and not yet popped.  Entries are in
  * increasing seq order; acked ones behind an unacked front wait there. */
@@ -86,6 +98,9 @@ struct spool {
 
 	size_t cur_seg;                      /* replay cursor */
 	uint64_t cur_off;
+	uint64_t cur_prev_seq;               /* seq of the last record the cursor passed:
+	                                        the open scan's rule, a record must be
+	                                        newer than every one before it */
 	struct spool_reader rd;
 
 	struct spool_inflight *inf;             /* circular, inf_len entries from inf_head */
@@ -158,6 +173,56 @@ static int fsync_dir(struct spool *sp)
 		int e = errno;
 		log_err("spool: fsync of directory %s failed: %s", sp->dir, strerror(e));
 		return -e;
+	}
+	return 0;
+}
+
+/* Opens a file of the spool directory: never through a symlink, never
+ * blocking on a FIFO, and only a regular file.  fd, or -errno (-ELOOP for
+ * a symlink, -EINVAL for anything not a regular file). */
+static int spool_openat(const struct spool *sp, const char *name, int flags, mode_t mode)
+{
+	struct stat st;
+	int fd = openat(sp->dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
+
+	if (fd == -1)
+		return -errno;
+	if (fstat(fd, &st) == -1) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+/* The owner's checks on the directory (read-write only: eqctl inspects
+ * whatever it can read): ours, and writable by nobody else, since whoever
+ * can write there can plant or swap the files we replay.  0 or -EPERM with
+ * err naming the fix. */
+static int check_dir(const struct spool *sp, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (fstat(sp->dir_fd, &st) == -1) {
+		int e = errno;
+		snprintf(err, errlen, "cannot stat spool directory %s: %s", sp->dir, strerror(e));
+		return -e;
+	}
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "spool directory %s is owned by uid %u, not by us (uid %u): "
+		         "chown it to the daemon's user", sp->dir, (unsigned)st.st_uid,
+		         (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "spool directory %s is writable by %s (mode %04o): "
+		         "chmod 0750 it", sp->dir, (st.st_mode & S_IWOTH) ? "others" : "its group",
+		         (unsigned)(st.st_mode & 07777));
+		return -EPERM;
 	}
 	return 0;
 }
@@ -380,8 +445,11 @@ static int seg_open_fd(struct spool *sp, struct spool_seg *s, int flags)
 	if (s->fd >= 0)
 		return 0;
 	seg_name(name, sizeof(name), s->name_seq);
-	s->fd = openat(sp->dir_fd, name, flags | O_CLOEXEC);
-	return s->fd == -1 ? -errno : 0;
+	int fd = spool_openat(sp, name, flags, 0);
+	if (fd < 0)
+		return fd;
+	s->fd = fd;
+	return 0;
 }
 
 static void seg_close_fd(struct spool_seg *s)
@@ -419,6 +487,7 @@ static int seg_scan(struct spool *sp, struct spool_seg *s, bool last, uint64_t *
 				s->first_seq = pr.seq;
 			s->last_seq = pr.seq;
 			s->nrecords++;
+			seg_note_ts(s, pr.seq, pr.ts_ms);
 			if (pr.seq <= sp->acked_through)
 				sp->acked_records++;
 			prev_seq = pr.seq;
@@ -572,9 +641,10 @@ out:
 
 static int lock_dir(struct spool *sp, char *err, size_t errlen)
 {
-	sp->lock_fd = openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (sp->lock_fd == -1) {
-		int e = errno;
+	sp->lock_fd = spool_openat(sp, "lock", O_RDWR | O_CREAT, 0640);
+	if (sp->lock_fd < 0) {
+		int e = -sp->lock_fd;
+		sp->lock_fd = -1;
 		snprintf(err, errlen, "cannot create %s/lock: %s (check spool.dir ownership)",
 		         sp->dir, strerror(e));
 		return -e;
@@ -661,17 +731,23 @@ int spool_open(const struct spool_params *p, struct spool **out,
 		goto fail;
 	}
 	if (!sp->readonly) {
-		rc = lock_dir(sp, err, errlen);
+		rc = check_dir(sp, err, errlen);
+		if (!rc)
+			rc = lock_dir(sp, err, errlen);
 		if (rc)
 			goto fail;
 	}
 
-	sp->marker_fd = openat(sp->dir_fd, "acked",
-	                       (sp->readonly ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0640);
-	if (sp->marker_fd == -1 && !(sp->readonly && errno == ENOENT)) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot open %s/acked: %s", sp->dir, strerror(-rc));
-		goto fail;
+	sp->marker_fd = spool_openat(sp, "acked", sp->readonly ? O_RDONLY : O_RDWR | O_CREAT, 0640);
+	if (sp->marker_fd < 0) {
+		rc = sp->marker_fd;
+		sp->marker_fd = -1;
+		if (!(sp->readonly && rc == -ENOENT)) {
+			snprintf(err, errlen, "cannot open %s/acked: %s", sp->dir,
+			         rc == -EINVAL ? "not a regular file" : strerror(-rc));
+			goto fail;
+		}
+		rc = 0;
 	}
 	if (sp->marker_fd >= 0) {
 		rc = marker_read(sp);
@@ -769,9 +845,10 @@ static int ensure_active(struct spool *sp, uint64_t need)
 	struct spool_seg s = { .name_seq = sp->next_seq, .fd = -1 };
 	char name[64];
 	seg_name(name, sizeof(name), s.name_seq);
-	s.fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (s.fd == -1) {
-		int e = errno;
+	s.fd = spool_openat(sp, name, O_RDWR | O_CREAT | O_EXCL, 0640);
+	if (s.fd < 0) {
+		int e = -s.fd;
+		s.fd = -1;
 		log_err("spool: cannot create segment %s/%s: %s", sp->dir, name, strerror(e));
 		return -e;
 	}
@@ -868,6 +945,14 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 		sp->iov[2 * i + 1] = (struct iovec){ (void *)items[i].data, items[i].len };
 	}
 	rc = write_all(s->fd, sp->iov, 2 * n, s->size);
+	if (rc == 0 && sp->fsync == SPOOL_FSYNC_ALWAYS && fdatasync(s->fd) == -1) {
+		/* fsync=always promises the records are on disk when we return
+		 * 0: they are not, so they are not appended (the caller keeps
+		 * them). */
+		rc = -errno;
+		log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s (the records "
+		        "stay where they were)", sp->dir, s->name_seq, strerror(-rc));
+	}
 	if (rc) {
 		/* Take back whatever reached the file so no torn record stays. */
 		if (ftruncate(s->fd, (off_t)s->size) == -1)
@@ -879,6 +964,8 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 		s->first_seq = sp->next_seq;
 	s->last_seq = sp->next_seq + n - 1;
 	s->nrecords += n;
+	for (size_t i = 0; i < n; i++)
+		seg_note_ts(s, sp->next_seq + i, items[i].ts_ms);
 	s->size += total;
 	if (first_seq)
 		*first_seq = sp->next_seq;
@@ -888,14 +975,8 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 	sp->st.appended += n;
 	sp->st.full = false;
 	sp->st.disk_full = false;
-	if (sp->fsync == SPOOL_FSYNC_ALWAYS) {
-		if (fdatasync(s->fd) == -1)
-			log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s (records "
-			        "are written but may not survive a machine crash)", sp->dir,
-			        s->name_seq, strerror(errno));
-	} else if (sp->fsync == SPOOL_FSYNC_BATCH) {
+	if (sp->fsync == SPOOL_FSYNC_BATCH)
 		sp->data_unsynced = true;
-	}
 	return 0;
 fail:
 	if (rc == -ENOSPC || rc == -EDQUOT) {
@@ -975,9 +1056,13 @@ static int cursor_peek(struct spool *sp, struct parsed *pr, uint64_t *next_off)
 		enum parse_result r = parse_at(&sp->rd, s, s->fd, sp->cur_off, s->size, pr, &err);
 		if (r == PARSE_ERR)
 			return err;
-		if (r == PARSE_OK) {
+		/* A record not newer than the one before is what seg_scan
+		 * skipped as corrupt ("sequence out of order"): skip it here
+		 * too, or replay would hand out what the counts left out. */
+		if (r == PARSE_OK && pr->seq > sp->cur_prev_seq) {
 			if (pr->seq <= sp->acked_through) {
 				sp->cur_off += SPOOL_REC_HDR + (uint64_t)pr->len;
+				sp->cur_prev_seq = pr->seq;
 				continue;
 			}
 			*next_off = sp->cur_off + SPOOL_REC_HDR + (uint64_t)pr->len;
@@ -1012,6 +1097,7 @@ int spool_next(struct spool *sp, struct spool_rec *rec)
 	if (rc)
 		return rc;
 	sp->cur_off = next_off;
+	sp->cur_prev_seq = pr.seq;
 	rec->seq = pr.seq;
 	rec->ts_ms = pr.ts_ms;
 	rec->data = pr.payload;
@@ -1060,6 +1146,7 @@ void spool_rewind(struct spool *sp)
 			seg_close_fd(&sp->segs[i]);
 	sp->cur_seg = 0;
 	sp->cur_off = 0;
+	sp->cur_prev_seq = 0;
 }
 
 /* ---- commit / sync ---- */
@@ -1155,15 +1242,31 @@ uint64_t spool_unread(const struct spool *sp)
 	return sp->total_records - sp->acked_records - sp->inf_len;
 }
 
+/*
+ * The oldest unacknowledged record's ts.  The replay front (the first
+ * record in flight, else the next unread one) is the oldest by seq, but not
+ * always by ts: a record that timed out inside librdkafka is spooled after
+ * newer ones.  So each segment's oldest record counts too while it is not
+ * acknowledged (seq > acked_through: exact for that record; an older
+ * record behind it in a partly acknowledged segment is only seen through
+ * the front).  O(segments).
+ */
 uint64_t spool_oldest_ts(struct spool *sp)
 {
-	if (sp->inf_len > 0)
-		return inf_at(sp, 0)->ts_ms;
+	uint64_t best = 0;
 	struct parsed pr;
 	uint64_t next_off;
-	if (cursor_peek(sp, &pr, &next_off) == 0)
-		return pr.ts_ms;
-	return 0;
+	if (sp->inf_len > 0)
+		best = inf_at(sp, 0)->ts_ms;
+	else if (cursor_peek(sp, &pr, &next_off) == 0)
+		best = pr.ts_ms;
+	for (size_t i = 0; i < sp->nsegs; i++) {
+		const struct spool_seg *s = &sp->segs[i];
+		if (s->min_ts_seq > sp->acked_through && s->min_ts_ms != 0 &&
+		    (best == 0 || s->min_ts_ms < best))
+			best = s->min_ts_ms;
+	}
+	return best;
 }
 
 void spool_stats(struct spool *sp, struct spool_stats *st)
@@ -1185,6 +1288,35 @@ void spool_set_limits(struct spool *sp, uint64_t max_bytes, enum spool_fsync f)
 		spool_sync(sp);           /* what was written under the old policy */
 	sp->max_bytes = max_bytes;
 	sp->fsync = f;
+}
+
+int spool_move_all(struct spool *from, struct spool *to, uint64_t *moved)
+{
+	struct spool_rec r;
+	uint64_t n = 0;
+	int rc;
+
+	if (from->readonly || to->readonly)
+		return -EROFS;
+	while ((rc = spool_next(from, &r)) == 0) {
+		rc = spool_append(to, r.data, r.len, r.ts_ms, NULL);
+		if (rc)
+			break;
+		spool_ack(from, r.seq);
+		n++;
+	}
+	if (rc == -ENOENT)
+		rc = 0;
+	/* What was handed out and not moved goes back to unread. */
+	if (rc)
+		spool_rewind(from);
+	int rs = spool_sync(to);             /* durable in `to` before `from` forgets it */
+	int rc2 = rs ? rs : spool_commit(from);
+	if (from->fsync != SPOOL_FSYNC_NEVER && rc2 == 0)
+		rc2 = spool_sync(from);
+	if (moved)
+		*moved = n;
+	return rc ? rc : rc2;
 }
 
 int spool_fsync_parse(const char *s)
