@@ -37,8 +37,9 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 #define SHM_VERSION_MAJOR    2              /* incr. on any size/order change
                                              * (2: the ring's consumer word, ring 2.0;
                                              * the override record in the mode table) */
-#define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
-                                             * (2.1: the supervisor's version string) */
+#define SHM_VERSION_MINOR    2              /* incr. on appends into reserved
+                                             * (2.1: the supervisor's version string;
+                                             * 2.2: config reload counters) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -273,7 +274,10 @@ struct shm_counters {
 	_Atomic uint64_t spool_segments;
 	_Atomic uint64_t spool_records;               /* records in the spool not yet acked */
 	_Atomic uint64_t kafka_inflight;              /* handed to librdkafka, not yet acked */
-	uint8_t reserved[968];
+	/* eq_config_reloads_total{result}: [0] ok, [1] rejected; written by
+	 * equilibriumd on each SIGHUP (layout 2.2). */
+	_Atomic uint64_t config_reloads[2];
+	uint8_t reserved[952];
 	struct shm_worker_counters workers[SHM_MAX_WORKERS];
 };
 _Static_assert(offsetof(struct shm_counters, workers) == 1088, "counters header size: bump SHM_VERSION_MAJOR");

@@ -193,7 +193,7 @@ def package_lock():
 
 
 @pytest.mark.timeout(1800)
-def test_package_builds_installs_runs_upgrades_and_purges(package_lock, redis, tmp_path):
+def test_package_builds_installs_runs_upgrades_and_purges(package_lock, redis, test_tmp):
     top = tempfile.mkdtemp(prefix="eq-pkg-")
     src = os.path.join(top, "equilibrium")
     d = None
@@ -232,7 +232,7 @@ def test_package_builds_installs_runs_upgrades_and_purges(package_lock, redis, t
 
         # -- the installed daemon, as the unit runs it --------------------
         redis.set_zone("z1", 12.5, 1.7)
-        d = Installed(str(tmp_path), redis).start()
+        d = Installed(test_tmp, redis).start()
         assert "workers from /usr/libexec/equilibrium" in d.log_text(), d.log_text()[-2000:]
         status, _h, body = http.request(d.port, "GET", "/v1/pricing/z1")
         assert status == 200, body
@@ -250,11 +250,13 @@ def test_package_builds_installs_runs_upgrades_and_purges(package_lock, redis, t
         # -- upgrade: a higher version over the running daemon -----------
         new_version = meson_version + ".1"
         mb = os.path.join(src, "meson.build")
-        open(mb, "w").write(open(mb).read().replace(f"version : '{meson_version}'",
-                                                     f"version : '{new_version}'", 1))
+        text = open(mb).read()
+        with open(mb, "w") as f:
+            f.write(text.replace(f"version : '{meson_version}'", f"version : '{new_version}'", 1))
         cl = os.path.join(src, "debian", "changelog")
         old = open(cl).read()
-        open(cl, "w").write(
+        with open(cl, "w") as f:
+            f.write(
             f"equilibrium ({new_version}) unstable; urgency=medium\n\n  * Upgrade test build.\n\n"
             f" -- Equilibrium developers <equilibrium@example.invalid>  "
             f"{time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\n\n" + old)

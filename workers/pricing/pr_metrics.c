@@ -176,6 +176,13 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	pr_buf_put_u64(b, ps.capacity);
 	pr_buf_putc(b, '\n');
 
+	help(b, "eq_config_reloads_total", "counter", "Config reloads (SIGHUP) by result.");
+	pr_buf_puts(b, "eq_config_reloads_total{result=\"ok\"} ");
+	pr_buf_put_u64(b, c->config_reloads[0]);
+	pr_buf_puts(b, "\neq_config_reloads_total{result=\"rejected\"} ");
+	pr_buf_put_u64(b, c->config_reloads[1]);
+	pr_buf_putc(b, '\n');
+
 	/* util_version() is [0-9A-Za-z.+-]: nothing to escape in the label. */
 	help(b, "eq_build_info", "gauge", "1, labelled with the version of the worker answering.");
 	pr_buf_printf(b, "eq_build_info{version=\"%s\"} 1\n", util_version());
