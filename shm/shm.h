@@ -218,6 +218,8 @@ struct shm_component_view {
 	uint32_t backoff_ms;
 	uint64_t since_ms, last_ok_ms, last_fail_ms, last_probe_ms, next_probe_ms;
 	char last_error[SHM_ERROR_TEXT];
+	uint32_t pg_flags;                   /* SHM_PG_* (postgres_* components) */
+	uint32_t replay_lag_ms;              /* with SHM_PG_LAG_KNOWN */
 };
 
 /* State only: one acquire load (the pricing fast path). */

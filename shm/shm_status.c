@@ -139,6 +139,13 @@ static json_t *components_json(const struct shm *s)
 		json_object_set_new(j, "last_fail", iso_time(v.last_fail_ms));
 		json_object_set_new(j, "since", iso_time(v.since_ms));
 		json_object_set_new(j, "backoff_ms", json_integer(v.backoff_ms));
+		if (c == EQ_COMP_PG_PRIMARY || c == EQ_COMP_PG_BACKUP) {
+			/* null = not known (no successful probe yet, or the last failed) */
+			json_object_set_new(j, "in_hot_standby", (v.pg_flags & SHM_PG_RECOVERY_KNOWN)
+			                    ? json_boolean(v.pg_flags & SHM_PG_IN_RECOVERY) : json_null());
+			json_object_set_new(j, "replay_lag_ms", (v.pg_flags & SHM_PG_LAG_KNOWN)
+			                    ? json_integer(v.replay_lag_ms) : json_null());
+		}
 		json_object_set_new(o, shm_component_name(c), j);
 	}
 	return o;

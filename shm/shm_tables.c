@@ -40,6 +40,8 @@ int shm_component_read(const struct shm *s, enum eq_component c, struct shm_comp
 		out->last_probe_ms = r->last_probe_ms;
 		out->next_probe_ms = r->next_probe_ms;
 		memcpy(out->last_error, r->last_error, sizeof(out->last_error));
+		out->pg_flags = r->pg_flags;
+		out->replay_lag_ms = r->replay_lag_ms;
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s1) {
 			out->last_error[sizeof(out->last_error) - 1] = '\0';
@@ -71,6 +73,8 @@ void shm_component_write(struct shm *s, enum eq_component c, const struct shm_co
 	r->next_probe_ms = in->next_probe_ms;
 	util_strlcpy_utf8(r->last_error, in->last_error, sizeof(r->last_error));
 	util_text_sanitize(r->last_error);      /* server error text: no terminal escapes */
+	r->pg_flags = in->pg_flags;
+	r->replay_lag_ms = in->replay_lag_ms;
 	atomic_store_explicit(&r->state, in->state, memory_order_release);
 	atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
 }

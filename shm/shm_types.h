@@ -34,12 +34,14 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC            "EQSHMSEG"     /* 8 bytes, no NUL */
-#define SHM_VERSION_MAJOR    2              /* incr. on any size/order change
+#define SHM_VERSION_MAJOR    3              /* incr. on any size/order change
                                              * (2: the ring's consumer word, ring 2.0;
-                                             * the override record in the mode table) */
-#define SHM_VERSION_MINOR    2              /* incr. on appends into reserved
-                                             * (2.1: the supervisor's version string;
-                                             * 2.2: config reload counters) */
+                                             * the override record in the mode table;
+                                             * 3: postgres pg_flags/replay_lag_ms in the
+                                             * component record) */
+#define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
+                                             * (2.1 was the supervisor's version string;
+                                             * 3.1: config reload counters) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -228,9 +230,22 @@ struct shm_component {
 	uint64_t last_probe_ms;
 	uint64_t next_probe_ms;
 	char last_error[SHM_ERROR_TEXT];     /* NUL-terminated, no secrets */
-	uint8_t reserved[24];
+	uint32_t pg_flags;                   /* SHM_PG_*: what the last good probe of a
+	                                      * postgres_* component learnt; 0 = nothing */
+	uint32_t replay_lag_ms;              /* valid with SHM_PG_LAG_KNOWN */
+	uint8_t reserved[16];
 };
 _Static_assert(sizeof(struct shm_component) == 256, "component size");
+_Static_assert(offsetof(struct shm_component, pg_flags) == 232, "pg_flags after last_error");
+
+/* shm_component.pg_flags: zero means unknown (a fresh segment, another
+ * component, or a failed probe).  IN_RECOVERY is valid with
+ * RECOVERY_KNOWN; replay_lag_ms with LAG_KNOWN (only while in recovery:
+ * 0 when every WAL record received has been replayed, else the age of
+ * the last replayed transaction). */
+#define SHM_PG_RECOVERY_KNOWN  0x1u
+#define SHM_PG_IN_RECOVERY     0x2u          /* pg_is_in_recovery(): a hot standby */
+#define SHM_PG_LAG_KNOWN       0x4u
 
 /* Worker slot.  Identity fields are written by equilibriumd only; the
  * heartbeat and ready flag by the worker running in the slot. Each field is

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto/proto.h"
 #include "shm/shm_ring.h"
@@ -410,6 +411,133 @@ static void do_events(struct pr *p, struct pr_req *r)
 	respond_json(r, 202, NULL);
 }
 
+/* ---- POST /v1/admin/mode ---- */
+
+#define PR_ADMIN_FOR_MAX_S   86400          /* DESIGN.md: for_s 1..86400 */
+#define PR_ADMIN_REASON_MAX  200            /* bytes */
+
+static void admin_invalid(struct pr_req *r, const char *msg)
+{
+	pr_http_error(r, 400, "invalid_request", msg, NULL);
+}
+
+/* Renders the mode object DESIGN.md gives for the admin answer. */
+static void admin_render(struct pr *p)
+{
+	struct shm_mode_view v;
+	struct shm_override_view ov;
+	char iso[40];
+
+	shm_mode_get(p->shm, &v);
+	shm_override_read(p->shm, &ov);
+	/* As the status JSON: null unless the record describes this override. */
+	ov.known = ov.known && ov.override == v.override && ov.override != EQ_OVERRIDE_NONE;
+	pr_buf_reset(&p->body, 1 << 20);
+	PR_JSON_LIT(&p->body, "{\"mode\":");
+	pr_json_cstr(&p->body, shm_mode_name(v.effective));
+	PR_JSON_LIT(&p->body, ",\"auto_mode\":");
+	pr_json_cstr(&p->body, shm_mode_name(v.auto_mode));
+	PR_JSON_LIT(&p->body, ",\"override\":");
+	pr_json_cstr(&p->body, shm_override_name(v.override));
+	PR_JSON_LIT(&p->body, ",\"override_expires\":");
+	if (ov.known && ov.expires_ms) {
+		util_fmt_iso8601(ov.expires_ms, iso, sizeof(iso));
+		pr_json_cstr(&p->body, iso);
+	} else {
+		PR_JSON_LIT(&p->body, "null");
+	}
+	PR_JSON_LIT(&p->body, ",\"override_reason\":");
+	if (ov.known && ov.reason[0])
+		pr_json_cstr(&p->body, ov.reason);
+	else
+		PR_JSON_LIT(&p->body, "null");
+	pr_buf_putc(&p->body, '}');
+}
+
+static void do_admin_mode(struct pr *p, struct pr_req *r)
+{
+	json_error_t jerr;
+	json_t *j, *v;
+	const char *key;
+	int o = -1;
+	long long for_s = 0;
+	const char *reason = NULL;
+	int rc;
+
+	if (r->body == NULL) {
+		admin_invalid(r, "a JSON body is required: {\"override\": \"none\"|\"degraded\"|"
+		              "\"emergency\", \"for_s\": 1..86400, \"reason\": \"text\"}");
+		return;
+	}
+	j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (j == NULL || !json_is_object(j)) {
+		json_decref(j);
+		admin_invalid(r, "the body must be one JSON object");
+		return;
+	}
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "override") == 0) {
+			const char *s = json_string_value(v);
+			for (unsigned i = 0; s && i < EQ_OVERRIDE__COUNT; i++)
+				if (strcmp(s, shm_override_name(i)) == 0)
+					o = (int)i;
+			if (o < 0) {
+				json_decref(j);
+				admin_invalid(r, "\"override\" must be \"none\", \"degraded\" or \"emergency\"");
+				return;
+			}
+		} else if (strcmp(key, "for_s") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > PR_ADMIN_FOR_MAX_S) {
+				json_decref(j);
+				admin_invalid(r, "\"for_s\" must be an integer from 1 to 86400");
+				return;
+			}
+			for_s = json_integer_value(v);
+		} else if (strcmp(key, "reason") == 0) {
+			reason = json_string_value(v);
+			if (reason == NULL ||
+			    !util_text_ok(reason, json_string_length(v), PR_ADMIN_REASON_MAX)) {
+				json_decref(j);
+				admin_invalid(r, "\"reason\" must be text of at most 200 bytes "
+				              "(UTF-8, no control characters)");
+				return;
+			}
+		} else {
+			json_decref(j);
+			admin_invalid(r, "unknown field: only \"override\", \"for_s\" and \"reason\"");
+			return;
+		}
+	}
+	if (o < 0) {
+		json_decref(j);
+		admin_invalid(r, "\"override\" is required");
+		return;
+	}
+	if (for_s && o == EQ_OVERRIDE_NONE) {
+		json_decref(j);
+		admin_invalid(r, "\"for_s\" needs an override other than \"none\"");
+		return;
+	}
+	rc = shm_mode_set_override(p->shm, (enum eq_override)o,
+	                           for_s ? util_now_ms() + (uint64_t)for_s * 1000u : 0,
+	                           reason, getpid(), "api");
+	json_decref(j);
+	if (rc == -EINVAL) {
+		admin_invalid(r, "\"reason\" must be text of at most 200 bytes "
+		              "(UTF-8, no control characters)");
+		return;
+	}
+	if (rc < 0) {
+		pr_http_error(r, 503, "busy", "the override could not be written now: retry",
+		              "Retry-After: 1\r\n");
+		return;
+	}
+	log_notice("override set to %s by POST /v1/admin/mode", shm_override_name((unsigned)o));
+	admin_render(p);
+	respond_json(r, 200, NULL);
+}
+
 /* ---- GET /v1/status, /healthz, /readyz, /metrics ---- */
 
 static void do_status(struct pr *p, struct pr_req *r)
@@ -472,6 +600,8 @@ static const int route_endpoint[] = {
 	[PR_ROUTE_HEALTHZ] = EQ_EP_HEALTHZ,
 	[PR_ROUTE_READYZ] = EQ_EP_READYZ,
 	[PR_ROUTE_METRICS] = EQ_EP_METRICS,
+	[PR_ROUTE_STREAM] = EQ_EP_PRICING,
+	[PR_ROUTE_ADMIN_MODE] = EQ_EP_OTHER,
 };
 
 /* The checks every request passes before its endpoint sees it, in order:
@@ -484,6 +614,10 @@ static int api_gate(const struct pr *p, const struct pr_req *r, const struct pr_
 		return 404;
 	if (!pr_route_method_ok(m, r->method))
 		return 405;
+	if (m->needs_admin) {
+		enum pr_auth_result a = pr_auth_check_admin(p->conf, r->auth, r->auth_len);
+		return a == PR_AUTH_OK ? 0 : a == PR_AUTH_FORBIDDEN ? 403 : 401;
+	}
 	if (m->needs_auth && pr_auth_check(p->conf, r->auth, r->auth_len) != PR_AUTH_OK)
 		return 401;
 	return 0;
@@ -504,8 +638,13 @@ static void api_refuse(const struct pr *p, struct pr_req *r, const struct pr_rou
 		return;
 	case 401:
 		pr_http_error(r, 401, "unauthorized",
-		              pr_auth_message(pr_auth_check(p->conf, r->auth, r->auth_len)),
+		              pr_auth_message(m->needs_admin ?
+		                              pr_auth_check_admin(p->conf, r->auth, r->auth_len) :
+		                              pr_auth_check(p->conf, r->auth, r->auth_len)),
 		              "WWW-Authenticate: Bearer\r\n");
+		return;
+	case 403:
+		pr_http_error(r, 403, "forbidden", pr_auth_message(PR_AUTH_FORBIDDEN), NULL);
 		return;
 	default:
 		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
@@ -558,6 +697,12 @@ void pr_api_on_request(struct pr_req *r, void *arg)
 		return;
 	case PR_ROUTE_METRICS:
 		do_metrics(p, r);
+		return;
+	case PR_ROUTE_ADMIN_MODE:
+		do_admin_mode(p, r);
+		return;
+	case PR_ROUTE_STREAM:
+		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
 		return;
 	case PR_ROUTE_NONE:
 		break;

@@ -22,11 +22,19 @@ enum pr_auth_result {
 	PR_AUTH_MISSING,                     /* no Authorization header */
 	PR_AUTH_MALFORMED,                   /* not "Bearer <token>" */
 	PR_AUTH_WRONG,                       /* no digest matches */
+	PR_AUTH_FORBIDDEN,                   /* valid, but not an admin token (403) */
 };
 
 /* Checks an Authorization header value (value == NULL: header absent)
  * against the digests in c.  Pure apart from the hashing. */
 enum pr_auth_result pr_auth_check(const struct conf *c, const char *value, size_t len);
+
+/* The admin API's check (POST /v1/admin/mode): PR_AUTH_OK for a token among
+ * auth.admin_token_sha256; PR_AUTH_FORBIDDEN for a token the ordinary
+ * check accepts that is not an admin one, and for every request while no
+ * admin digest is configured (the admin API is off); otherwise why the
+ * token was not accepted (answered 401). */
+enum pr_auth_result pr_auth_check_admin(const struct conf *c, const char *value, size_t len);
 
 /* Whether c turns auth on at all. */
 bool pr_auth_enabled(const struct conf *c);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #define PREFIX_PRICE "/v1/pricing/"
+#define SUFFIX_STREAM "/stream"
 
 static bool path_is(const char *p, size_t n, const char *lit)
 {
@@ -23,6 +24,17 @@ void pr_route_match(const char *p, size_t n, struct pr_route_match *m)
 		m->route = PR_ROUTE_PRICE;
 		m->zone = p + sizeof(PREFIX_PRICE) - 1;
 		m->zone_len = n - (sizeof(PREFIX_PRICE) - 1);
+		if (m->zone_len >= sizeof(SUFFIX_STREAM) - 1 &&
+		    memcmp(m->zone + m->zone_len - (sizeof(SUFFIX_STREAM) - 1), SUFFIX_STREAM,
+		           sizeof(SUFFIX_STREAM) - 1) == 0) {
+			m->route = PR_ROUTE_STREAM;
+			m->zone_len -= sizeof(SUFFIX_STREAM) - 1;
+			m->allow = "GET";
+		}
+	} else if (path_is(p, n, "/v1/admin/mode")) {
+		m->route = PR_ROUTE_ADMIN_MODE;
+		m->allow = "POST";
+		m->needs_admin = true;
 	} else if (path_is(p, n, "/v1/pricing")) {
 		m->route = PR_ROUTE_BATCH;
 	} else if (path_is(p, n, "/v1/events")) {
@@ -47,8 +59,10 @@ void pr_route_match(const char *p, size_t n, struct pr_route_match *m)
 
 bool pr_route_method_ok(const struct pr_route_match *m, unsigned method)
 {
-	if (m->route == PR_ROUTE_EVENTS)
+	if (m->route == PR_ROUTE_EVENTS || m->route == PR_ROUTE_ADMIN_MODE)
 		return method == HTTP_POST;
+	if (m->route == PR_ROUTE_STREAM)
+		return method == HTTP_GET;
 	return method == HTTP_GET || method == HTTP_HEAD;
 }
 

@@ -25,6 +25,8 @@ enum pr_route {
 	PR_ROUTE_HEALTHZ,                    /* /healthz */
 	PR_ROUTE_READYZ,                     /* /readyz */
 	PR_ROUTE_METRICS,                    /* /metrics */
+	PR_ROUTE_STREAM,                     /* /v1/pricing/{zone_id}/stream */
+	PR_ROUTE_ADMIN_MODE,                 /* /v1/admin/mode (admin token) */
 };
 
 struct pr_route_match {
@@ -33,6 +35,7 @@ struct pr_route_match {
 	size_t zone_len;
 	const char *allow;                   /* the Allow header value */
 	bool needs_auth;
+	bool needs_admin;                    /* an admin token (auth.admin_token_sha256) */
 };
 
 /* Maps a raw path to its route.  Never fails: unknown paths give

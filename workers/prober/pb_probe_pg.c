@@ -5,7 +5,10 @@
  *
  * One probe = "SELECT 1" and a read of current_zone_status, pipelined on
  * the one connection: the server answers, and the table the pricing
- * fallback reads is there and readable.  Latency = the slower of the two,
+ * fallback reads is there and readable.  The first query also returns
+ * pg_is_in_recovery() and a standby's replay lag (PB_PG_PROBE_SQL), which
+ * the status JSON shows as in_hot_standby and replay_lag_ms; they are
+ * informational and never change the outcome.  Latency = the slower of the two,
  * compared with probe.postgres_latency_ms.  As for Redis, a client whose
  * connection is down is replaced before the probe so that it tests the
  * server now; requests wait for the connection under the probe timeout.
@@ -21,12 +24,24 @@
 
 struct pg_probe;
 
+/* 1, in recovery ('t'/'f'), replay lag in ms or NULL (a primary, or a
+ * standby that has replayed no transaction yet).  The lag is 0 when all
+ * WAL received is replayed: an idle primary must not look like lag. */
+#define PB_PG_PROBE_SQL \
+	"SELECT 1, pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN NULL " \
+	"WHEN pg_last_wal_receive_lsn() IS NOT NULL AND " \
+	"pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 " \
+	"ELSE floor(GREATEST(0, EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())) " \
+	"* 1000)::bigint END"
+
 struct pg_attempt {
 	struct pg_probe *pp;                 /* NULL once detached */
 	struct pb_comp *c;
 	uint32_t token;
 	unsigned answered;                   /* of 2 */
 	bool failed, fresh;
+	uint32_t pg_flags;                   /* SHM_PG_* from the first answer */
+	uint32_t replay_lag_ms;
 	uint64_t max_latency_us;
 	char error[SHM_ERROR_TEXT];
 };
@@ -67,6 +82,23 @@ static int client_new(struct pg_probe *pp)
 	return rc;
 }
 
+/* Reads columns 1 and 2 of the first query into a (validated: another
+ * process's data, tolerated when odd). */
+static void recovery_of(const PGresult *res, struct pg_attempt *a)
+{
+	const char *rec = PQgetvalue(res, 0, 1);
+	uint64_t lag;
+
+	if (strcmp(rec, "t") == 0)
+		a->pg_flags = SHM_PG_RECOVERY_KNOWN | SHM_PG_IN_RECOVERY;
+	else if (strcmp(rec, "f") == 0)
+		a->pg_flags = SHM_PG_RECOVERY_KNOWN;
+	if (!PQgetisnull(res, 0, 2) && util_parse_u64(PQgetvalue(res, 0, 2), 0, UINT64_MAX, &lag) == 0) {
+		a->pg_flags |= SHM_PG_LAG_KNOWN;
+		a->replay_lag_ms = lag > UINT32_MAX ? UINT32_MAX : (uint32_t)lag;
+	}
+}
+
 static void on_answer(struct be_pg *cli, const struct be_pg_result *res, void *arg, int step)
 {
 	struct pg_attempt *a = arg;
@@ -81,8 +113,11 @@ static void on_answer(struct be_pg *cli, const struct be_pg_result *res, void *a
 			why = res->msg && res->msg[0] ? res->msg : be_err_name(res->err);
 		else if (!res->res || PQresultStatus(res->res) != PGRES_TUPLES_OK)
 			why = "no rows result";
-		else if (step == 0 && (PQntuples(res->res) != 1 || strcmp(PQgetvalue(res->res, 0, 0), "1") != 0))
+		else if (step == 0 && (PQntuples(res->res) != 1 || PQnfields(res->res) != 3 ||
+		                       strcmp(PQgetvalue(res->res, 0, 0), "1") != 0))
 			why = "unexpected answer";
+		else if (step == 0)
+			recovery_of(res->res, a);
 		if (why) {
 			a->failed = true;
 			snprintf(a->error, sizeof(a->error), "%s: %s", names[step], why);
@@ -93,7 +128,9 @@ static void on_answer(struct be_pg *cli, const struct be_pg_result *res, void *a
 	if (a->pp) {
 		struct pb_probe_result r = { .ok = !a->failed,
 		                             .latency_us = a->max_latency_us ? a->max_latency_us : 1,
-		                             .fresh = a->fresh };
+		                             .fresh = a->fresh,
+		                             .pg_flags = a->failed ? 0 : a->pg_flags,
+		                             .replay_lag_ms = a->replay_lag_ms };
 		util_strlcpy(r.error, a->error, sizeof(r.error));
 		a->pp->cur = NULL;
 		pb_probe_done(a->c, a->token, &r);
@@ -157,7 +194,7 @@ static void pg_start(void *state, struct pb_comp *c, uint32_t token)
 	a->fresh = st != BE_STATE_CONNECTED;
 	pp->cur = a;
 	struct be_pg_result fail = { .err = BE_ERR_IO, .msg = "cannot submit" };
-	if (be_pg_query(pp->cli, "SELECT 1", on_select1, a) < 0)
+	if (be_pg_query(pp->cli, PB_PG_PROBE_SQL, on_select1, a) < 0)
 		on_answer(pp->cli, &fail, a, 0);
 	if (be_pg_query(pp->cli, "SELECT zone_id FROM current_zone_status LIMIT 1", on_table, a) < 0)
 		on_answer(pp->cli, &fail, a, 1);

@@ -354,6 +354,9 @@ static void finish(struct pb_comp *c, const struct pb_probe_result *r)
 
 	c->v.latency_us = lat > UINT32_MAX ? UINT32_MAX : (uint32_t)lat;
 	c->v.last_probe_ms = now;
+	/* What a failed probe could not learn is unknown, not last known. */
+	c->v.pg_flags = o == PB_FAIL ? 0 : r->pg_flags;
+	c->v.replay_lag_ms = o == PB_FAIL ? 0 : r->replay_lag_ms;
 	if (o == PB_FAIL) {
 		c->v.last_fail_ms = now;
 		util_strlcpy(why, traffic_why[0] ? traffic_why : r->error[0] ? r->error : "failed",

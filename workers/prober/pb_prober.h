@@ -46,6 +46,8 @@ struct pb_probe_result {
 	bool fresh;                          /* the answer included connection setup:
 	                                      * its latency is not held against it */
 	uint64_t latency_us;                 /* 0 = measured by the prober (start to report) */
+	uint32_t pg_flags;                   /* postgres_*: SHM_PG_* learnt by this probe */
+	uint32_t replay_lag_ms;              /* with SHM_PG_LAG_KNOWN */
 	char error[SHM_ERROR_TEXT];          /* why it failed, or why it is slow; no secrets */
 };
 

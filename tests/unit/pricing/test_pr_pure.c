@@ -352,6 +352,53 @@ START_TEST(auth_tokens)
 }
 END_TEST
 
+START_TEST(auth_admin_tokens)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+
+	/* Admin API off: 403 for everyone the ordinary check lets in. */
+	ck_assert_int_eq(pr_auth_check_admin(c, NULL, 0), PR_AUTH_FORBIDDEN);
+	add_token(c, "user");
+	ck_assert_int_eq(pr_auth_check_admin(c, "Bearer user", 11), PR_AUTH_FORBIDDEN);
+	ck_assert_int_eq(pr_auth_check_admin(c, NULL, 0), PR_AUTH_MISSING);
+	ck_assert_int_eq(pr_auth_check_admin(c, "Bearer nope", 11), PR_AUTH_WRONG);
+	SHA256((const unsigned char *)"root", 4, c->auth.admin.sha256[c->auth.admin.n++]);
+	ck_assert_int_eq(pr_auth_check_admin(c, "Bearer root", 11), PR_AUTH_OK);
+	ck_assert_int_eq(pr_auth_check_admin(c, "Bearer user", 11), PR_AUTH_FORBIDDEN);
+	ck_assert_int_eq(pr_auth_check_admin(c, "Bearer nope", 11), PR_AUTH_WRONG);
+	ck_assert_int_eq(pr_auth_check_admin(c, NULL, 0), PR_AUTH_MISSING);
+	ck_assert_int_eq(pr_auth_check_admin(c, "Basic x", 7), PR_AUTH_MALFORMED);
+	/* An admin token is not an ordinary one unless listed as such. */
+	ck_assert_int_eq(check(c, "Bearer root"), PR_AUTH_WRONG);
+	free(c);
+}
+END_TEST
+
+START_TEST(route_stream_and_admin)
+{
+	struct pr_route_match m;
+
+	pr_route_match("/v1/pricing/z1/stream", 21, &m);
+	ck_assert_int_eq(m.route, PR_ROUTE_STREAM);
+	ck_assert_uint_eq(m.zone_len, 2);
+	ck_assert(memcmp(m.zone, "z1", 2) == 0);
+	ck_assert(m.needs_auth);
+	ck_assert(pr_route_method_ok(&m, HTTP_GET));
+	ck_assert(!pr_route_method_ok(&m, HTTP_HEAD));
+	pr_route_match("/v1/pricing/stream", 18, &m);
+	ck_assert_int_eq(m.route, PR_ROUTE_PRICE);          /* a zone named "stream" */
+	pr_route_match("/v1/pricing//stream", 19, &m);
+	ck_assert_int_eq(m.route, PR_ROUTE_STREAM);
+	ck_assert_uint_eq(m.zone_len, 0);                   /* then 400 invalid_zone_id */
+	pr_route_match("/v1/admin/mode", 14, &m);
+	ck_assert_int_eq(m.route, PR_ROUTE_ADMIN_MODE);
+	ck_assert(m.needs_admin);
+	ck_assert_str_eq(m.allow, "POST");
+	ck_assert(pr_route_method_ok(&m, HTTP_POST));
+	ck_assert(!pr_route_method_ok(&m, HTTP_GET));
+}
+END_TEST
+
 START_TEST(auth_embedded_nul)
 {
 	struct conf *c = calloc(1, sizeof(*c));
@@ -491,6 +538,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, auth_off_without_tokens);
 	tcase_add_test(tc, auth_tokens);
 	tcase_add_test(tc, auth_embedded_nul);
+	tcase_add_test(tc, auth_admin_tokens);
+	tcase_add_test(tc, route_stream_and_admin);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("events");
 	tcase_add_test(tc, events_single_and_array);

@@ -300,11 +300,17 @@ START_TEST(test_healthy_then_missing_table)
 	fx_init(&f);
 	fx_start(&f);
 	ck_assert_uint_ne(wait_state(&f, EQ_CSTATE_HEALTHY, 3000), UINT64_MAX);
+	/* A primary: recovery state known and false, no replay lag. */
+	struct shm_component_view v;
+	ck_assert_int_eq(shm_component_read(f.shm, EQ_COMP_PG_PRIMARY, &v), 0);
+	ck_assert_uint_eq(v.pg_flags, SHM_PG_RECOVERY_KNOWN);
 	/* The table the fallback reads is gone: the server answers, but the
 	 * component is no use to pricing. */
 	pg_exec("DROP TABLE current_zone_status");
 	ck_assert_uint_ne(wait_state(&f, EQ_CSTATE_FAILED, 3000), UINT64_MAX);
 	ck_assert_ptr_nonnull(strstr(last_error(&f), "current_zone_status"));
+	ck_assert_int_eq(shm_component_read(f.shm, EQ_COMP_PG_PRIMARY, &v), 0);
+	ck_assert_uint_eq(v.pg_flags, 0);       /* a failed probe learnt nothing */
 	pg_exec("CREATE TABLE current_zone_status (zone_id text PRIMARY KEY)");
 	ck_assert_uint_ne(wait_state(&f, EQ_CSTATE_HEALTHY, 3000), UINT64_MAX);
 	pg_exec("DROP TABLE current_zone_status");

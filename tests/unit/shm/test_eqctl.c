@@ -61,6 +61,14 @@ static void setup(void)
 	struct shm_component_view v = { .configured = 1, .state = EQ_CSTATE_FAILED, .consecutive_failures = 3 };
 	strcpy(v.last_error, "connection refused");
 	shm_component_write(seg, EQ_COMP_REDIS, &v);
+	struct shm_component_view sb = { .configured = 1, .state = EQ_CSTATE_HEALTHY,
+	                                 .pg_flags = SHM_PG_RECOVERY_KNOWN | SHM_PG_IN_RECOVERY |
+	                                             SHM_PG_LAG_KNOWN,
+	                                 .replay_lag_ms = 42 };
+	shm_component_write(seg, EQ_COMP_PG_BACKUP, &sb);
+	struct shm_component_view pri = { .configured = 1, .state = EQ_CSTATE_HEALTHY,
+	                                  .pg_flags = SHM_PG_RECOVERY_KNOWN };
+	shm_component_write(seg, EQ_COMP_PG_PRIMARY, &pri);
 	shm_worker_set_identity(seg, 0, EQ_ROLE_PROBER, 0);
 	shm_worker_set_state(seg, 0, EQ_WSTATE_READY);
 	shm_worker_set_process(seg, 0, getpid(), 1, util_now_ms());
@@ -117,6 +125,13 @@ START_TEST(test_status_json)
 	ck_assert_int_eq(json_integer_value(json_object_get(redis, "consecutive_failures")), 3);
 	ck_assert(json_object_get(redis, "latency_ms") != NULL);
 	ck_assert(json_object_get(redis, "last_ok") != NULL);
+	ck_assert_ptr_null(json_object_get(redis, "in_hot_standby"));   /* postgres_* only */
+	json_t *pb = json_object_get(json_object_get(j, "components"), "postgres_backup");
+	ck_assert(json_is_true(json_object_get(pb, "in_hot_standby")));
+	ck_assert_int_eq(json_integer_value(json_object_get(pb, "replay_lag_ms")), 42);
+	json_t *pp = json_object_get(json_object_get(j, "components"), "postgres_primary");
+	ck_assert(json_is_false(json_object_get(pp, "in_hot_standby")));
+	ck_assert(json_is_null(json_object_get(pp, "replay_lag_ms")));
 	json_t *w = json_array_get(json_object_get(j, "workers"), 0);
 	ck_assert_str_eq(json_string_value(json_object_get(w, "role")), "prober");
 	ck_assert_int_eq(json_integer_value(json_object_get(w, "pid")), getpid());
