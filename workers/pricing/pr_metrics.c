@@ -59,9 +59,9 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
 		for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
 			for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+				/* Every series from the start, at 0: rate() sees the first
+				 * increment (DESIGN.md, "Metrics"). */
 				uint64_t n = c->requests[ep][code][m];
-				if (n == 0)
-					continue;
 				pr_buf_printf(b, "eq_requests_total{endpoint=\"%s\",code=\"%d\",mode=\"%s\"} ",
 				              shm_endpoint_name(ep), shm_http_code_value(code), shm_mode_name(m));
 				pr_buf_put_u64(b, n);
