@@ -837,7 +837,7 @@ START_TEST(test_disk_full)
 	ck_assert_msg(rc == 0, "private tmpfs: %s: %s", what, strerror(-rc));
 
 	struct spool *sp = open_spool(0, 16 << 10, SPOOL_FSYNC_BATCH);
-	char buf[3000];
+	char buf[SPOOL_MAX_RECORD];              /* the largest record there is */
 	memset(buf, 'd', sizeof(buf));
 	uint64_t n = 0;
 	while ((rc = spool_append(sp, buf, sizeof(buf), n, NULL)) == 0)
