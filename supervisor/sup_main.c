@@ -209,7 +209,8 @@ static void sup__on_signal(struct sup *s, const struct signalfd_siginfo *si)
 			log_notice("SIGHUP from pid %d ignored: stopping", (int)sender);
 		else {
 			log_notice("SIGHUP from pid %d: reloading %s", (int)sender, s->conf_path);
-			sup_config_reload(s);
+			sup_notify_reloading(s);
+			sup_notify_reload(s, sup_config_reload(s));
 		}
 		break;
 	case SIGUSR1:
