@@ -39,7 +39,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
                                              * the override record in the mode table;
                                              * 3: postgres pg_flags/replay_lag_ms in the
                                              * component record) */
-#define SHM_VERSION_MINOR    0              /* incr. on appends into reserved
+#define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
                                              * (2.1 was the supervisor's version string) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
@@ -274,7 +274,8 @@ struct shm_worker_counters {
 	_Atomic uint64_t latency_bucket[EQ_MODE__COUNT][EQ_LATENCY_BUCKETS + 1]; /* last = +Inf */
 	_Atomic uint64_t latency_sum_us[EQ_MODE__COUNT];
 	_Atomic uint64_t answers[EQ_SOURCE__COUNT];
-	uint8_t reserved[128];
+	_Atomic uint64_t streams_open;       /* eq-pricing: live streams open now (gauge) */
+	uint8_t reserved[120];
 };
 _Static_assert(sizeof(struct shm_worker_counters) == 2608, "worker counters size: bump SHM_VERSION_MAJOR");
 _Static_assert(sizeof(struct shm_worker_counters) % 8 == 0, "worker counters stay 8-byte aligned");

@@ -24,6 +24,7 @@
 
 struct pr_batch;
 struct pr_ev_scratch;
+struct pr_streams;
 struct pr_quotes;
 
 struct pr {
@@ -37,6 +38,7 @@ struct pr {
 	bool events_enabled;                 /* the segment has a valid event ring */
 	bool quotes;                         /* offer quote events (EQ_PRICING_QUOTES=0: off) */
 	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
+	struct pr_streams *streams;          /* live price streams (pr_stream.h) */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */
 	struct pr_batch *free_batches;       /* idle, at most PR_BATCH_KEEP (pr_api.c) */
