@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "shm/shm_ring.h"
+#include "shm/shm_status.h"
 #include "util/util.h"
 #include "workers/pricing/pr.h"
 #include "workers/pricing/pr_json.h"
@@ -116,7 +117,9 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 
 	help(b, "eq_event_lag_seconds", "gauge", "Age of the oldest event not yet delivered to Kafka (0: none).");
 	{
-		uint64_t oldest = c->gauges.oldest_undelivered_ms;
+		/* Ring or spool: an event the forwarder has not read yet counts
+		 * too (the status JSON's oldest_undelivered_age_ms, same source). */
+		uint64_t oldest = shm_events_oldest_undelivered_ms(shm);
 		pr_buf_puts(b, "eq_event_lag_seconds ");
 		put_seconds(b, oldest && now > oldest ? now - oldest : 0, 1e3);
 		pr_buf_putc(b, '\n');
