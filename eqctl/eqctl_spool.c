@@ -1,7 +1,8 @@
 /*
- * eqctl spool: what waits in eq-forwarder's disk spool.  Reads spool.dir
- * from the config (-c FILE, default /etc/equilibrium/equilibrium.conf) or
- * takes --dir DIR, and opens the spool read-only (no lock, no repair: safe
+ * eqctl spool: what waits in eq-forwarder's disk spool.  Takes --dir DIR,
+ * or spool.dir from the config given with -c FILE, or the directory the
+ * forwarder published in the segment, or the default config file's; and
+ * opens the spool read-only (no lock, no repair: safe
  * while eq-forwarder runs).  Prints segments, bytes, undelivered records and
  * the age of the oldest; `--decode N` prints the first N undelivered records
  * as JSON, one per line (inside "records" with --json).
@@ -10,6 +11,7 @@
  * 3 cannot read the config or the spool directory.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
@@ -22,6 +24,7 @@
 
 #include "conf/conf.h"
 #include "eqctl/eqctl.h"
+#include "shm/shm.h"
 #include "util/util.h"
 #include "spool/spool_msg.h"
 #include "spool/spool.h"
@@ -31,10 +34,13 @@
 
 static void spool_usage(FILE *f)
 {
-	fprintf(f, "usage: eqctl [-c CONFIG] spool [--decode N] [--dir DIR] [--json]\n"
-	           "  spool.dir comes from CONFIG (default " EQCTL_SPOOL_DEFAULT_CONF "),\n"
-	           "  or --dir DIR names the spool directory directly.\n"
-	           "  --decode N  print the first N undelivered records as JSON\n");
+	fprintf(f, "usage: eqctl [--shm NAME] [-c CONFIG] spool [--decode N] [--dir DIR] [--json]\n"
+	           "  the spool directory: --dir DIR, else spool.dir of CONFIG, else the one\n"
+	           "  eq-forwarder published in the segment, else " EQCTL_SPOOL_DEFAULT_CONF "'s.\n"
+	           "  --decode N  print the first N undelivered records as JSON\n"
+	           "usage: eqctl [--shm NAME] [-c CONFIG] spool requeue [--dir DIR] [--json]\n"
+	           "  moves the dead letters (DIR/dead) back into the spool for another\n"
+	           "  delivery attempt (needs write access to the spool directory)\n");
 }
 
 /* The forwarder holding the spool: pid from <dir>/lock if that process lives. */
@@ -131,6 +137,89 @@ static void fmt_age(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%.1f days", (double)ms / 86400000);
 }
 
+/* Dead letters waiting in dir/dead (0 when there is none). */
+static uint64_t dead_records(const char *dead_dir)
+{
+	struct spool_params p = { .dir = dead_dir, .readonly = true };
+	struct spool *d = NULL;
+	struct spool_stats st = { 0 };
+	char err[512];
+
+	if (spool_open(&p, &d, err, sizeof(err)) == 0) {
+		spool_stats(d, &st);
+		spool_close(&d);
+	}
+	return st.records;
+}
+
+/* eqctl spool requeue: the dead letters go back into the spool.  With a
+ * forwarder holding the spool, it is asked (the request file) and does the
+ * move itself; with none, eqctl takes the spool's lock and moves them. */
+static int spool_requeue(const char *dir, bool json)
+{
+	char dead_dir[PATH_MAX + 8], req[PATH_MAX + 16], err[1024];
+	snprintf(dead_dir, sizeof(dead_dir), "%s/dead", dir);
+	snprintf(req, sizeof(req), "%s/" SPOOL_REQUEUE_FILE, dir);
+	uint64_t before = dead_records(dead_dir), moved = 0;
+	long holder = before ? lock_holder(dir) : 0;
+	int rc = 0;
+
+	if (before == 0) {
+		/* nothing to do */
+	} else if (holder) {
+		int fd = open(req, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+		if (fd == -1 && errno != EEXIST) {
+			fprintf(stderr, "eqctl: cannot ask eq-forwarder (pid %ld) to requeue: cannot "
+			        "create %s: %s (needs write access to the spool directory: run as "
+			        "the daemon's user)\n", holder, req, strerror(errno));
+			return EQCTL_NOATTACH;
+		}
+		if (fd >= 0)
+			close(fd);
+		uint64_t deadline = util_mono_ms() + 15000;
+		while (access(req, F_OK) == 0 && util_mono_ms() < deadline)
+			usleep(100 * 1000);
+		if (access(req, F_OK) == 0) {
+			fprintf(stderr, "eqctl: eq-forwarder (pid %ld) did not take the requeue request "
+			        "within 15 s (its log says why); %s stays for it\n", holder, req);
+			return EQCTL_PROBLEM;
+		}
+	} else {
+		struct spool *sp = NULL, *dead = NULL;
+		struct spool_params p = { .dir = dir, .fsync = SPOOL_FSYNC_ALWAYS };
+		struct spool_params pd = { .dir = dead_dir, .fsync = SPOOL_FSYNC_ALWAYS };
+		rc = spool_open(&p, &sp, err, sizeof(err));
+		if (rc == 0)
+			rc = spool_open(&pd, &dead, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "eqctl: %s\n", err);
+			spool_close(&sp);
+			return EQCTL_NOATTACH;
+		}
+		rc = spool_move_all(dead, sp, &moved);
+		spool_close(&dead);
+		spool_close(&sp);
+		if (rc)
+			fprintf(stderr, "eqctl: requeue stopped after %" PRIu64 " dead letters: %s\n",
+			        moved, strerror(-rc));
+	}
+	uint64_t after = dead_records(dead_dir);
+	uint64_t requeued = holder ? (before > after ? before - after : 0) : moved;
+	if (json) {
+		json_t *j = json_pack("{s:s, s:I, s:I, s:s}", "dir", dir, "requeued",
+		                      (json_int_t)requeued, "dead_letters", (json_int_t)after,
+		                      "by", holder ? "eq-forwarder" : "eqctl");
+		char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		printf("%s\n", txt ? txt : "{}");
+		free(txt);
+		json_decref(j);
+	} else
+		printf("requeued %" PRIu64 " dead letters into %s (%s); %" PRIu64 " left in %s\n",
+		       requeued, dir, holder ? "by the running eq-forwarder" : "no forwarder ran",
+		       after, dead_dir);
+	return rc ? EQCTL_PROBLEM : EQCTL_OK;
+}
+
 int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 {
 	static struct conf c;
@@ -141,8 +230,11 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	json_t *out = NULL, *records = NULL;
 	char err[1024];
 
+	bool requeue = false;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
+		if (i == 1 && strcmp(argv[i], "requeue") == 0) {
+			requeue = true;
+		} else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc && !requeue) {
 			char *end;
 			errno = 0;
 			decode = strtol(argv[++i], &end, 10);
@@ -162,8 +254,20 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 		}
 	}
 
-	/* The config gives spool.dir and the topic names (defaults with --dir). */
+	/* spool.dir: --dir, else the config given with -c, else the segment
+	 * (the forwarder publishes the directory it uses), else the default
+	 * config file.  The topic names come from the config, or defaults. */
 	conf_defaults(&c);
+	char segdir[SHM_SPOOL_DIR_MAX];
+	if (!dir && !o->config) {
+		struct shm *s = NULL;
+		char serr[512];
+		if (shm_attach(o->shm_name, SHM_RDONLY, &s, serr, sizeof(serr)) == 0) {
+			if (shm_spool_dir_read(s, segdir, sizeof(segdir)) == 0)
+				dir = segdir;
+			shm_detach(&s);
+		}
+	}
 	if (!dir || o->config) {
 		const char *path = o->config ? o->config : EQCTL_SPOOL_DEFAULT_CONF;
 		struct conf_errors *errs = calloc(1, sizeof(*errs));
@@ -174,8 +278,9 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 					fprintf(stderr, "eqctl: %s\n", errs->msg[i]);
 			else
 				fprintf(stderr, "eqctl: cannot read %s: %s\n", path, strerror(-rc));
-			fprintf(stderr, "eqctl: spool needs the daemon's config for spool.dir "
-			        "(-c CONFIG) or --dir DIR\n");
+			fprintf(stderr, "eqctl: no segment %s with a spool directory (no eq-forwarder "
+			        "ran on it): give the daemon's config (-c CONFIG) or --dir DIR\n",
+			        o->shm_name);
 			free(errs);
 			return rc == -EINVAL ? EQCTL_USAGE : EQCTL_NOATTACH;
 		}
@@ -183,6 +288,11 @@ int eqctl_cmd_spool(const struct eqctl_opts *o, int argc, char **argv)
 	}
 	if (!dir)
 		dir = c.spool.dir;
+	if (requeue) {
+		int rq = spool_requeue(dir, o->json);
+		conf_free(&c);
+		return rq;
+	}
 
 	struct spool_params p = { .dir = dir, .readonly = true };
 	int rc = spool_open(&p, &sp, err, sizeof(err));

@@ -250,9 +250,8 @@ void shm_worker_heartbeat(struct shm *s, unsigned slot);
 void shm_worker_set_ready(struct shm *s, unsigned slot, bool ready);
 
 /* ---- counters ---- */
-/* The counters region itself: for shm/'s layout tests and for fw.c until it
- * moves to shm_event_gauges_publish (issue 9, forwarder).  Everything
- * else reads and writes counters through the functions below. */
+/* The counters region itself: for shm/'s layout tests.  Everything else
+ * reads and writes counters through the functions below. */
 struct shm_counters *shm_counters(const struct shm *s);
 
 /* Gauges about undelivered events.  Single writer: eq-forwarder (each
@@ -266,7 +265,17 @@ struct shm_event_gauges {
 	uint64_t kafka_inflight;             /* handed to librdkafka, not yet acked */
 };
 void shm_event_gauges_publish(struct shm *s, const struct shm_event_gauges *g);
+/* Reads the gauges; oldest_undelivered_ms is the older of the forwarder's
+ * figure and the ring's oldest record (the ring's is current even when
+ * the forwarder is not running). */
 void shm_event_gauges_read(const struct shm *s, struct shm_event_gauges *out);
+
+/* The spool directory, published by eq-forwarder when it opens its spool
+ * (-ENAMETOOLONG if it does not fit; eqctl then needs -c or --dir), and
+ * read by eqctl spool: 0 and a NUL-terminated copy, -ENOENT when no
+ * forwarder published one, -EAGAIN when it stayed mid-write. */
+int shm_spool_dir_publish(struct shm *s, const char *dir);
+int shm_spool_dir_read(const struct shm *s, char *buf, size_t len);
 
 /* One eq_events_total{outcome} counter (relaxed load). */
 uint64_t shm_event_count(const struct shm *s, enum eq_event_counter c);
@@ -293,6 +302,7 @@ void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
  * (eq-pricing; a new process in the slot starts by setting 0). */
 void shm_worker_streams_set(struct shm *s, unsigned slot, uint64_t n);
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
+
 
 /* ---- stale-price table ---- */
 struct shm_price {

@@ -47,6 +47,7 @@ void shm__history_init(struct shm *s);
 void shm__prices_init(struct shm *s, uint32_t zones_capacity);
 uint64_t shm__prices_bytes(uint32_t zones_capacity);
 uint64_t shm__prices_slots(uint32_t zones_capacity);
+void shm__prices_advise(const struct shm *s);
 /* Removes later duplicates of a zone just inserted (shm_prices.c). */
 void shm__prices_dedup(struct shm *s, uint64_t h, const char *zone, size_t len);
 

@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "shm/shm_internal.h"
@@ -61,6 +62,25 @@ uint64_t shm__prices_slots(uint32_t zones_capacity)
 uint64_t shm__prices_bytes(uint32_t zones_capacity)
 {
 	return sizeof(struct shm_prices) + shm__prices_slots(zones_capacity) * sizeof(struct shm_price_entry);
+}
+
+/* Asks for transparent huge pages over the table, in this process's
+ * mapping (the flag is per mapping: every attach calls this).  A big table
+ * is looked up at random, so with 4 KiB pages nearly every lookup misses the
+ * TLB (a 1M-zone table is ~190 MiB); 2 MiB pages cover it with ~100 TLB
+ * entries.  Only takes effect where shmem huge pages are allowed
+ * (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise or always, or
+ * a tmpfs mounted huge=advise); elsewhere the kernel ignores or refuses it,
+ * which is harmless: it is advice, so its result is not checked. */
+void shm__prices_advise(const struct shm *s)
+{
+	const uint64_t huge = 2u << 20;
+	uintptr_t lo = (uintptr_t)s->prices->entries;
+	uintptr_t hi = lo + s->price_slots * sizeof(struct shm_price_entry);
+	lo = (lo + huge - 1) & ~(uintptr_t)(huge - 1);  /* whole huge pages inside */
+	hi &= ~(uintptr_t)(huge - 1);
+	if (hi > lo)
+		(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
 void shm__prices_init(struct shm *s, uint32_t zones_capacity)
@@ -136,6 +156,16 @@ static void to_public(const struct shm_price_entry *c, struct shm_price *out)
 	out->read_ms = c->read_ms;
 }
 
+/* Starts the loads a lookup from slot i will wait for, so that their misses
+ * overlap instead of following one another: the home entry's second line
+ * (zone_id, compared on a hash match) and the next entry's first line (the
+ * second probe, needed about as often as not at the table's load factor). */
+static inline void prefetch_probe(const struct shm_prices *p, uint64_t slots, uint64_t i)
+{
+	__builtin_prefetch(&p->entries[i].zone_id, 0, 3);
+	__builtin_prefetch(&p->entries[next_slot(slots, i)], 0, 3);
+}
+
 int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct shm_price *out)
 {
 	if (len == 0 || len > PROTO_ZONE_ID_MAX)
@@ -144,6 +174,7 @@ int shm_prices_lookup(const struct shm *s, const char *zone, size_t len, struct 
 	uint64_t h = util_hash64(zone, len, s->hash_seed);
 	uint64_t i = home_slot(s->price_slots, h);
 	bool busy = false;
+	prefetch_probe(p, s->price_slots, i);
 	for (unsigned k = 0; k < SHM_PRICE_WINDOW; k++, i = next_slot(s->price_slots, i)) {
 		const struct shm_price_entry *e = &p->entries[i];
 		uint64_t w = atomic_load_explicit(&e->lock, memory_order_acquire);

@@ -89,6 +89,7 @@ static void bind_sections(struct shm *s, const struct layout *l, uint64_t hash_s
 	s->zones_capacity = l->zones_capacity;
 	s->price_slots = shm__prices_slots(l->zones_capacity);
 	s->hash_seed = hash_seed;
+	shm__prices_advise(s);
 }
 
 static int valid_name(const char *name, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "shm/shm_internal.h"
+#include "shm/shm_ring.h"
 #include "util/util.h"
 
 /* ---- components ---- */
@@ -203,6 +204,54 @@ void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n)
 	atomic_fetch_add_explicit(&s->counters->events[c], n, memory_order_relaxed);
 }
 
+int shm_spool_dir_publish(struct shm *s, const char *dir)
+{
+	struct shm_counters *c = s->counters;
+	size_t len = strlen(dir);
+
+	if (len + 1 > sizeof(c->spool_dir))
+		return -ENAMETOOLONG;
+	uint64_t g = atomic_load_explicit(&c->spool_dir_gen, memory_order_relaxed);
+	if (!(g & 1) && g != 0 && memcmp(c->spool_dir, dir, len + 1) == 0)
+		return 0;                            /* already there */
+	atomic_store_explicit(&c->spool_dir_gen, g | 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	memset(c->spool_dir, 0, sizeof(c->spool_dir));
+	memcpy(c->spool_dir, dir, len);
+	atomic_store_explicit(&c->spool_dir_gen, (g | 1) + 1, memory_order_release);
+	return 0;
+}
+
+int shm_spool_dir_read(const struct shm *s, char *buf, size_t len)
+{
+	const struct shm_counters *c = s->counters;
+	char tmp[sizeof(c->spool_dir)];
+
+	for (int tries = 0; tries < 100; tries++) {
+		uint64_t g1 = atomic_load_explicit(&c->spool_dir_gen, memory_order_acquire);
+		if (g1 == 0)
+			return -ENOENT;
+		if (g1 & 1)
+			continue;
+		memcpy(tmp, c->spool_dir, sizeof(tmp));
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&c->spool_dir_gen, memory_order_relaxed) != g1)
+			continue;
+		/* From another process: validate, never trust. */
+		size_t n = strnlen(tmp, sizeof(tmp));
+		if (n == 0 || n == sizeof(tmp) || tmp[0] != '/')
+			return -ENOENT;
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)tmp[i] < 0x20 || tmp[i] == 0x7f)
+				return -ENOENT;
+		if (n + 1 > len)
+			return -ENAMETOOLONG;
+		memcpy(buf, tmp, n + 1);
+		return 0;
+	}
+	return -EAGAIN;
+}
+
 uint64_t shm_event_count(const struct shm *s, enum eq_event_counter c)
 {
 	assert((unsigned)c < EQ_EVC__COUNT);
@@ -222,7 +271,16 @@ void shm_event_gauges_publish(struct shm *s, const struct shm_event_gauges *g)
 void shm_event_gauges_read(const struct shm *s, struct shm_event_gauges *out)
 {
 	const struct shm_counters *c = s->counters;
+	struct shm_ring_stats rs;
+
+	/* The forwarder's figure covers the spool and what it has in flight as
+	 * of its last refresh; the ring's oldest record is read here, so that
+	 * events waiting while the forwarder is stopped, hung or gone age too
+	 * (eq_event_lag_seconds, the prober's kafka lag, eqctl watch). */
 	out->oldest_undelivered_ms = atomic_load_explicit(&c->oldest_undelivered_ms, memory_order_relaxed);
+	if (shm_ring_stats(s, &rs) == 0 && rs.oldest_ms != 0 &&
+	    (out->oldest_undelivered_ms == 0 || rs.oldest_ms < out->oldest_undelivered_ms))
+		out->oldest_undelivered_ms = rs.oldest_ms;
 	out->spool_bytes = atomic_load_explicit(&c->spool_bytes, memory_order_relaxed);
 	out->spool_segments = atomic_load_explicit(&c->spool_segments, memory_order_relaxed);
 	out->spool_records = atomic_load_explicit(&c->spool_records, memory_order_relaxed);

@@ -101,7 +101,8 @@
 	X(REPLAYED,  "replayed")               \
 	X(DROPPED,   "dropped")                \
 	X(ABANDONED, "abandoned")              \
-	X(CORRUPT,   "corrupt")
+	X(CORRUPT,   "corrupt")                \
+	X(DEAD,      "dead")
 
 /* History entry kinds. */
 #define EQ_HISTORY_KIND_TBL(X)                 \

@@ -34,13 +34,15 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC            "EQSHMSEG"     /* 8 bytes, no NUL */
-#define SHM_VERSION_MAJOR    3              /* incr. on any size/order change
+#define SHM_VERSION_MAJOR    4              /* incr. on any size/order change
                                              * (2: the ring's consumer word, ring 2.0;
                                              * the override record in the mode table;
+                                             * 2.1: the supervisor's version string;
                                              * 3: postgres pg_flags/replay_lag_ms in the
-                                             * component record) */
+                                             * component record;
+                                             * 4: the dead event counter, the spool dir) */
 #define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
-                                             * (2.1 was the supervisor's version string) */
+                                             * (4.1: the workers' streams_open gauge) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -92,7 +94,7 @@ _Static_assert(EQ_SOURCE__COUNT == 4, "EQ_SOURCE_TBL sizes answers: bump SHM_VER
 _Static_assert(EQ_EP__COUNT == 8, "EQ_ENDPOINT_TBL sizes requests: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_HTTP__COUNT == 11, "EQ_HTTP_CODE_TBL sizes requests: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_LATENCY_BUCKETS == 12, "EQ_LATENCY_BUCKET_TBL sizes latency_bucket: bump SHM_VERSION_MAJOR");
-_Static_assert(EQ_EVC__COUNT == 7, "EQ_EVENT_COUNTER_TBL sizes events: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_EVC__COUNT == 8, "EQ_EVENT_COUNTER_TBL sizes events: bump SHM_VERSION_MAJOR");
 _Static_assert((int)EQ_OVERRIDE_EMERGENCY == (int)EQ_MODE_EMERGENCY, "override lines up with mode");
 
 /* ---- sections ---- */
@@ -280,6 +282,8 @@ struct shm_worker_counters {
 _Static_assert(sizeof(struct shm_worker_counters) == 2608, "worker counters size: bump SHM_VERSION_MAJOR");
 _Static_assert(sizeof(struct shm_worker_counters) % 8 == 0, "worker counters stay 8-byte aligned");
 
+#define SHM_SPOOL_DIR_MAX 248                /* spool.dir bytes with the NUL (config lines are < 200) */
+
 struct shm_counters {
 	_Atomic uint64_t events[EQ_EVC__COUNT];       /* eq_events_total{outcome} */
 	_Atomic uint64_t worker_restarts[EQ_ROLE__COUNT];
@@ -289,7 +293,11 @@ struct shm_counters {
 	_Atomic uint64_t spool_segments;
 	_Atomic uint64_t spool_records;               /* records in the spool not yet acked */
 	_Atomic uint64_t kafka_inflight;              /* handed to librdkafka, not yet acked */
-	uint8_t reserved[968];
+	/* spool.dir as eq-forwarder uses it (eqctl spool finds it here): a
+	 * seqlock, gen odd while the forwarder writes, NUL-terminated. */
+	_Atomic uint64_t spool_dir_gen;
+	char spool_dir[SHM_SPOOL_DIR_MAX];
+	uint8_t reserved[704];
 	struct shm_worker_counters workers[SHM_MAX_WORKERS];
 };
 _Static_assert(offsetof(struct shm_counters, workers) == 1088, "counters header size: bump SHM_VERSION_MAJOR");

@@ -86,6 +86,9 @@ struct spool {
 
 	size_t cur_seg;                      /* replay cursor */
 	uint64_t cur_off;
+	uint64_t cur_prev_seq;               /* seq of the last record the cursor passed:
+	                                        the open scan's rule, a record must be
+	                                        newer than every one before it */
 	struct spool_reader rd;
 
 	struct spool_inflight *inf;             /* circular, inf_len entries from inf_head */
@@ -158,6 +161,56 @@ static int fsync_dir(struct spool *sp)
 		int e = errno;
 		log_err("spool: fsync of directory %s failed: %s", sp->dir, strerror(e));
 		return -e;
+	}
+	return 0;
+}
+
+/* Opens a file of the spool directory: never through a symlink, never
+ * blocking on a FIFO, and only a regular file.  fd, or -errno (-ELOOP for
+ * a symlink, -EINVAL for anything not a regular file). */
+static int spool_openat(const struct spool *sp, const char *name, int flags, mode_t mode)
+{
+	struct stat st;
+	int fd = openat(sp->dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
+
+	if (fd == -1)
+		return -errno;
+	if (fstat(fd, &st) == -1) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+/* The owner's checks on the directory (read-write only: eqctl inspects
+ * whatever it can read): ours, and writable by nobody else, since whoever
+ * can write there can plant or swap the files we replay.  0 or -EPERM with
+ * err naming the fix. */
+static int check_dir(const struct spool *sp, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (fstat(sp->dir_fd, &st) == -1) {
+		int e = errno;
+		snprintf(err, errlen, "cannot stat spool directory %s: %s", sp->dir, strerror(e));
+		return -e;
+	}
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "spool directory %s is owned by uid %u, not by us (uid %u): "
+		         "chown it to the daemon's user", sp->dir, (unsigned)st.st_uid,
+		         (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen, "spool directory %s is writable by %s (mode %04o): "
+		         "chmod 0750 it", sp->dir, (st.st_mode & S_IWOTH) ? "others" : "its group",
+		         (unsigned)(st.st_mode & 07777));
+		return -EPERM;
 	}
 	return 0;
 }
@@ -380,8 +433,11 @@ static int seg_open_fd(struct spool *sp, struct spool_seg *s, int flags)
 	if (s->fd >= 0)
 		return 0;
 	seg_name(name, sizeof(name), s->name_seq);
-	s->fd = openat(sp->dir_fd, name, flags | O_CLOEXEC);
-	return s->fd == -1 ? -errno : 0;
+	int fd = spool_openat(sp, name, flags, 0);
+	if (fd < 0)
+		return fd;
+	s->fd = fd;
+	return 0;
 }
 
 static void seg_close_fd(struct spool_seg *s)
@@ -572,9 +628,10 @@ out:
 
 static int lock_dir(struct spool *sp, char *err, size_t errlen)
 {
-	sp->lock_fd = openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (sp->lock_fd == -1) {
-		int e = errno;
+	sp->lock_fd = spool_openat(sp, "lock", O_RDWR | O_CREAT, 0640);
+	if (sp->lock_fd < 0) {
+		int e = -sp->lock_fd;
+		sp->lock_fd = -1;
 		snprintf(err, errlen, "cannot create %s/lock: %s (check spool.dir ownership)",
 		         sp->dir, strerror(e));
 		return -e;
@@ -661,17 +718,23 @@ int spool_open(const struct spool_params *p, struct spool **out,
 		goto fail;
 	}
 	if (!sp->readonly) {
-		rc = lock_dir(sp, err, errlen);
+		rc = check_dir(sp, err, errlen);
+		if (!rc)
+			rc = lock_dir(sp, err, errlen);
 		if (rc)
 			goto fail;
 	}
 
-	sp->marker_fd = openat(sp->dir_fd, "acked",
-	                       (sp->readonly ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0640);
-	if (sp->marker_fd == -1 && !(sp->readonly && errno == ENOENT)) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot open %s/acked: %s", sp->dir, strerror(-rc));
-		goto fail;
+	sp->marker_fd = spool_openat(sp, "acked", sp->readonly ? O_RDONLY : O_RDWR | O_CREAT, 0640);
+	if (sp->marker_fd < 0) {
+		rc = sp->marker_fd;
+		sp->marker_fd = -1;
+		if (!(sp->readonly && rc == -ENOENT)) {
+			snprintf(err, errlen, "cannot open %s/acked: %s", sp->dir,
+			         rc == -EINVAL ? "not a regular file" : strerror(-rc));
+			goto fail;
+		}
+		rc = 0;
 	}
 	if (sp->marker_fd >= 0) {
 		rc = marker_read(sp);
@@ -769,9 +832,10 @@ static int ensure_active(struct spool *sp, uint64_t need)
 	struct spool_seg s = { .name_seq = sp->next_seq, .fd = -1 };
 	char name[64];
 	seg_name(name, sizeof(name), s.name_seq);
-	s.fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (s.fd == -1) {
-		int e = errno;
+	s.fd = spool_openat(sp, name, O_RDWR | O_CREAT | O_EXCL, 0640);
+	if (s.fd < 0) {
+		int e = -s.fd;
+		s.fd = -1;
 		log_err("spool: cannot create segment %s/%s: %s", sp->dir, name, strerror(e));
 		return -e;
 	}
@@ -868,6 +932,14 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 		sp->iov[2 * i + 1] = (struct iovec){ (void *)items[i].data, items[i].len };
 	}
 	rc = write_all(s->fd, sp->iov, 2 * n, s->size);
+	if (rc == 0 && sp->fsync == SPOOL_FSYNC_ALWAYS && fdatasync(s->fd) == -1) {
+		/* fsync=always promises the records are on disk when we return
+		 * 0: they are not, so they are not appended (the caller keeps
+		 * them). */
+		rc = -errno;
+		log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s (the records "
+		        "stay where they were)", sp->dir, s->name_seq, strerror(-rc));
+	}
 	if (rc) {
 		/* Take back whatever reached the file so no torn record stays. */
 		if (ftruncate(s->fd, (off_t)s->size) == -1)
@@ -888,14 +960,8 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 	sp->st.appended += n;
 	sp->st.full = false;
 	sp->st.disk_full = false;
-	if (sp->fsync == SPOOL_FSYNC_ALWAYS) {
-		if (fdatasync(s->fd) == -1)
-			log_err("spool: fdatasync of %s/spool-%020" PRIu64 ".seg failed: %s (records "
-			        "are written but may not survive a machine crash)", sp->dir,
-			        s->name_seq, strerror(errno));
-	} else if (sp->fsync == SPOOL_FSYNC_BATCH) {
+	if (sp->fsync == SPOOL_FSYNC_BATCH)
 		sp->data_unsynced = true;
-	}
 	return 0;
 fail:
 	if (rc == -ENOSPC || rc == -EDQUOT) {
@@ -975,9 +1041,13 @@ static int cursor_peek(struct spool *sp, struct parsed *pr, uint64_t *next_off)
 		enum parse_result r = parse_at(&sp->rd, s, s->fd, sp->cur_off, s->size, pr, &err);
 		if (r == PARSE_ERR)
 			return err;
-		if (r == PARSE_OK) {
+		/* A record not newer than the one before is what seg_scan
+		 * skipped as corrupt ("sequence out of order"): skip it here
+		 * too, or replay would hand out what the counts left out. */
+		if (r == PARSE_OK && pr->seq > sp->cur_prev_seq) {
 			if (pr->seq <= sp->acked_through) {
 				sp->cur_off += SPOOL_REC_HDR + (uint64_t)pr->len;
+				sp->cur_prev_seq = pr->seq;
 				continue;
 			}
 			*next_off = sp->cur_off + SPOOL_REC_HDR + (uint64_t)pr->len;
@@ -1012,6 +1082,7 @@ int spool_next(struct spool *sp, struct spool_rec *rec)
 	if (rc)
 		return rc;
 	sp->cur_off = next_off;
+	sp->cur_prev_seq = pr.seq;
 	rec->seq = pr.seq;
 	rec->ts_ms = pr.ts_ms;
 	rec->data = pr.payload;
@@ -1060,6 +1131,7 @@ void spool_rewind(struct spool *sp)
 			seg_close_fd(&sp->segs[i]);
 	sp->cur_seg = 0;
 	sp->cur_off = 0;
+	sp->cur_prev_seq = 0;
 }
 
 /* ---- commit / sync ---- */
@@ -1185,6 +1257,35 @@ void spool_set_limits(struct spool *sp, uint64_t max_bytes, enum spool_fsync f)
 		spool_sync(sp);           /* what was written under the old policy */
 	sp->max_bytes = max_bytes;
 	sp->fsync = f;
+}
+
+int spool_move_all(struct spool *from, struct spool *to, uint64_t *moved)
+{
+	struct spool_rec r;
+	uint64_t n = 0;
+	int rc;
+
+	if (from->readonly || to->readonly)
+		return -EROFS;
+	while ((rc = spool_next(from, &r)) == 0) {
+		rc = spool_append(to, r.data, r.len, r.ts_ms, NULL);
+		if (rc)
+			break;
+		spool_ack(from, r.seq);
+		n++;
+	}
+	if (rc == -ENOENT)
+		rc = 0;
+	/* What was handed out and not moved goes back to unread. */
+	if (rc)
+		spool_rewind(from);
+	int rs = spool_sync(to);             /* durable in `to` before `from` forgets it */
+	int rc2 = rs ? rs : spool_commit(from);
+	if (from->fsync != SPOOL_FSYNC_NEVER && rc2 == 0)
+		rc2 = spool_sync(from);
+	if (moved)
+		*moved = n;
+	return rc ? rc : rc2;
 }
 
 int spool_fsync_parse(const char *s)

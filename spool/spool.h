@@ -49,7 +49,18 @@
 #include <stdint.h>
 
 #define SPOOL_REC_HDR      32                /* bytes of a record header */
-#define SPOOL_MAX_RECORD   (1u << 20)        /* payload bound (1 MiB) */
+/* The one file in a spool directory that is not the spool's own: eqctl
+ * spool requeue creates it to ask the owning forwarder to move the dead
+ * letters (<dir>/dead) back into the spool; the forwarder deletes it once
+ * done. */
+#define SPOOL_REQUEUE_FILE "requeue"
+
+/* Payload bound.  The forwarder stores one spool_msg per record, at most
+ * SPOOL_MSG_HDR + SHM_RING_DATA_MAX (483) bytes (asserted in fw_int.h); a
+ * tight bound keeps a crafted length from making recovery read and
+ * checksum far more than any real record (a header claiming more is
+ * treated as corrupt). */
+#define SPOOL_MAX_RECORD   512u
 #define SPOOL_REC_VERSION  1
 
 enum spool_fsync {
@@ -166,6 +177,14 @@ uint64_t spool_unread(const struct spool *sp);
 
 /* ts of the oldest unacked record (peeks without handing it out), 0 = none. */
 uint64_t spool_oldest_ts(struct spool *sp);
+
+/* Moves every unread record of `from` to the end of `to` (both
+ * read-write), oldest first, same bytes and timestamps, acking each in
+ * `from` once `to` took it, then commits both: a crash in between leaves
+ * a record in both (a duplicate), never in neither.  Stops early when `to`
+ * is full (-ENOSPC; what moved stays moved).  *moved (may be NULL) gets the
+ * count.  0 or -errno.  The dead letters' way back (eqctl spool requeue). */
+int spool_move_all(struct spool *from, struct spool *to, uint64_t *moved);
 
 /* Parses an fsync policy name ("always", "batch", "never"); -EINVAL. */
 int spool_fsync_parse(const char *s);

@@ -24,7 +24,7 @@ void util_log_init(const char *ident, int level);
 /* Writes "<prio>ident[pid]: message\n" with a single write(2) so lines from
  * several processes sharing stderr never interleave. */
 void util_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void util_logv(int prio, const char *fmt, va_list ap);
+void util_logv(int prio, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define log_err(...)     util_log(LOG_ERR, __VA_ARGS__)
 #define log_warn(...)    util_log(LOG_WARNING, __VA_ARGS__)

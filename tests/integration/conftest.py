@@ -12,6 +12,8 @@
                 per test
     netns       factory: netns(label) -> a network       (eqtest/netns.py)
                 namespace joined by a veth pair, removed at teardown
+    (HAProxy in front of nodes: eqtest/haproxy.py, used directly by
+    test_topo_haproxy.py)
     daemon      factory: daemon(**overrides) -> a started equilibriumd
                 wired to whichever of the above the test uses (eqtest/daemon.py)
 

@@ -92,6 +92,11 @@ def test_outage_spools_then_replays_and_eqctl_spool_shows_it(daemon, redis, kafk
     rc, out, _ = d.eqctl("-c", d.conf_path, "spool", "--decode", "2")
     assert rc == 0 and f"undelivered: {sp['records']} events" in out
     assert out.count('"event_id"') == 2
+    # no config needed: the directory comes from the segment
+    rc, out, err = d.eqctl("spool", "--json")
+    assert rc == 0, err
+    seg = json.loads(out)
+    assert seg["dir"] == sp["dir"] and seg["records"] >= 20, (seg, sp)
     # usage errors
     assert d.eqctl("-c", d.conf_path, "spool", "--decode", "x")[0] == 2
     assert d.eqctl("-c", d.conf_path, "spool", "--bogus")[0] == 2
@@ -192,3 +197,37 @@ def test_forwarder_killed_while_healthy_resends_not_loses(daemon, redis, kafka):
     wait_drained(d, timeout=60)
     assert all(UUID7.match(i) for i in poster.ids[:10])
     check_delivered(poster.ids, kafka_event_ids(kafka), "kill while healthy")
+
+
+def _metric(d, name):
+    status, _, body = d.http("GET", "/metrics", token=None)
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_event_lag_counts_the_ring_while_the_forwarder_is_stopped(daemon, redis, kafka):
+    """eq_event_lag_seconds is the age of the oldest undelivered event, ring
+    or spool: with eq-forwarder stopped (SIGSTOP) the events wait in the
+    ring, and the lag grows although the forwarder publishes nothing."""
+    d = daemon(FAST, kafka=kafka, redis=redis)
+    pid = wait_for(lambda: forwarder_pid(d), timeout=20, desc="eq-forwarder ready")
+    wait_drained(d, timeout=30)
+    assert _metric(d, "eq_event_lag_seconds") == 0
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        status, _, body = post(d, [{"type": "demand", "zone_id": "lag", "count": 1}] * 5)
+        assert status == 202, body
+        time.sleep(1.5)
+        lag = _metric(d, "eq_event_lag_seconds")
+        assert lag >= 1.4, lag
+        e = events_status(d)
+        assert e["ring_used"] >= 5 and e["oldest_undelivered_age_ms"] >= 1400, e
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_drained(d, timeout=30)
+    wait_for(lambda: _metric(d, "eq_event_lag_seconds") == 0, timeout=10,
+             desc="the lag back at 0 once delivered")
+    check_delivered(body["event_ids"], kafka_event_ids(kafka), "lag")

@@ -15,17 +15,25 @@
  * to the spool with the same bytes (same event_id); if the spool has no
  * room, the record stays where it is (ring or spool) and is retried.
  *
- * States: Kafka "up" or "down".  Down on a failed report, a stall (messages
- * in flight and no report for probe.kafka_timeout_ms), or the prober's
- * kafka component FAILED in shm; entering
- * down purges librdkafka's queue so every queued message comes back (as a
- * failure) and is spooled: the ring never waits on librdkafka.  While down,
- * ring records go straight to the spool; every recovery_base_ms..
- * recovery_max_ms one record (the oldest) is sent as a canary; its
- * successful report brings Kafka up.  While up, the spool is replayed
- * oldest first, and while it still holds unread records new ring records
- * are appended behind them (so per-key order is kept while Kafka is
- * healthy); with the spool drained, ring records go to Kafka directly.
+ * States (fw_state.h: one enum each, one pure transition table, applied by
+ * one function in fw.c).  Kafka is UP, DOWN or PROBING.  DOWN on a failed
+ * report, a stall (messages in flight and no report for
+ * probe.kafka_timeout_ms), or the prober's kafka component FAILED in shm;
+ * entering DOWN purges librdkafka's queue so every queued message comes
+ * back (as a failure) and is spooled: the ring never waits on librdkafka.
+ * While DOWN, ring records go straight to the spool; every
+ * recovery_base_ms..recovery_max_ms one record (the oldest) is sent as a
+ * canary (PROBING); its successful report brings Kafka UP.  While UP, the
+ * spool is replayed oldest first, and while it still holds unread records
+ * new ring records are appended behind them (so per-key order is kept
+ * while Kafka is healthy); with the spool drained, ring records go to Kafka
+ * directly (fw_route.c decides).  The drain phase is RUNNING, FLUSHING,
+ * PURGED or DONE (fw_drain below).
+ *
+ * Files: fw.c (states, reports, pump, lifecycle), fw_route.c (where each
+ * record goes, custody), fw_state.c (transition tables), fw_kafka.c (the
+ * librdkafka producer), fw_main.c (the process); struct fw in fw_int.h.
+ * The spool's format is the spool/ module.
  */
 #ifndef EQ_FW_H
 #define EQ_FW_H
@@ -37,6 +45,7 @@
 
 #include "conf/conf.h"
 #include "shm/shm.h"
+#include "workers/forwarder/fw_state.h"
 
 struct fw;
 
@@ -46,8 +55,10 @@ typedef void (*fw_drained_cb)(struct fw *f, int status, void *arg);
 
 /* A snapshot for tests and logs. */
 struct fw_status {
-	bool kafka_up;
-	bool draining;
+	bool kafka_up;                       /* kstate == FW_KSTATE_UP */
+	enum fw_kstate kstate;
+	bool draining;                       /* drain != FW_DRAIN_RUNNING */
+	enum fw_drain drain;
 	uint64_t ring_inflight;              /* ring records handed to librdkafka */
 	uint64_t spool_inflight;             /* spool records handed to librdkafka */
 	uint64_t retries;                    /* failed, waiting in memory (custody in ring/spool) */

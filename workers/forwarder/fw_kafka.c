@@ -89,13 +89,36 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
 	util_log(level, "kafka: %s: %s", fac, buf);
 }
 
+/* Copies librdkafka's message s into out with every occurrence of value
+ * replaced by "<value>" (librdkafka quotes a rejected value), so that the
+ * text can be logged. */
+static void redact(char *out, size_t outlen, const char *s, const char *value)
+{
+	size_t vlen = strlen(value), o = 0;
+
+	while (*s && o + 1 < outlen) {
+		if (vlen && strncmp(s, value, vlen) == 0) {
+			o += (size_t)snprintf(out + o, outlen - o, "<value>");
+			if (o >= outlen)
+				o = outlen - 1;
+			s += vlen;
+		} else {
+			out[o++] = *s++;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* Sets one property.  The error names the property only, never its value:
+ * rdkafka.* values hold secrets (sasl.password, ssl.key.password). */
 static int conf_set(rd_kafka_conf_t *rc, const char *name, const char *value,
                     char *err, size_t errlen)
 {
-	char e[256];
+	char e[256], safe[512];
 	if (rd_kafka_conf_set(rc, name, value, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-		snprintf(err, errlen, "kafka property %s=%s rejected by librdkafka: %s "
-		         "(fix or remove rdkafka.%s in [kafka])", name, value, e, name);
+		redact(safe, sizeof(safe), e, value);
+		snprintf(err, errlen, "kafka property %s rejected by librdkafka: %s "
+		         "(fix or remove rdkafka.%s in [kafka])", name, safe, name);
 		return -EINVAL;
 	}
 	return 0;
@@ -305,12 +328,14 @@ const char *fw_kafka_topic_name(const struct fw_kafka *k, unsigned topic)
 
 bool fw_kafka_err_permanent(rd_kafka_resp_err_t err)
 {
+	/* Authorisation errors are not here: a wrong or missing ACL is an
+	 * outage an operator fixes, after which the very same messages are
+	 * accepted (DESIGN.md, Guarantees), so they are spooled and retried. */
 	switch (err) {
 	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 	case RD_KAFKA_RESP_ERR_INVALID_MSG:
 	case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
 	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 	case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:           /* invalid topic name */
 	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
 		return true;

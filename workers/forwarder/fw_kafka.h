@@ -99,8 +99,9 @@ uint64_t fw_kafka_inflight(const struct fw_kafka *k);
 const char *fw_kafka_topic_name(const struct fw_kafka *k, unsigned topic);
 
 /* Whether err is permanent for that message (retrying cannot succeed):
- * message too large, invalid record, authorization.  Transient errors
- * (timeouts, purges, broker down, unknown partition...) return false. */
+ * message too large, invalid record, invalid topic.  Transient errors
+ * (timeouts, purges, broker down, unknown partition, and authorisation:
+ * an ACL gets fixed) return false. */
 bool fw_kafka_err_permanent(rd_kafka_resp_err_t err);
 
 #endif

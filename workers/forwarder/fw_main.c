@@ -59,7 +59,7 @@ static const char usage_extra[] =
 
 int main(int argc, char **argv)
 {
-	static struct fw_main m;
+	struct fw_main m = { 0 };           /* lives as long as the loop: all of main */
 	char err[1024];
 	int rc;
 

@@ -18,6 +18,7 @@
 
 #include "conf/conf.h"
 #include "shm/shm.h"
+#include "workers/pricing/pr_auth.h"
 #include "workers/pricing/pr_buf.h"
 #include "workers/pricing/pr_http.h"
 #include "workers/pricing/pr_price.h"
@@ -39,6 +40,7 @@ struct pr {
 	bool quotes;                         /* offer quote events (EQ_PRICING_QUOTES=0: off) */
 	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
 	struct pr_streams *streams;          /* live price streams (pr_stream.h) */
+	struct pr_auth_cache auth_cache;     /* last token accepted (pr_auth.h) */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */
 	struct pr_batch *free_batches;       /* idle, at most PR_BATCH_KEEP (pr_api.c) */

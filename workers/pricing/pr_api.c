@@ -609,7 +609,7 @@ static const int route_endpoint[] = {
  * unknown path 404, wrong method 405, missing or wrong token 401 (protected
  * paths only).  Needs only the headers.  Returns 0 or the status to refuse
  * with. */
-static int api_gate(const struct pr *p, const struct pr_req *r, const struct pr_route_match *m)
+static int api_gate(struct pr *p, const struct pr_req *r, const struct pr_route_match *m)
 {
 	if (m->route == PR_ROUTE_NONE)
 		return 404;
@@ -619,7 +619,8 @@ static int api_gate(const struct pr *p, const struct pr_req *r, const struct pr_
 		enum pr_auth_result a = pr_auth_check_admin(p->conf, r->auth, r->auth_len);
 		return a == PR_AUTH_OK ? 0 : a == PR_AUTH_FORBIDDEN ? 403 : 401;
 	}
-	if (m->needs_auth && pr_auth_check(p->conf, r->auth, r->auth_len) != PR_AUTH_OK)
+	if (m->needs_auth &&
+	    pr_auth_check_cached(&p->auth_cache, p->conf, r->auth, r->auth_len) != PR_AUTH_OK)
 		return 401;
 	return 0;
 }

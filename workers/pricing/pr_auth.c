@@ -3,6 +3,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <string.h>
 #include <strings.h>
 
 #include "conf/conf.h"
@@ -12,11 +13,10 @@ bool pr_auth_enabled(const struct conf *c)
 	return c->auth.tokens.n > 0;
 }
 
-/* Checks "Bearer <token>" against the digests of d (d->n > 0). */
-static enum pr_auth_result check_digests(const struct conf_digests *d, const char *v, size_t len)
+/* The token inside "Bearer <token>": PR_AUTH_OK and [*start, *end), or
+ * why there is none. */
+static enum pr_auth_result token_of(const char *v, size_t len, size_t *start, size_t *end)
 {
-	unsigned char digest[SHA256_DIGEST_LENGTH];
-	unsigned match = 0;
 	size_t i = 0;
 
 	if (v == NULL)
@@ -31,10 +31,32 @@ static enum pr_auth_result check_digests(const struct conf_digests *d, const cha
 		len--;                       /* trailing OWS is not part of the token */
 	if (i == len)
 		return PR_AUTH_MALFORMED;
-	SHA256((const unsigned char *)v + i, len - i, digest);
+	*start = i;
+	*end = len;
+	return PR_AUTH_OK;
+}
+
+/* Whether digest is one of d's, looking at every one (no early exit). */
+static bool digest_in(const struct conf_digests *d, const unsigned char *digest)
+{
+	unsigned match = 0;
+
 	for (unsigned t = 0; t < d->n; t++)
 		match |= (unsigned)(CRYPTO_memcmp(digest, d->sha256[t], SHA256_DIGEST_LENGTH) == 0);
-	return match ? PR_AUTH_OK : PR_AUTH_WRONG;
+	return match != 0;
+}
+
+/* Checks "Bearer <token>" against the digests of d (d->n > 0). */
+static enum pr_auth_result check_digests(const struct conf_digests *d, const char *v, size_t len)
+{
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	size_t a, b;
+	enum pr_auth_result r;
+
+	if ((r = token_of(v, len, &a, &b)) != PR_AUTH_OK)
+		return r;
+	SHA256((const unsigned char *)v + a, b - a, digest);
+	return digest_in(d, digest) ? PR_AUTH_OK : PR_AUTH_WRONG;
 }
 
 enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t len)
@@ -42,6 +64,37 @@ enum pr_auth_result pr_auth_check(const struct conf *c, const char *v, size_t le
 	if (c->auth.tokens.n == 0)
 		return PR_AUTH_OK;
 	return check_digests(&c->auth.tokens, v, len);
+}
+
+enum pr_auth_result pr_auth_check_cached(struct pr_auth_cache *cache, const struct conf *c,
+                                         const char *v, size_t len)
+{
+	unsigned char tok[PR_AUTH_CACHE_MAX], digest[SHA256_DIGEST_LENGTH];
+	size_t a, b, n;
+	enum pr_auth_result r;
+
+	if (c->auth.tokens.n == 0)
+		return PR_AUTH_OK;
+	if ((r = token_of(v, len, &a, &b)) != PR_AUTH_OK)
+		return r;
+	n = b - a;
+	if (n > PR_AUTH_CACHE_MAX)
+		return check_digests(&c->auth.tokens, v, len);
+	memset(tok, 0, sizeof(tok));
+	memcpy(tok, v + a, n);
+	/* Same bytes over the whole padded buffer and the same length, judged
+	 * without a data-dependent branch until the result. */
+	unsigned same = (unsigned)(CRYPTO_memcmp(tok, cache->token, sizeof(tok)) == 0) &
+	                (unsigned)((n ^ cache->len) == 0) & (unsigned)(cache->len != 0);
+	if (same && digest_in(&c->auth.tokens, cache->digest))
+		return PR_AUTH_OK;
+	SHA256(tok, n, digest);
+	if (!digest_in(&c->auth.tokens, digest))
+		return PR_AUTH_WRONG;
+	memcpy(cache->token, tok, sizeof(tok));
+	cache->len = n;
+	memcpy(cache->digest, digest, sizeof(digest));
+	return PR_AUTH_OK;
 }
 
 enum pr_auth_result pr_auth_check_admin(const struct conf *c, const char *v, size_t len)

@@ -301,7 +301,19 @@ class SentinelSet:
         running master without any disconnect on our side. Returns the new
         master once every Sentinel names it and the old one says ROLE slave."""
         old = self.master()
-        self.sentinels[0].cmd("SENTINEL", "FAILOVER", self.master_name)
+
+        def asked():
+            # NOGOODSLAVE: the Sentinel has not yet seen a replica it trusts
+            # (one that just rejoined); INPROG: an earlier failover is still
+            # finishing. Both pass: ask again.
+            try:
+                return self.sentinels[0].cmd("SENTINEL", "FAILOVER", self.master_name) == "OK"
+            except RedisError as exc:
+                if str(exc).startswith(("NOGOODSLAVE", "INPROG")):
+                    return False
+                raise
+        util.wait_for(asked, timeout=timeout, interval=0.2,
+                      desc="a Sentinel to accept SENTINEL FAILOVER")
         new = self.wait_new_master(old, timeout=timeout)
         util.wait_for(lambda: self.role(old) == "slave", timeout=timeout,
                       desc=f"old master :{old.port} to be demoted")

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,23 @@ static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mc;
 static const char *bootstraps;
 static struct conf cf;
+
+/* fdatasync as the library sees it: this executable defines it, so the
+ * spool's calls come here; with fdatasync_fail set it fails with that
+ * errno (a disk that cannot make writes durable), else it is the real
+ * system call. */
+static int fdatasync_fail;
+static unsigned fdatasync_calls;
+
+int fdatasync(int fd)
+{
+	fdatasync_calls++;
+	if (fdatasync_fail) {
+		errno = fdatasync_fail;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
 
 /* ---- fixture ---- */
 
@@ -680,6 +698,294 @@ START_TEST(test_bad_rdkafka_property_is_config_error)
 }
 END_TEST
 
+static bool never(struct fw *f, void *arg)
+{
+	(void)f;
+	(void)arg;
+	return false;
+}
+
+START_TEST(test_always_fsync_failure_keeps_events_in_ring)
+{
+	/* fsync = always and a disk whose fdatasync fails: nothing may count
+	 * as spooled (it is not durable) and no ring slot may be freed; once
+	 * the disk works, everything is spooled and then delivered. */
+	cf.spool.fsync = CONF_FSYNC_ALWAYS;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	rd_kafka_mock_broker_set_down(mc, 1);
+	fdatasync_fail = EIO;
+	ck_assert_uint_eq(append_events(200, 4, 20), 200);
+	ck_assert(run_until(&loop, f, kafka_is_down, NULL, 10000));
+	run_until(&loop, f, never, NULL, 600);
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.spooled, 0);
+	ck_assert_uint_eq(counter(EQ_EVC_SPOOLED), 0);
+	ck_assert_uint_eq(st.spool_records, 0);
+	ck_assert(!ring_empty());                    /* the ring still holds them */
+	fdatasync_fail = 0;
+	ck_assert(run_until(&loop, f, all_spooled, NULL, 10000));
+	fw_get_status(f, &st);
+	ck_assert_uint_ge(st.spooled, 1);
+	rd_kafka_mock_broker_set_up(mc, 1);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+static bool events_delivered(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return ring_empty() && st.delivered >= sent.n;
+}
+
+static bool dead_written(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return st.dead == 1 && st.spool_records == 0;
+}
+
+START_TEST(test_failed_dead_letter_write_is_retried)
+{
+	/* A CRC-valid spool record that is no message goes to the dead
+	 * letters.  While dead/ cannot be written (a file sits where the
+	 * directory should be) it waits in the spool; once it can, it goes
+	 * there and the spool's acked position moves past it: not in flight
+	 * forever. */
+	char dead[400], err[512];
+	snprintf(dead, sizeof(dead), "%s/dead", spooldir);
+	ck_assert_int_eq(mkdir(spooldir, 0750), 0);
+	FILE *blk = fopen(dead, "w");
+	ck_assert_ptr_nonnull(blk);
+	fclose(blk);
+	struct spool *sp = NULL;
+	struct spool_params p = { .dir = spooldir, .fsync = SPOOL_FSYNC_NEVER };
+	ck_assert_int_eq(spool_open(&p, &sp, err, sizeof(err)), 0);
+	ck_assert_int_eq(spool_append(sp, "\x09not a message", 16, 1, NULL), 0);
+	spool_close(&sp);
+
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(300, 3, 30), 300);
+	ck_assert(run_until(&loop, f, events_delivered, NULL, 20000));
+	run_until(&loop, f, never, NULL, 800);
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.dead, 0);
+	ck_assert_uint_eq(st.spool_records, 1);      /* waits, custody in the spool */
+
+	ck_assert_int_eq(unlink(dead), 0);
+	ck_assert(run_until(&loop, f, dead_written, NULL, 10000));
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	struct spool_params pd = { .dir = dead, .readonly = true };
+	ck_assert_int_eq(spool_open(&pd, &sp, err, sizeof(err)), 0);
+	struct spool_stats ds;
+	spool_stats(sp, &ds);
+	ck_assert_uint_eq(ds.records, 1);
+	spool_close(&sp);
+	p.readonly = true;
+	ck_assert_int_eq(spool_open(&p, &sp, err, sizeof(err)), 0);
+	spool_stats(sp, &ds);
+	ck_assert_uint_eq(ds.records, 0);
+	ck_assert_uint_eq(ds.segments, 0);
+	spool_close(&sp);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+/* Puts n CRC-valid spool records that are no message into the spool
+ * before a forwarder opens it: each is a dead letter once replayed. */
+static void seed_unreadable(unsigned n)
+{
+	char err[512], buf[64];
+	struct spool *sp = NULL;
+	struct spool_params p = { .dir = spooldir, .fsync = SPOOL_FSYNC_NEVER };
+	ck_assert_int_eq(spool_open(&p, &sp, err, sizeof(err)), 0);
+	for (unsigned i = 0; i < n; i++) {
+		int len = snprintf(buf, sizeof(buf), "\x09not a message %u", i);
+		ck_assert_int_eq(spool_append(sp, buf, (uint32_t)len, 1 + i, NULL), 0);
+	}
+	spool_close(&sp);
+}
+
+static bool spool_drained(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return st.spool_records == 0;
+}
+
+static bool dead_at_least(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	return st.dead >= *(uint64_t *)arg;
+}
+
+START_TEST(test_dead_letters_bounded_by_dead_max_bytes)
+{
+	/* 40 dead letters, room for about 10: the rest stay in the spool
+	 * (eq_events_total{outcome="dead"} stops growing), and a reload with
+	 * a larger bound lets them through. */
+	seed_unreadable(40);
+	cf.spool.dead_max_bytes = 10 * (32 + 20);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	uint64_t some = 5;
+	ck_assert(run_until(&loop, f, dead_at_least, &some, 10000));
+	run_until(&loop, f, never, NULL, 800);
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_ge(st.dead, 5);
+	ck_assert_uint_le(st.dead, 10);
+	ck_assert_uint_eq(counter(EQ_EVC_DEAD), st.dead);
+	ck_assert_uint_eq(st.spool_records, 40 - st.dead);   /* waiting, not lost */
+
+	struct conf old = cf;
+	cf.spool.dead_max_bytes = 1 << 20;
+	fw_reload(f, &old);
+	ck_assert(run_until(&loop, f, spool_drained, NULL, 10000));
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.dead, 40);
+	ck_assert_uint_eq(counter(EQ_EVC_DEAD), 40);
+	fw_end(&loop, &f);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_dead_letter_fsyncs_are_batched)
+{
+	/* 300 dead letters found in one replay: one fdatasync per pump, not
+	 * one per letter. */
+	seed_unreadable(300);
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	fdatasync_calls = 0;
+	ck_assert(run_until(&loop, f, spool_drained, NULL, 10000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.dead, 300);
+	ck_assert_msg(fdatasync_calls < 60, "%u fdatasync calls for 300 dead letters",
+	              fdatasync_calls);
+	fw_end(&loop, &f);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+static bool settled_with_dead(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	(void)arg;
+	return ring_empty() && st.ring_inflight == 0 && st.spool_inflight == 0 &&
+	       st.retries == 0 && st.spool_records == 0 && st.dead >= 1;
+}
+
+START_TEST(test_requeue_sends_dead_letters_back)
+{
+	/* The broker refuses some batches for good (message too large): they
+	 * become dead letters.  eqctl spool requeue's request file makes the
+	 * forwarder move them back into the spool; replayed, they reach
+	 * Kafka, and the request is consumed. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(100, 4, 20), 100);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	rd_kafka_resp_err_t errs[3];
+	for (size_t i = 0; i < UTIL_ARRAY_LEN(errs); i++)
+		errs[i] = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+	rd_kafka_mock_push_request_errors_array(mc, 0 /* Produce */, UTIL_ARRAY_LEN(errs), errs);
+	ck_assert_uint_eq(append_events(300, 4, 30), 300);
+	ck_assert(run_until(&loop, f, settled_with_dead, NULL, 20000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_lt(st.delivered, sent.n);
+
+	char req[400];
+	snprintf(req, sizeof(req), "%s/" SPOOL_REQUEUE_FILE, spooldir);
+	FILE *rq = fopen(req, "w");
+	ck_assert_ptr_nonnull(rq);
+	fclose(rq);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	ck_assert_int_eq(access(req, F_OK), -1);     /* the request was taken */
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	char dead[400], err[512];
+	snprintf(dead, sizeof(dead), "%s/dead", spooldir);
+	struct spool *sp = NULL;
+	struct spool_params pd = { .dir = dead, .readonly = true };
+	ck_assert_int_eq(spool_open(&pd, &sp, err, sizeof(err)), 0);
+	struct spool_stats ds;
+	spool_stats(sp, &ds);
+	ck_assert_uint_eq(ds.records, 0);
+	spool_close(&sp);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+START_TEST(test_authorization_error_is_an_outage)
+{
+	/* A wrong ACL: produce requests fail with TOPIC_AUTHORIZATION_FAILED.
+	 * That is an outage, not a verdict on the messages: they are spooled
+	 * and retried, and once the ACL is right again every event is
+	 * delivered; nothing is dead-lettered. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(200, 4, 20), 200);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	rd_kafka_resp_err_t errs[4];
+	for (size_t i = 0; i < UTIL_ARRAY_LEN(errs); i++)
+		errs[i] = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+	rd_kafka_mock_push_request_errors_array(mc, 0 /* Produce */, UTIL_ARRAY_LEN(errs), errs);
+	ck_assert_uint_eq(append_events(2000, 4, 40), 2000);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_uint_eq(st.dead, 0);
+	ck_assert_uint_ge(st.outages, 1);
+	ck_assert_uint_ge(st.spooled, 1);
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	uv_loop_close(&loop);
+}
+END_TEST
+
+/* A value librdkafka rejects is never echoed: rdkafka.* values hold
+ * secrets (sasl.password...), and the error is logged. */
+START_TEST(test_rejected_rdkafka_value_not_in_error)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	conf_build("rdkafka.acks = hunter2-S3CRET\n", NULL);
+	struct fw *f = NULL;
+	char err[512];
+	ck_assert_int_eq(fw_create(&f, &cf, seg, &loop, err, sizeof(err)), -EBADMSG);
+	ck_assert_msg(strstr(err, "acks") != NULL, "the property is named: %s", err);
+	ck_assert_msg(strstr(err, "hunter2") == NULL && strstr(err, "S3CRET") == NULL,
+	              "the value leaked: %s", err);
+	uv_loop_close(&loop);
+}
+END_TEST
+
 /* The forwarder in a child process, killed with SIGKILL at arbitrary
  * moments, over and over, while events keep coming and the broker goes down
  * and up: no event may be missing at the end. */
@@ -767,6 +1073,7 @@ static Suite *fw_suite(void)
 	tcase_add_test(tc, test_delivers_while_healthy);
 	tcase_add_test(tc, test_second_forwarder_refused);
 	tcase_add_test(tc, test_bad_rdkafka_property_is_config_error);
+	tcase_add_test(tc, test_rejected_rdkafka_value_not_in_error);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("outage");
@@ -777,6 +1084,12 @@ static Suite *fw_suite(void)
 	tcase_add_test(tc, test_drain_spools_ring_and_inflight);
 	tcase_add_test(tc, test_restart_replays_spool);
 	tcase_add_test(tc, test_reload_recreates_producer_without_loss);
+	tcase_add_test(tc, test_always_fsync_failure_keeps_events_in_ring);
+	tcase_add_test(tc, test_failed_dead_letter_write_is_retried);
+	tcase_add_test(tc, test_authorization_error_is_an_outage);
+	tcase_add_test(tc, test_dead_letters_bounded_by_dead_max_bytes);
+	tcase_add_test(tc, test_dead_letter_fsyncs_are_batched);
+	tcase_add_test(tc, test_requeue_sends_dead_letters_back);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("timeout");

@@ -411,6 +411,47 @@ START_TEST(auth_embedded_nul)
 }
 END_TEST
 
+/* The cached check gives the uncached one's answer for every header, in
+ * any order, whatever it remembers; and a token it remembers is refused as
+ * soon as the config no longer holds its digest. */
+START_TEST(auth_cached_same_answers)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+	struct pr_auth_cache cache = { 0 };
+	static const char *const hdrs[] = {
+		"Bearer s3cret", "Bearer other-token", "bearer   s3cret  ", "", "Bearer", "Bearer ",
+		"Basic czNjcmV0", "Bearer s3cre", "Bearer s3cret2", "Bearer S3CRET",
+		"Bearer s3cret, Bearer s3cret", "Bearer s3cret", "Bearer s", NULL,
+	};
+	char longtok[300];
+
+	add_token(c, "s3cret");
+	add_token(c, "other-token");
+	memset(longtok, 'L', sizeof(longtok) - 1);
+	longtok[sizeof(longtok) - 1] = '\0';
+	memcpy(longtok, "Bearer ", 7);
+	add_token(c, longtok + 7);                   /* longer than the cache holds */
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 0; i < sizeof(hdrs) / sizeof(hdrs[0]); i++) {
+			const char *h = hdrs[(i * (round + 1)) % (sizeof(hdrs) / sizeof(hdrs[0]))];
+			size_t n = h ? strlen(h) : 0;
+			ck_assert_int_eq(pr_auth_check_cached(&cache, c, h, n), pr_auth_check(c, h, n));
+		}
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, longtok, strlen(longtok)), PR_AUTH_OK);
+	/* "s3cret" remembered: its prefix, itself plus a NUL, are not it. */
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer s3cret", 13), PR_AUTH_OK);
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer s3cre", 12), PR_AUTH_WRONG);
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer s3cret\0", 14), PR_AUTH_WRONG);
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer s3cret", 13), PR_AUTH_OK);
+	/* A reload without it: refused at once, cache or not. */
+	c->auth.tokens.n = 0;
+	add_token(c, "other-token");
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer s3cret", 13), PR_AUTH_WRONG);
+	ck_assert_int_eq(pr_auth_check_cached(&cache, c, "Bearer other-token", 18), PR_AUTH_OK);
+	free(c);
+}
+END_TEST
+
 /* ---- POST /v1/events bodies ---- */
 
 static struct pr_event EV[PR_EVENTS_MAX];
@@ -538,6 +579,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, auth_off_without_tokens);
 	tcase_add_test(tc, auth_tokens);
 	tcase_add_test(tc, auth_embedded_nul);
+	tcase_add_test(tc, auth_cached_same_answers);
 	tcase_add_test(tc, auth_admin_tokens);
 	tcase_add_test(tc, route_stream_and_admin);
 	suite_add_tcase(s, tc);
