@@ -272,7 +272,10 @@ fail:
 	return -EIO;
 }
 
-static int parse_f64(const PGresult *res, int col, double *out)
+/* Column col of row 0 as a number: 0, or -EINVAL for NULL, empty, junk,
+ * out of range, or (float8) NaN and +-Infinity, which numeric accepts and
+ * which no price may carry (they poison answers, eqctl check and quotes). */
+static int parse_num(const PGresult *res, int col, double *f64, int64_t *i64)
 {
 	const char *s = PQgetvalue(res, 0, col);
 	char *end;
@@ -280,19 +283,13 @@ static int parse_f64(const PGresult *res, int col, double *out)
 	if (PQgetisnull(res, 0, col) || !*s)
 		return -EINVAL;
 	errno = 0;
-	*out = strtod(s, &end);
-	return *end || errno ? -EINVAL : 0;
-}
-
-static int parse_i64(const PGresult *res, int col, int64_t *out)
-{
-	const char *s = PQgetvalue(res, 0, col);
-	char *end;
-
-	if (PQgetisnull(res, 0, col) || !*s)
-		return -EINVAL;
-	errno = 0;
-	*out = strtoll(s, &end, 10);
+	if (f64) {
+		*f64 = strtod(s, &end);
+		if (!isfinite(*f64))
+			return -EINVAL;
+	} else {
+		*i64 = strtoll(s, &end, 10);
+	}
 	return *end || errno ? -EINVAL : 0;
 }
 
@@ -337,9 +334,10 @@ static void pg_finish(struct be_pg *c, struct be_pg_op *op)
 	}
 	memset(&zone, 0, sizeof(zone));
 	if (PQnfields(res) != 6 || PQgetisnull(res, 0, 0) ||
-	    parse_f64(res, 1, &zone.base_fare) < 0 || parse_f64(res, 2, &zone.multiplier) < 0 ||
-	    parse_i64(res, 3, &zone.supply_count) < 0 || parse_i64(res, 4, &zone.demand_count) < 0 ||
-	    parse_i64(res, 5, &zone.last_updated_ms) < 0) {
+	    parse_num(res, 1, &zone.base_fare, NULL) < 0 || parse_num(res, 2, &zone.multiplier, NULL) < 0 ||
+	    parse_num(res, 3, NULL, &zone.supply_count) < 0 ||
+	    parse_num(res, 4, NULL, &zone.demand_count) < 0 ||
+	    parse_num(res, 5, NULL, &zone.last_updated_ms) < 0) {
 		op_deliver(c, op, BE_ERR_PROTOCOL, "current_zone_status row does not parse", res, NULL);
 		return;
 	}

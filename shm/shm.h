@@ -112,6 +112,12 @@ const char *shm_cstate_name(unsigned st);
 const char *shm_role_name(unsigned r);
 const char *shm_wstate_name(unsigned w);
 const char *shm_source_name(unsigned src);
+/* Whether src is a live read (redis, redis_replica, database): the only
+ * sources a stale-price entry may carry. */
+static inline bool shm_source_is_live(unsigned src)
+{
+	return src == EQ_SOURCE_REDIS || src == EQ_SOURCE_REDIS_REPLICA || src == EQ_SOURCE_DATABASE;
+}
 const char *shm_endpoint_name(unsigned ep);
 const char *shm_event_counter_name(unsigned c);
 const char *shm_history_kind_name(unsigned k);
@@ -310,7 +316,7 @@ struct shm_price {
 	size_t zone_len;
 	double base_fare, surge_multiplier;
 	int32_t supply_count, demand_count;
-	uint8_t source;                      /* EQ_SOURCE_REDIS / EQ_SOURCE_DATABASE */
+	uint8_t source;                      /* a live source (shm_source_is_live) */
 	uint64_t updated_ms;                 /* source's updated_at, 0 = none */
 	uint64_t read_ms;                    /* when read live */
 };

@@ -336,7 +336,7 @@ int shm_prices_store(struct shm *s, const struct shm_price *in)
 {
 	size_t len = in->zone_len ? in->zone_len : strnlen(in->zone_id, PROTO_ZONE_ID_MAX + 1);
 	if (len == 0 || len > PROTO_ZONE_ID_MAX ||
-	    (in->source != EQ_SOURCE_REDIS && in->source != EQ_SOURCE_DATABASE))
+	    !shm_source_is_live(in->source))
 		return -EINVAL;
 	struct shm_prices *p = s->prices;
 	uint64_t h = util_hash64(in->zone_id, len, s->hash_seed);
@@ -559,7 +559,7 @@ void shm__prices_check(const struct shm *s, struct shm_check_report *r)
 		if (!(c.flags & SHM_PRICE_F_USED))
 			continue;
 		bool bad = c.zone_len == 0 || c.zone_len > PROTO_ZONE_ID_MAX ||
-		           (c.source != EQ_SOURCE_REDIS && c.source != EQ_SOURCE_DATABASE) ||
+		           !shm_source_is_live(c.source) ||
 		           !isfinite(c.base_fare) || !isfinite(c.surge_multiplier);
 		if (!bad && util_hash64(c.zone_id, c.zone_len, s->hash_seed) != c.hash)
 			bad = true;

@@ -69,7 +69,8 @@
 	X(REDIS,     "redis")          \
 	X(DATABASE,  "database")       \
 	X(STALE,     "stale")          \
-	X(DEFAULT,   "default")
+	X(DEFAULT,   "default")        \
+	X(REDIS_REPLICA, "redis_replica")
 
 /* HTTP endpoints as counted in eq_requests_total{endpoint}. */
 #define EQ_ENDPOINT_TBL(X)             \

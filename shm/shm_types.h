@@ -34,15 +34,16 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
 
 #define SHM_MAGIC            "EQSHMSEG"     /* 8 bytes, no NUL */
-#define SHM_VERSION_MAJOR    4              /* incr. on any size/order change
+#define SHM_VERSION_MAJOR    5              /* incr. on any size/order change
                                              * (2: the ring's consumer word, ring 2.0;
                                              * the override record in the mode table;
                                              * 2.1: the supervisor's version string;
                                              * 3: postgres pg_flags/replay_lag_ms in the
                                              * component record;
-                                             * 4: the dead event counter, the spool dir) */
+                                             * 4: the dead event counter, the spool dir;
+                                             * 5: source redis_replica sizes answers) */
 #define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
-                                             * (4.1: the workers' streams_open gauge) */
+                                             * (5.1: the workers' streams_open gauge) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -90,7 +91,7 @@ _Static_assert(EQ_MODE__COUNT <= 4 && EQ_OVERRIDE__COUNT <= 4, "modes fit the mo
 _Static_assert(EQ_MODE__COUNT == 3, "EQ_MODE_TBL sizes ms_total and counters: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_COMP__COUNT == 5, "EQ_COMPONENT_TBL sizes the component section: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_ROLE__COUNT == 3, "EQ_ROLE_TBL sizes worker_restarts: bump SHM_VERSION_MAJOR");
-_Static_assert(EQ_SOURCE__COUNT == 4, "EQ_SOURCE_TBL sizes answers: bump SHM_VERSION_MAJOR");
+_Static_assert(EQ_SOURCE__COUNT == 5, "EQ_SOURCE_TBL sizes answers: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_EP__COUNT == 8, "EQ_ENDPOINT_TBL sizes requests: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_HTTP__COUNT == 11, "EQ_HTTP_CODE_TBL sizes requests: bump SHM_VERSION_MAJOR");
 _Static_assert(EQ_LATENCY_BUCKETS == 12, "EQ_LATENCY_BUCKET_TBL sizes latency_bucket: bump SHM_VERSION_MAJOR");
@@ -279,7 +280,7 @@ struct shm_worker_counters {
 	_Atomic uint64_t streams_open;       /* eq-pricing: live streams open now (gauge) */
 	uint8_t reserved[120];
 };
-_Static_assert(sizeof(struct shm_worker_counters) == 2608, "worker counters size: bump SHM_VERSION_MAJOR");
+_Static_assert(sizeof(struct shm_worker_counters) == 2616, "worker counters size: bump SHM_VERSION_MAJOR");
 _Static_assert(sizeof(struct shm_worker_counters) % 8 == 0, "worker counters stay 8-byte aligned");
 
 #define SHM_SPOOL_DIR_MAX 248                /* spool.dir bytes with the NUL (config lines are < 200) */
@@ -301,7 +302,7 @@ struct shm_counters {
 	struct shm_worker_counters workers[SHM_MAX_WORKERS];
 };
 _Static_assert(offsetof(struct shm_counters, workers) == 1088, "counters header size: bump SHM_VERSION_MAJOR");
-_Static_assert(sizeof(struct shm_counters) == 1088 + SHM_MAX_WORKERS * 2608,
+_Static_assert(sizeof(struct shm_counters) == 1088 + SHM_MAX_WORKERS * 2616,
                "counters size: bump SHM_VERSION_MAJOR");
 
 /* Stale-price table: open addressing over `slots` entries (slots =
@@ -330,7 +331,7 @@ struct shm_price_entry {
 	int32_t demand_count;
 	uint64_t updated_ms;                 /* source's updated_at (unix ms), 0 = none */
 	uint64_t read_ms;                    /* when read live (unix ms) */
-	uint8_t source;                      /* EQ_SOURCE_REDIS or EQ_SOURCE_DATABASE */
+	uint8_t source;                      /* a live source: EQ_SOURCE_REDIS, _REDIS_REPLICA, _DATABASE */
 	uint8_t zone_len;                    /* 1..64 */
 	uint8_t flags;                       /* SHM_PRICE_F_* */
 	uint8_t pad[5];

@@ -39,8 +39,20 @@ struct spool_seg {
 	uint64_t nrecords;                   /* valid records */
 	uint64_t size;                       /* valid bytes (rw: the file length) */
 	uint64_t scanned_end;                /* bytes checked at open (corruption beyond is new) */
+	uint64_t min_ts_ms;                  /* oldest record ts in the segment */
+	uint64_t min_ts_seq;                 /* seq of that record, 0 = no record */
 	int fd;                              /* -1 when closed */
 };
+
+/* Keeps a segment's oldest record (by ts): records are in seq order, not ts
+ * order (a record librdkafka timed out comes back after newer ones). */
+static void seg_note_ts(struct spool_seg *s, uint64_t seq, uint64_t ts_ms)
+{
+	if (s->min_ts_seq == 0 || ts_ms < s->min_ts_ms) {
+		s->min_ts_ms = ts_ms;
+		s->min_ts_seq = seq;
+	}
+}
 
 /* A record handed out by spool_next() and not yet popped.  Entries are in
  * increasing seq order; acked ones behind an unacked front wait there. */
@@ -475,6 +487,7 @@ static int seg_scan(struct spool *sp, struct spool_seg *s, bool last, uint64_t *
 				s->first_seq = pr.seq;
 			s->last_seq = pr.seq;
 			s->nrecords++;
+			seg_note_ts(s, pr.seq, pr.ts_ms);
 			if (pr.seq <= sp->acked_through)
 				sp->acked_records++;
 			prev_seq = pr.seq;
@@ -951,6 +964,8 @@ int spool_appendv(struct spool *sp, const struct spool_item *items, size_t n,
 		s->first_seq = sp->next_seq;
 	s->last_seq = sp->next_seq + n - 1;
 	s->nrecords += n;
+	for (size_t i = 0; i < n; i++)
+		seg_note_ts(s, sp->next_seq + i, items[i].ts_ms);
 	s->size += total;
 	if (first_seq)
 		*first_seq = sp->next_seq;
@@ -1227,15 +1242,31 @@ uint64_t spool_unread(const struct spool *sp)
 	return sp->total_records - sp->acked_records - sp->inf_len;
 }
 
+/*
+ * The oldest unacknowledged record's ts.  The replay front (the first
+ * record in flight, else the next unread one) is the oldest by seq, but not
+ * always by ts: a record that timed out inside librdkafka is spooled after
+ * newer ones.  So each segment's oldest record counts too while it is not
+ * acknowledged (seq > acked_through: exact for that record; an older
+ * record behind it in a partly acknowledged segment is only seen through
+ * the front).  O(segments).
+ */
 uint64_t spool_oldest_ts(struct spool *sp)
 {
-	if (sp->inf_len > 0)
-		return inf_at(sp, 0)->ts_ms;
+	uint64_t best = 0;
 	struct parsed pr;
 	uint64_t next_off;
-	if (cursor_peek(sp, &pr, &next_off) == 0)
-		return pr.ts_ms;
-	return 0;
+	if (sp->inf_len > 0)
+		best = inf_at(sp, 0)->ts_ms;
+	else if (cursor_peek(sp, &pr, &next_off) == 0)
+		best = pr.ts_ms;
+	for (size_t i = 0; i < sp->nsegs; i++) {
+		const struct spool_seg *s = &sp->segs[i];
+		if (s->min_ts_seq > sp->acked_through && s->min_ts_ms != 0 &&
+		    (best == 0 || s->min_ts_ms < best))
+			best = s->min_ts_ms;
+	}
+	return best;
 }
 
 void spool_stats(struct spool *sp, struct spool_stats *st)

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from eqtest import free_port, http, util, wait_for
+from eqtest.redis import Redis
 
 EQUILIBRIUMD = util.build_path("supervisor", "equilibriumd")
 EQCTL = util.build_path("eqctl", "eqctl")
@@ -68,13 +69,14 @@ class DevUp:
     """One deploy/dev/up process in its own session (a terminal's
     foreground job), output in a log file."""
 
-    def __init__(self, repo, log_path):
+    def __init__(self, repo, log_path, args=()):
         self.repo, self.log_path = repo, log_path
         self.dev = os.path.join(repo, ".eqdev")
         env = dict(os.environ, EQ_BUILD_DIR=util.build_dir())
         self.log = open(log_path, "ab")
         self.offset = self.log.tell()          # this run's output starts here
-        self.proc = subprocess.Popen([os.path.join(repo, "deploy", "dev", "up"), "--no-build"],
+        self.proc = subprocess.Popen([os.path.join(repo, "deploy", "dev", "up"), "--no-build",
+                                      *args],
                                      cwd=repo, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -285,5 +287,60 @@ def test_dev_up_from_a_private_checkout_serves_fails_over_and_stops_cleanly(priv
         assert up.wait_exit() == 143, up.output()[-3000:]
         wait_for(lambda: not _alive(pids), timeout=10,
                  desc="every process deploy/dev/up started gone after SIGTERM")
+    finally:
+        up.close()
+
+
+def test_dev_up_ha_runs_sentinels_replica_three_brokers_and_stops_them(private_checkout, tmp_path):
+    """deploy/dev/up --ha: master + replica + three Sentinels, primary +
+    standby, three brokers; the failover drill it prints works (the master
+    SIGKILLed: Sentinel names the replica; a broker down with its leaders
+    moved: events still accepted); SIGTERM stops every one of them."""
+    repo = private_checkout
+    up = DevUp(repo, str(tmp_path / "up.log"), args=("--ha",))
+    try:
+        up.wait_ready()
+        out = up.output()
+        for drill in ("Failover drill", "kill the master", "sentinel get-master-addr-by-name",
+                      "pg_ctl -D", "promote", "move-leaders 2"):
+            assert drill in out, f"failover drill lacks {drill!r}:\n{out[-3000:]}"
+        ports = up.ports
+        sentinels = [int(ports[f"SENTINEL_PORT_{i}"]) for i in (1, 2, 3)]
+        conf = open(os.path.join(repo, ".eqdev", "equilibrium.conf")).read()
+        assert f"replicas = 127.0.0.1:{ports['REDIS_REPLICA_PORT']}" in conf, conf
+        assert "sentinels = " + ",".join(f"127.0.0.1:{p}" for p in sentinels) in conf, conf
+        with open(os.path.join(repo, ".eqdev", "kafka.bootstrap")) as f:
+            assert f.read().strip().count(",") == 2          # three brokers
+        replica = Redis("/nonexistent", port=int(ports["REDIS_REPLICA_PORT"]))
+        assert replica.cmd("ROLE")[0] == "slave"
+        master_port = int(ports["REDIS_PORT"])
+        s1 = Redis("/nonexistent", port=sentinels[0])
+        assert s1.cmd("SENTINEL", "get-master-addr-by-name", "mymaster") == \
+            ["127.0.0.1", str(master_port)]
+        pids = up.started_pids()
+        for name in ("redis-replica.pid", "sentinel-1.pid", "sentinel-2.pid", "sentinel-3.pid"):
+            with open(os.path.join(up.dev, name)) as f:
+                p = int(f.read().split()[0])
+            pids.append((p, util.pid_starttime(p)))
+
+        # The drill: the master SIGKILLed, Sentinel promotes the replica.
+        with open(os.path.join(up.dev, "redis.pid")) as f:
+            os.kill(int(f.read().split()[0]), signal.SIGKILL)
+        wait_for(lambda: s1.cmd("SENTINEL", "get-master-addr-by-name", "mymaster") ==
+                 ["127.0.0.1", ports["REDIS_REPLICA_PORT"]], timeout=20,
+                 desc="Sentinel to name the replica master")
+        # A broker down, its leaders moved: events are still accepted.
+        with open(os.path.join(up.dev, "kafka.ctl"), "w") as f:
+            f.write("down 2\nmove-leaders 2\n")
+        status, _h, body = http.request(
+            int(ports["HTTP_PORT"]), "POST", "/v1/events",
+            body={"type": "demand", "zone_id": "downtown", "count": 1},
+            headers={"Authorization": f"Bearer {up.token}"})
+        assert status == 202, body
+
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.wait_exit() == 143, up.output()[-3000:]
+        wait_for(lambda: not _alive(pids), timeout=15,
+                 desc="every process deploy/dev/up --ha started gone after SIGTERM")
     finally:
         up.close()

@@ -1,8 +1,12 @@
 /*
  * pr_backend: the live price sources on backend/'s clients (see
  * pr_backend.h).  One be_redis client (HGETALL pricing:{zone_id}; lookups
- * from concurrent requests pipeline on its one connection) and up to two
- * be_pg clients (primary, backup; pipelined prepared SELECT).  The
+ * from concurrent requests pipeline on its one connection), one more per
+ * redis.replicas entry (the backup cache: each its own connection and
+ * circuit; a lookup asks one replica, taking turns among those whose
+ * circuit is closed, so one dead replica costs at most one timeout before
+ * its circuit opens) and up to two be_pg clients (primary, backup;
+ * pipelined prepared SELECT).  The
  * primary-then-backup order is the chain's (pr_price.c), which also skips
  * a database the prober marks failed; this file only maps one call to one
  * client and translates answers.
@@ -36,6 +40,10 @@ struct pr_bcall {
 struct pr_backend {
 	uv_loop_t *loop;
 	struct be_redis *redis;
+	struct be_redis *replica[CONF_MAX_HOSTS]; /* redis.replicas; NULL = refused */
+	unsigned n_replicas;                 /* entries in redis.replicas */
+	unsigned next_replica;               /* where the next lookup starts looking */
+	struct conf_hostports r_replicas;    /* what the replicas were created from */
 	struct be_pg *pg[2];                 /* primary, backup; NULL = none */
 	bool pg_configured[2];               /* conninfo given (even if refused) */
 	char redis_key[CONF_STR_MAX + 96];   /* scratch for "pricing:{zone}" */
@@ -197,7 +205,24 @@ static bool op_configured(void *impl, enum pr_src_id id)
 
 	if (id == PR_SRC_REDIS)
 		return true;
+	if (id == PR_SRC_REDIS_REPLICA)
+		return b->n_replicas > 0;
 	return b->pg_configured[id - PR_SRC_PG_PRIMARY];
+}
+
+/* The replica the next lookup goes to: the first from next_replica on
+ * whose circuit is closed, or NULL. */
+static struct be_redis *replica_pick(struct pr_backend *b, bool advance)
+{
+	for (unsigned k = 0; k < b->n_replicas; k++) {
+		unsigned i = (b->next_replica + k) % b->n_replicas;
+		if (b->replica[i] && be_redis_state(b->replica[i]) != BE_STATE_OPEN) {
+			if (advance)
+				b->next_replica = (i + 1) % b->n_replicas;
+			return b->replica[i];
+		}
+	}
+	return NULL;
 }
 
 static bool op_usable(void *impl, enum pr_src_id id)
@@ -206,6 +231,8 @@ static bool op_usable(void *impl, enum pr_src_id id)
 
 	if (id == PR_SRC_REDIS)
 		return b->redis && be_redis_state(b->redis) != BE_STATE_OPEN;
+	if (id == PR_SRC_REDIS_REPLICA)
+		return replica_pick(b, false) != NULL;
 	return b->pg[id - PR_SRC_PG_PRIMARY] &&
 	       be_pg_state(b->pg[id - PR_SRC_PG_PRIMARY]) != BE_STATE_OPEN;
 }
@@ -221,12 +248,13 @@ static void op_get(void *impl, enum pr_src_id id, const char *zone, size_t len,
 		cb(ctx, PR_SRC_DOWN, NULL);
 		return;
 	}
-	if (id == PR_SRC_REDIS) {
-		if (b->redis) {
+	if (id == PR_SRC_REDIS || id == PR_SRC_REDIS_REPLICA) {
+		struct be_redis *r = id == PR_SRC_REDIS ? b->redis : replica_pick(b, true);
+		if (r) {
 			memcpy(b->redis_key, "pricing:", 8);
 			memcpy(b->redis_key + 8, zone, len);
 			b->redis_key[8 + len] = '\0';
-			rc = be_redis_hgetall(b->redis, b->redis_key, on_redis, c);
+			rc = be_redis_hgetall(r, b->redis_key, on_redis, c);
 		}
 	} else {
 		struct be_pg *pg = b->pg[id - PR_SRC_PG_PRIMARY];
@@ -274,6 +302,51 @@ static void redis_open(struct pr_backend *b, const struct conf *c)
 	b->r_timeout = c->redis.timeout_ms;
 }
 
+/* One client per redis.replicas entry, with the master's password, db and
+ * timeout.  Names in the list are resolved off the loop by the client. */
+static void replicas_open(struct pr_backend *b, const struct conf *c)
+{
+	b->r_replicas = c->redis.replicas;
+	b->n_replicas = c->redis.replicas.n;
+	b->next_replica = 0;
+	for (unsigned i = 0; i < b->n_replicas; i++) {
+		const struct conf_hostport *hp = &c->redis.replicas.a[i];
+		struct be_redis_opts o = { 0 };
+		char name[96];
+		int rc;
+
+		snprintf(name, sizeof(name), "redis_replica %.64s:%u", hp->host, hp->port);
+		o.host = hp->host;
+		o.port = hp->port;
+		o.password = c->redis.password;
+		o.db = c->redis.db;
+		o.timeout_ms = c->redis.timeout_ms;
+		o.log_name = name;
+		rc = be_redis_create(b->loop, &o, &b->replica[i]);
+		if (rc != 0)
+			log_err("redis.replicas: cannot create the client for %s:%u: %s; that replica "
+			        "is skipped", hp->host, hp->port, strerror(-rc));
+	}
+}
+
+static void replicas_close(struct pr_backend *b)
+{
+	for (unsigned i = 0; i < CONF_MAX_HOSTS; i++)
+		be_redis_destroy(&b->replica[i]);
+	b->n_replicas = 0;
+}
+
+static bool replicas_changed(const struct pr_backend *b, const struct conf *c)
+{
+	if (b->r_replicas.n != c->redis.replicas.n)
+		return true;
+	for (unsigned i = 0; i < c->redis.replicas.n; i++)
+		if (strcmp(b->r_replicas.a[i].host, c->redis.replicas.a[i].host) != 0 ||
+		    b->r_replicas.a[i].port != c->redis.replicas.a[i].port)
+			return true;
+	return false;
+}
+
 static void pg_open(struct pr_backend *b, const struct conf *c, int i)
 {
 	const char *ci = i == 0 ? c->postgres.primary : c->postgres.backup;
@@ -304,6 +377,7 @@ int pr_backend_create(uv_loop_t *loop, const struct conf *c, struct pr_backend *
 		return -ENOMEM;
 	b->loop = loop;
 	redis_open(b, c);
+	replicas_open(b, c);
 	pg_open(b, c, 0);
 	pg_open(b, c, 1);
 	*out = b;
@@ -320,6 +394,12 @@ void pr_backend_reload(struct pr_backend *b, const struct conf *c)
 		log_info("redis settings changed: reconnecting");
 		be_redis_destroy(&b->redis);
 		redis_open(b, c);
+		replicas_close(b);
+		replicas_open(b, c);
+	} else if (replicas_changed(b, c)) {
+		log_info("redis.replicas changed: reconnecting to the replicas");
+		replicas_close(b);
+		replicas_open(b, c);
 	}
 	pg_timeout_changed = b->p_timeout != c->postgres.timeout_ms;
 
@@ -338,6 +418,7 @@ void pr_backend_close(struct pr_backend *b)
 	if (b == NULL)
 		return;
 	be_redis_destroy(&b->redis);
+	replicas_close(b);
 	be_pg_destroy(&b->pg[0]);
 	be_pg_destroy(&b->pg[1]);
 }

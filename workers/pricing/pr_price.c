@@ -13,6 +13,7 @@
 
 /* Confidence per row of DESIGN.md's source table (default: from conf). */
 #define CONF_REDIS       1.0
+#define CONF_REPLICA     0.95
 #define CONF_DATABASE    0.9
 #define CONF_STALE_TTL   0.7
 #define CONF_VERY_STALE  0.5
@@ -203,6 +204,9 @@ static void finish_live(struct pr_lookup *l, enum eq_source src, const struct pr
 	if (src == EQ_SOURCE_REDIS) {
 		a.confidence = CONF_REDIS;
 		a.freshness = "real-time";
+	} else if (src == EQ_SOURCE_REDIS_REPLICA) {
+		a.confidence = CONF_REPLICA;
+		a.freshness = "real-time";
 	} else {
 		a.confidence = CONF_DATABASE;
 		a.freshness = "stale";
@@ -224,12 +228,16 @@ static enum pr_reason redis_reason(enum pr_src_status st)
 	}
 }
 
-static enum eq_component src_component(enum pr_src_id id)
+/* The prober's component for id, or -1: the replicas have no component
+ * of their own yet (XXX issue 11: component redis_replica), so only their
+ * local circuits decide. */
+static int src_component(enum pr_src_id id)
 {
 	switch (id) {
-	case PR_SRC_REDIS:      return EQ_COMP_REDIS;
-	case PR_SRC_PG_PRIMARY: return EQ_COMP_PG_PRIMARY;
-	default:                return EQ_COMP_PG_BACKUP;
+	case PR_SRC_REDIS:         return EQ_COMP_REDIS;
+	case PR_SRC_REDIS_REPLICA: return -1;
+	case PR_SRC_PG_PRIMARY:    return EQ_COMP_PG_PRIMARY;
+	default:                   return EQ_COMP_PG_BACKUP;
 	}
 }
 
@@ -237,9 +245,11 @@ static enum eq_component src_component(enum pr_src_id id)
  * prober, and its local circuit closed. */
 static bool src_callable(const struct pr_price *e, enum pr_src_id id)
 {
+	int comp = src_component(id);
+
 	if (!e->ops.configured(e->ops.impl, id))
 		return false;
-	if (shm_component_state(e->shm, src_component(id)) == EQ_CSTATE_FAILED)
+	if (comp >= 0 && shm_component_state(e->shm, (enum eq_component)comp) == EQ_CSTATE_FAILED)
 		return false;
 	return e->ops.usable(e->ops.impl, id);
 }
@@ -301,6 +311,35 @@ static void ask_db(struct pr_lookup *l, enum pr_src_id from)
 	after_live(l);
 }
 
+/* A replica answered (or did not).  Whatever it says, the reason is the
+ * master's: that is why the replica was asked.  A replica's miss is not
+ * authoritative (it may lag its master): the database is asked. */
+static void on_replica(void *ctx, enum pr_src_status st, const struct pr_src_price *p)
+{
+	struct pr_lookup *l = ctx;
+
+	if (st == PR_SRC_OK) {
+		finish_live(l, EQ_SOURCE_REDIS_REPLICA, p, redis_reason(l->redis));
+		return;
+	}
+	ask_db(l, PR_SRC_PG_PRIMARY);
+}
+
+/* The master did not give a price.  A miss goes to the database (a
+ * replica knows no more than its master); down or slow goes to a replica
+ * first when one may be called. */
+static void after_master(struct pr_lookup *l, enum pr_src_status st)
+{
+	struct pr_price *e = l->e;
+
+	l->redis = st;
+	if (st != PR_SRC_MISS && src_callable(e, PR_SRC_REDIS_REPLICA)) {
+		e->ops.get(e->ops.impl, PR_SRC_REDIS_REPLICA, l->zone, l->len, on_replica, l);
+		return;
+	}
+	ask_db(l, PR_SRC_PG_PRIMARY);
+}
+
 static void on_redis(void *ctx, enum pr_src_status st, const struct pr_src_price *p)
 {
 	struct pr_lookup *l = ctx;
@@ -309,8 +348,7 @@ static void on_redis(void *ctx, enum pr_src_status st, const struct pr_src_price
 		finish_live(l, EQ_SOURCE_REDIS, p, PR_REASON_NONE);
 		return;
 	}
-	l->redis = st;
-	ask_db(l, PR_SRC_PG_PRIMARY);
+	after_master(l, st);
 }
 
 static void start_live(struct pr_lookup *l)
@@ -318,8 +356,7 @@ static void start_live(struct pr_lookup *l)
 	struct pr_price *e = l->e;
 
 	if (!src_callable(e, PR_SRC_REDIS)) {
-		l->redis = PR_SRC_DOWN;
-		ask_db(l, PR_SRC_PG_PRIMARY);
+		after_master(l, PR_SRC_DOWN);
 		return;
 	}
 	e->ops.get(e->ops.impl, PR_SRC_REDIS, l->zone, l->len, on_redis, l);

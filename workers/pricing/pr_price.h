@@ -7,7 +7,9 @@
  * the zone's stale-price entry after every live read (shm_prices_store).
  *
  *   normal     Redis (unless the prober marks it failed or its circuit is
- *              open) -> PostgreSQL primary -> backup -> stale -> default
+ *              open) -> a Redis replica (only when the master did not
+ *              answer: down, refused, timed out; never after a miss)
+ *              -> PostgreSQL primary -> backup -> stale -> default
  *   degraded   a stale entry read live less than degraded_stale_ttl_ms ago,
  *              without a backend call; else the normal chain
  *   emergency  no backend call: default, or (emergency_pricing = stale)

@@ -1,6 +1,6 @@
 /*
  * pr_src: what the fallback chain (pr_price) needs from a live price source
- * — Redis, the PostgreSQL primary, the backup — as a small table of
+ * — Redis, a Redis replica, the PostgreSQL primary, the backup — as a small table of
  * functions.  pr_backend.c implements it on the shared async clients in
  * backend/ (hiredis on libuv, non-blocking libpq); the chain's own unit
  * tests implement it with scripted answers.
@@ -20,7 +20,8 @@
 #include <stdint.h>
 
 enum pr_src_id {
-	PR_SRC_REDIS,
+	PR_SRC_REDIS,                        /* the master */
+	PR_SRC_REDIS_REPLICA,                /* one of redis.replicas (the backup cache) */
 	PR_SRC_PG_PRIMARY,
 	PR_SRC_PG_BACKUP,
 	PR_SRC__COUNT,

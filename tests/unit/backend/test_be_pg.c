@@ -232,6 +232,37 @@ START_TEST(test_pg_zone_miss)
 }
 END_TEST
 
+/* numeric accepts NaN and (PostgreSQL 14+) Infinity: such a row is not a
+ * price (it would poison answers, eqctl check and quote encoding). */
+START_TEST(test_pg_zone_non_finite_is_refused)
+{
+	static const char *const bad[][2] = {
+		{ "nan-fare", "'NaN', 1.5" }, { "inf-fare", "'Infinity', 1.5" },
+		{ "nan-mult", "12.5, 'NaN'" }, { "ninf-mult", "12.5, '-Infinity'" },
+	};
+	struct ctx x;
+	struct be_pg_opts o = opts_for(PG.conninfo, 2000);
+	char sql[256];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(sql, sizeof(sql), "INSERT INTO current_zone_status VALUES ('%s', %s, 1, 2, now()) "
+		         "ON CONFLICT (zone_id) DO NOTHING", bad[i][0], bad[i][1]);
+		ck_assert_int_eq(tb_pg_sql(&PG, sql), 0);
+	}
+	ctx_init(&x);
+	create(&x, &o);
+	for (int i = 0; i < 4; i++)
+		zone(&x, i, bad[i][0]);
+	for (int i = 0; i < 4; i++) {
+		ck_assert(wait_call(&x, i, 3000));
+		ck_assert_msg(x.calls[i].err == BE_ERR_PROTOCOL, "%s: err %d, fare %f", bad[i][0],
+		              x.calls[i].err, x.calls[i].zone.base_fare);
+		ck_assert(!x.calls[i].found);
+	}
+	ctx_fini(&x);
+}
+END_TEST
+
 START_TEST(test_pg_query_and_sql_error)
 {
 	struct ctx x;
@@ -685,6 +716,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, pg_up, NULL);
 	tcase_add_test(tc, test_pg_zone_hit);
 	tcase_add_test(tc, test_pg_zone_miss);
+	tcase_add_test(tc, test_pg_zone_non_finite_is_refused);
 	tcase_add_test(tc, test_pg_query_and_sql_error);
 	tcase_add_test(tc, test_pg_pipelined_500);
 	tcase_add_test(tc, test_pg_hostname_and_refused_strings);

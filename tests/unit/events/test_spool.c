@@ -209,6 +209,41 @@ END_TEST
 START_TEST(test_roundtrip_never) { roundtrip(SPOOL_FSYNC_NEVER); }
 END_TEST
 
+/* A record that comes back from librdkafka after newer ones is spooled
+ * behind them: the oldest undelivered time is still the oldest ts, until
+ * that record is acknowledged; and the same after a reopen (scan). */
+START_TEST(test_oldest_ts_is_by_time_not_position)
+{
+	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
+	struct spool_stats st;
+	struct spool_rec r;
+	uint64_t seq;
+	ck_assert_int_eq(spool_append(sp, "sys", 3, 5000, &seq), 0);   /* seq 1, newer */
+	ck_assert_int_eq(spool_append(sp, "sys", 3, 6000, &seq), 0);   /* seq 2 */
+	ck_assert_int_eq(spool_append(sp, "ev", 2, 1000, &seq), 0);    /* seq 3, timed out: older */
+	spool_stats(sp, &st);
+	ck_assert_uint_eq(st.oldest_ts_ms, 1000);
+	spool_close(&sp);
+	sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);                      /* found by the scan too */
+	spool_stats(sp, &st);
+	ck_assert_uint_eq(st.oldest_ts_ms, 1000);
+	for (int i = 0; i < 2; i++) {                                  /* deliver seq 1 and 2 */
+		ck_assert_int_eq(spool_next(sp, &r), 0);
+		ck_assert_int_eq(spool_ack(sp, r.seq), 0);
+	}
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
+	ck_assert_uint_eq(st.oldest_ts_ms, 1000);
+	ck_assert_int_eq(spool_next(sp, &r), 0);
+	ck_assert_uint_eq(r.seq, 3);
+	ck_assert_int_eq(spool_ack(sp, r.seq), 0);
+	ck_assert_int_eq(spool_commit(sp), 0);
+	spool_stats(sp, &st);
+	ck_assert_uint_eq(st.oldest_ts_ms, 0);                         /* nothing undelivered */
+	spool_close(&sp);
+}
+END_TEST
+
 START_TEST(test_reject_bad_lengths)
 {
 	struct spool *sp = open_spool(0, 0, SPOOL_FSYNC_NEVER);
@@ -885,6 +920,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, test_roundtrip_batch);
 	tcase_add_test(tc, test_roundtrip_always);
 	tcase_add_test(tc, test_roundtrip_never);
+	tcase_add_test(tc, test_oldest_ts_is_by_time_not_position);
 	tcase_add_test(tc, test_reject_bad_lengths);
 	tcase_add_test(tc, test_reopen_keeps_unacked);
 	tcase_add_test(tc, test_seq_never_reused);

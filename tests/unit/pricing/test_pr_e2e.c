@@ -98,6 +98,9 @@ static void *srv_main(void *arg)
 	return NULL;
 }
 
+/* redis.replicas for the next start_with ("" = none). */
+static char REPLICAS[64];
+
 /* Starts redis (unless no_redis) and the stack with extra INI lines. */
 static void start_with(const char *extra_ini, bool with_backup)
 {
@@ -114,11 +117,11 @@ static void start_with(const char *extra_ini, bool with_backup)
 	snprintf(ini, sizeof(ini),
 	         "[http]\nheader_timeout_ms = 2000\n"
 	         "[auth]\ntoken_sha256 = %s\n"
-	         "[redis]\nport = %d\ntimeout_ms = 100\n"
+	         "[redis]\nport = %d\ntimeout_ms = 100\nreplicas = %s\n"
 	         "[postgres]\nprimary = %s\nbackup = %s\ntimeout_ms = 500\n"
 	         "[zone:vip]\nbase_fare = 30\nsurge_multiplier = 2.5\n"
 	         "%s",
-	         hex, E.redis.port, PG[0].conninfo, with_backup ? PG[1].conninfo : "",
+	         hex, E.redis.port, REPLICAS, PG[0].conninfo, with_backup ? PG[1].conninfo : "",
 	         extra_ini ? extra_ini : "");
 	ck_assert_msg(conf_load_buffer("test.conf", ini, strlen(ini), &E.conf, &errs) == 0,
 	              "config: %s", errs.msg[0]);
@@ -285,6 +288,54 @@ START_TEST(database_rows_by_redis_outcome)
 	/* Redis down: redis_unavailable */
 	tb_redis_kill(&E.redis);
 	j = price("z2", 0);
+	expect(j, "database", "stale", 0.9, "redis_unavailable");
+	json_decref(j);
+	stop();
+}
+END_TEST
+
+/* The backup cache: a real redis-server replicating the master.  Master
+ * killed: the replica answers with its labels; a zone the master answered
+ * without never goes to the replica. */
+START_TEST(replica_answers_when_master_dies)
+{
+	struct tb_redis repl = { 0 };
+	uint64_t end;
+	json_t *j;
+	char src[32];
+	int st;
+
+	ck_assert_int_eq(tb_redis_start(&repl, 0), 0);
+	snprintf(REPLICAS, sizeof(REPLICAS), "127.0.0.1:%d", repl.port);
+	start();
+	REPLICAS[0] = '\0';
+	redis_hset("z5", "12.5", "1.7", 0);
+	pg_put(0, "z5", "20.0", "1 second");
+	ck_assert_int_ge(tb_redis_cmd(&repl, "REPLICAOF 127.0.0.1 %d", E.redis.port), 0);
+	end = util_mono_ms() + 10000;
+	while (tb_redis_cmd(&repl, "HLEN pricing:z5") != 4 && util_mono_ms() < end)
+		usleep(20000);
+	ck_assert_int_eq(tb_redis_cmd(&repl, "HLEN pricing:z5"), 4);
+	j = price("z5", NULL);
+	expect(j, "redis", "real-time", 1.0, NULL);
+	json_decref(j);
+	/* The master lacks z6: database, redis_miss; the replica is not asked
+	 * (it would not know more). */
+	pg_put(0, "z6", "21.0", "1 second");
+	j = price("z6", NULL);
+	expect(j, "database", "stale", 0.9, "redis_miss");
+	json_decref(j);
+
+	tb_redis_kill(&E.redis);
+	j = get_json("/v1/pricing/z5", &st, src, NULL);
+	ck_assert_int_eq(st, 200);
+	expect(j, "redis_replica", "real-time", 0.95, "redis_unavailable");
+	ck_assert_double_eq(jd(j, "base_fare"), 12.5);
+	ck_assert_str_eq(src, "redis_replica");
+	json_decref(j);
+	/* The replica is down too: the database, with the master's reason. */
+	tb_redis_kill(&repl);
+	j = price("z5", NULL);
 	expect(j, "database", "stale", 0.9, "redis_unavailable");
 	json_decref(j);
 	stop();
@@ -952,6 +1003,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, redis_row);
 	tcase_add_test(tc, database_rows_by_redis_outcome);
+	tcase_add_test(tc, replica_answers_when_master_dies);
 	tcase_add_test(tc, redis_hung_costs_one_timeout_then_nothing);
 	tcase_add_test(tc, concurrent_requests_during_hang_bounded);
 	tcase_add_test(tc, primary_down_backup_answers);

@@ -28,7 +28,7 @@ struct fake_src {
 
 struct fake {
 	struct fake_src s[PR_SRC__COUNT];
-	char calls[16];                      /* "R", "P", "B" in call order */
+	char calls[16];                      /* "R", "r" (replica), "P", "B" in call order */
 	unsigned ncalls;
 };
 
@@ -51,7 +51,7 @@ static void f_get(void *impl, enum pr_src_id id, const char *zone, size_t len, p
 
 	(void)zone;
 	(void)len;
-	f->calls[f->ncalls++] = "RPB"[id];
+	f->calls[f->ncalls++] = "RrPB"[id];
 	if (s->async) {
 		s->held_cb = cb;
 		s->held_ctx = ctx;
@@ -103,6 +103,7 @@ static void setup(void)
 		F.s[i].usable = true;
 		F.s[i].st = PR_SRC_DOWN;
 	}
+	F.s[PR_SRC_REDIS_REPLICA].configured = false;    /* the replica tests turn it on */
 	ck_assert_int_eq(pr_price_create(SHM, CONF, &fake_ops, &ENG), 0);
 	answered = 0;
 }
@@ -256,6 +257,104 @@ START_TEST(redis_failed_in_shm_is_not_called)
 	set_state(EQ_COMP_REDIS, EQ_CSTATE_UNHEALTHY);
 	lookup("z2");
 	ASSERT_ANSWER("redis", "real-time", 1.0, PR_REASON_NONE);
+}
+END_TEST
+
+/* ---- the replica tier (the backup cache) ---- */
+
+START_TEST(replica_answers_when_master_down)
+{
+	struct shm_price st;
+
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	src_ok(PR_SRC_REDIS_REPLICA, 12.0, 1.6, 0);
+	src_ok(PR_SRC_PG_PRIMARY, 20.0, 1.1, 0);
+	lookup("z2");
+	ASSERT_ANSWER("redis_replica", "real-time", 0.95, PR_REASON_REDIS_UNAVAILABLE);
+	ck_assert_str_eq(F.calls, "Rr");
+	ck_assert_double_eq(ANS.base_fare, 12.0);
+	ck_assert_uint_eq(ANS.age_ms, 0);
+	/* a live read: the stale entry is refreshed, labelled with its source */
+	ck_assert_int_eq(shm_prices_lookup(SHM, "z2", 2, &st), 0);
+	ck_assert_int_eq(st.source, EQ_SOURCE_REDIS_REPLICA);
+	ck_assert_double_eq(st.base_fare, 12.0);
+}
+END_TEST
+
+START_TEST(replica_answers_after_master_timeout)
+{
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	F.s[PR_SRC_REDIS].st = PR_SRC_TIMEOUT;
+	src_ok(PR_SRC_REDIS_REPLICA, 12.0, 1.6, 0);
+	lookup("z2");
+	ASSERT_ANSWER("redis_replica", "real-time", 0.95, PR_REASON_REDIS_TIMEOUT);
+	ck_assert_str_eq(F.calls, "Rr");
+}
+END_TEST
+
+START_TEST(replica_never_asked_after_master_miss)
+{
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	F.s[PR_SRC_REDIS].st = PR_SRC_MISS;
+	src_ok(PR_SRC_REDIS_REPLICA, 12.0, 1.6, 0);
+	src_ok(PR_SRC_PG_PRIMARY, 20.0, 1.1, 0);
+	lookup("z2");
+	ASSERT_ANSWER("database", "stale", 0.9, PR_REASON_REDIS_MISS);
+	ck_assert_str_eq(F.calls, "RP");
+}
+END_TEST
+
+START_TEST(replica_down_or_missing_then_database_with_masters_reason)
+{
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	F.s[PR_SRC_REDIS].st = PR_SRC_TIMEOUT;
+	src_ok(PR_SRC_PG_PRIMARY, 20.0, 1.1, 0);
+	F.s[PR_SRC_REDIS_REPLICA].st = PR_SRC_DOWN;
+	lookup("z2");
+	ASSERT_ANSWER("database", "stale", 0.9, PR_REASON_REDIS_TIMEOUT);
+	ck_assert_str_eq(F.calls, "RrP");
+	/* a replica's miss is not authoritative (it may lag): the database decides */
+	F.s[PR_SRC_REDIS_REPLICA].st = PR_SRC_MISS;
+	lookup("z2");
+	ASSERT_ANSWER("database", "stale", 0.9, PR_REASON_REDIS_TIMEOUT);
+	ck_assert_str_eq(F.calls, "RrP");
+}
+END_TEST
+
+START_TEST(replica_open_circuit_or_unconfigured_is_skipped)
+{
+	src_ok(PR_SRC_REDIS_REPLICA, 12.0, 1.6, 0);
+	src_ok(PR_SRC_PG_PRIMARY, 20.0, 1.1, 0);
+	lookup("z2");                        /* not configured */
+	ASSERT_ANSWER("database", "stale", 0.9, PR_REASON_REDIS_UNAVAILABLE);
+	ck_assert_str_eq(F.calls, "RP");
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	F.s[PR_SRC_REDIS_REPLICA].usable = false;    /* every replica's circuit open */
+	lookup("z2");
+	ASSERT_ANSWER("database", "stale", 0.9, PR_REASON_REDIS_UNAVAILABLE);
+	ck_assert_str_eq(F.calls, "RP");
+}
+END_TEST
+
+START_TEST(replica_asked_when_master_failed_or_open)
+{
+	F.s[PR_SRC_REDIS_REPLICA].configured = true;
+	src_ok(PR_SRC_REDIS, 12.5, 1.7, 0);
+	src_ok(PR_SRC_REDIS_REPLICA, 12.0, 1.6, 0);
+	set_state(EQ_COMP_REDIS, EQ_CSTATE_FAILED);
+	lookup("z2");
+	ASSERT_ANSWER("redis_replica", "real-time", 0.95, PR_REASON_REDIS_UNAVAILABLE);
+	ck_assert_str_eq(F.calls, "r");
+	set_state(EQ_COMP_REDIS, EQ_CSTATE_HEALTHY);
+	F.s[PR_SRC_REDIS].usable = false;
+	lookup("z2");
+	ASSERT_ANSWER("redis_replica", "real-time", 0.95, PR_REASON_REDIS_UNAVAILABLE);
+	ck_assert_str_eq(F.calls, "r");
+	/* the master back: the replica is not asked */
+	F.s[PR_SRC_REDIS].usable = true;
+	lookup("z2");
+	ASSERT_ANSWER("redis", "real-time", 1.0, PR_REASON_NONE);
+	ck_assert_str_eq(F.calls, "R");
 }
 END_TEST
 
@@ -566,6 +665,12 @@ static Suite *suite(void)
 	tcase_add_test(tc, redis_down_then_database);
 	tcase_add_test(tc, redis_failed_in_shm_is_not_called);
 	tcase_add_test(tc, redis_open_circuit_is_not_called);
+	tcase_add_test(tc, replica_answers_when_master_down);
+	tcase_add_test(tc, replica_answers_after_master_timeout);
+	tcase_add_test(tc, replica_never_asked_after_master_miss);
+	tcase_add_test(tc, replica_down_or_missing_then_database_with_masters_reason);
+	tcase_add_test(tc, replica_open_circuit_or_unconfigured_is_skipped);
+	tcase_add_test(tc, replica_asked_when_master_failed_or_open);
 	tcase_add_test(tc, primary_down_then_backup);
 	tcase_add_test(tc, primary_failed_or_open_is_skipped);
 	tcase_add_test(tc, primary_miss_is_authoritative);
