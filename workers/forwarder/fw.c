@@ -27,51 +27,63 @@ static uint64_t jitter(uint32_t ms)
 	return ms / 2 + (ms ? r % (ms / 2 + 1) : 0);
 }
 
-void fw__kafka_transition(struct fw *f, enum fw_kevent ev, const char *why)
+static const char *topic_name(const struct fw *f, unsigned t)
 {
-	int next = fw_kstate_next(f->kstate, ev);
-	assert(next >= 0 && "Kafka event without meaning in this state");
-	enum fw_kstate from = f->kstate;
-	f->kstate = (enum fw_kstate)next;
-	if (f->kstate == from)
-		return;
-	log_debug("forwarder: Kafka %s --%s--> %s", fw_kstate_name(from), fw_kevent_name(ev),
-	          fw_kstate_name(f->kstate));
+	return f->kafka ? fw_kafka_topic_name(f->kafka, t) : "?";
+}
 
-	switch (f->kstate) {
+void fw__kafka_transition(struct fw *f, unsigned t, enum fw_kevent ev, const char *why)
+{
+	struct fw_topic *h = &f->th[t];
+	int next = fw_kstate_next(h->st, ev);
+	assert(next >= 0 && "Kafka event without meaning in this state");
+	enum fw_kstate from = h->st;
+	h->st = (enum fw_kstate)next;
+	if (h->st == from)
+		return;
+	log_debug("forwarder: Kafka topic %s %s --%s--> %s", topic_name(f, t), fw_kstate_name(from),
+	          fw_kevent_name(ev), fw_kstate_name(h->st));
+
+	switch (h->st) {
 	case FW_KSTATE_DOWN:
 		if (from == FW_KSTATE_UP) {
+			h->outages++;
 			f->n_outages++;
-			f->backoff_ms = f->conf->probe.recovery_base_ms;
-			f->next_probe_ms = util_mono_ms() + jitter(f->backoff_ms);
-			log_warn("forwarder: Kafka unavailable (%s): events go to the spool %s until "
-			         "it answers again", why, f->conf->spool.dir);
-			/* Everything librdkafka holds comes back as failed reports and
-			 * is spooled, so nothing waits on librdkafka's own retries. */
+			h->backoff_ms = f->conf->probe.recovery_base_ms;
+			h->next_probe_ms = util_mono_ms() + jitter(h->backoff_ms);
+			log_warn("forwarder: Kafka unavailable for topic %s (%s): its events go to the "
+			         "spool %s until it answers again; other topics are not held back",
+			         topic_name(f, t), why, f->conf->spool.dir);
+			/* Everything librdkafka holds comes back as failed reports:
+			 * this topic's is spooled, the others' is sent again, so the
+			 * ring never waits on librdkafka's own retries. */
 			if (f->kafka)
 				fw_kafka_purge(f->kafka);
 		} else {                     /* the canary failed */
 			uint32_t max = f->conf->probe.recovery_max_ms;
-			f->backoff_ms = f->backoff_ms * 2 > max ? max : f->backoff_ms * 2;
-			f->next_probe_ms = util_mono_ms() + jitter(f->backoff_ms);
-			log_info("forwarder: Kafka still unavailable (%s); next try in about %u ms",
-			         why, f->backoff_ms);
+			h->backoff_ms = h->backoff_ms * 2 > max ? max : h->backoff_ms * 2;
+			h->next_probe_ms = util_mono_ms() + jitter(h->backoff_ms);
+			log_info("forwarder: Kafka topic %s still unavailable (%s); next try in about "
+			         "%u ms", topic_name(f, t), why, h->backoff_ms);
 		}
 		break;
 	case FW_KSTATE_PROBING:
 		break;                       /* the caller noted canary_opaque, canary_sent_ms */
-	case FW_KSTATE_UP: {
-		struct spool_stats st;
+	case FW_KSTATE_UP:
 		if (from == FW_KSTATE_PROBING)
-			f->backoff_ms = f->conf->probe.recovery_base_ms;
-		spool_stats(f->spool, &st);
-		log_notice("forwarder: Kafka delivers again; replaying %" PRIu64 " spooled events "
-		           "oldest first", st.unread + f->rt_len);
+			h->backoff_ms = f->conf->probe.recovery_base_ms;
+		log_notice("forwarder: Kafka delivers again to topic %s; replaying what the spool "
+		           "holds of it oldest first", topic_name(f, t));
 		break;
-	}
 	case FW_KSTATE__COUNT:
 		break;
 	}
+}
+
+void fw__kafka_fail_all(struct fw *f, const char *why)
+{
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		fw__kafka_transition(f, t, FW_KEV_FAIL, why);
 }
 
 /* ---- delivery reports ---- */
@@ -82,16 +94,24 @@ static void on_delivery(void *arg, const struct fw_kafka_dr *dr)
 	bool from_spool = dr->opaque & FW_TAG_SPOOL;
 	uint64_t id = dr->opaque & ~FW_TAG_SPOOL;
 	bool ok = dr->err == RD_KAFKA_RESP_ERR_NO_ERROR;
-	bool canary = f->kstate == FW_KSTATE_PROBING && dr->opaque == f->canary_opaque;
+	unsigned t = dr->topic;
+	assert(t < FW_KAFKA_TOPICS);
+	struct fw_topic *h = &f->th[t];
+	bool canary = h->st == FW_KSTATE_PROBING && dr->opaque == h->canary_opaque;
 	uint64_t ts_ms = 0;
 
 	f->report_seen = true;
+	h->last_progress_ms = util_mono_ms();
+	if (h->inflight)
+		h->inflight--;
 	if (from_spool) {
 		if (f->spool_inflight)
 			f->spool_inflight--;
 	} else {
 		if (f->ring_inflight)
 			f->ring_inflight--;
+		if (h->ring_inflight)
+			h->ring_inflight--;
 		struct fw_rq_ent *e = fw__rq_by_take(f, id);
 		assert(e && !e->done);
 		ts_ms = e->enq_ms;
@@ -114,18 +134,19 @@ static void on_delivery(void *arg, const struct fw_kafka_dr *dr)
 	}
 	if (ok) {
 		if (canary)
-			fw__kafka_transition(f, FW_KEV_PROBE_OK, NULL);
+			fw__kafka_transition(f, t, FW_KEV_PROBE_OK, NULL);
 		return;
 	}
 
 	/* Failed or purged: keep it (custody unchanged) and stop sending. */
 	fw__retry_keep(f, dr->opaque, ts_ms, dr->topic, dr->key, dr->key_len, dr->val, dr->val_len);
 	if (canary)
-		fw__kafka_transition(f, FW_KEV_PROBE_FAILED, rd_kafka_err2str(dr->err));
+		fw__kafka_transition(f, t, FW_KEV_PROBE_FAILED, rd_kafka_err2str(dr->err));
 	if (dr->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && dr->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+		/* This topic's failure: the others keep going. */
 		char why[160];
 		snprintf(why, sizeof(why), "delivery failed: %s", rd_kafka_err2str(dr->err));
-		fw__kafka_transition(f, FW_KEV_FAIL, why);
+		fw__kafka_transition(f, t, FW_KEV_FAIL, why);
 	}
 }
 
@@ -137,7 +158,7 @@ static void on_kafka_error(void *arg, rd_kafka_resp_err_t err, const char *reaso
 		log_err("forwarder: fatal Kafka producer error: %s: %s; recreating the producer "
 		        "(its messages are spooled)", rd_kafka_err2name(err), reason);
 		f->kafka_recreate = true;
-		fw__kafka_transition(f, FW_KEV_FAIL, "fatal producer error");
+		fw__kafka_fail_all(f, "fatal producer error");
 		return;
 	}
 	/* Not acted upon: librdkafka also says "all brokers down" in the gap
@@ -165,8 +186,6 @@ static void fw_poll(struct fw *f)
 		return;
 	f->report_seen = false;
 	fw_kafka_poll(f->kafka);
-	if (f->report_seen)
-		f->last_progress_ms = util_mono_ms();
 	flush_counts(f);
 }
 
@@ -228,7 +247,8 @@ static void kafka_close(struct fw *f)
 		        fw__inflight(f));
 		exit(1);
 	}
-	assert(f->kstate != FW_KSTATE_PROBING);
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		assert(f->th[t].st != FW_KSTATE_PROBING);
 }
 
 /* ---- the pump ---- */
@@ -261,47 +281,45 @@ static void publish_gauges(struct fw *f)
 static void check_kafka_health(struct fw *f, uint64_t now)
 {
 	uint32_t timeout = f->conf->probe.kafka_timeout_ms;
-	bool prober_failed = shm_component_state(f->shm, EQ_COMP_KAFKA) == EQ_CSTATE_FAILED;
 
-	switch (f->kstate) {
-	case FW_KSTATE_UP:
-		if (prober_failed) {
-			fw__kafka_transition(f, FW_KEV_FAIL, "the prober reports kafka failed");
-		} else if (fw__inflight(f) > 0 && now > f->last_progress_ms &&
-		           now - f->last_progress_ms > timeout) {
-			char why[96];
-			snprintf(why, sizeof(why), "no delivery report for %u ms", timeout);
-			fw__kafka_transition(f, FW_KEV_FAIL, why);
+	if (shm_component_state(f->shm, EQ_COMP_KAFKA) == EQ_CSTATE_FAILED) {
+		for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+			if (f->th[t].st == FW_KSTATE_UP)
+				fw__kafka_transition(f, t, FW_KEV_FAIL, "the prober reports kafka failed");
+	}
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++) {
+		struct fw_topic *h = &f->th[t];
+		switch (h->st) {
+		case FW_KSTATE_UP:
+			/* A stall of this topic (its messages in flight, none of its
+			 * reports for the probe timeout): a broker that leads its
+			 * partitions hangs. */
+			if (h->inflight > 0 && now > h->last_progress_ms &&
+			    now - h->last_progress_ms > timeout) {
+				char why[96];
+				snprintf(why, sizeof(why), "no delivery report for %u ms", timeout);
+				fw__kafka_transition(f, t, FW_KEV_FAIL, why);
+			}
+			break;
+		case FW_KSTATE_PROBING:
+			if (now > h->canary_sent_ms && now - h->canary_sent_ms > timeout && f->kafka)
+				fw_kafka_purge(f->kafka);    /* its failure report backs off */
+			break;
+		case FW_KSTATE_DOWN:
+			/* Its canary is one of its own records: the oldest retry in
+			 * memory, else one the replay meets (fw__send_spool).  With
+			 * nothing of it waiting, it is tried directly. */
+			if (!fw__topic_due(f, t, now))
+				break;
+			if (h->retries > 0)
+				fw__send_canary_retry(f, t, now);
+			else if (h->unread == 0 && f->spool_unclassified == 0)
+				fw__kafka_transition(f, t, FW_KEV_NOTHING_TO_PROBE, NULL);
+			break;
+		case FW_KSTATE__COUNT:
+			break;
 		}
-		return;
-	case FW_KSTATE_PROBING:
-		if (now > f->canary_sent_ms && now - f->canary_sent_ms > timeout)
-			fw_kafka_purge(f->kafka);    /* its failure report backs off */
-		return;
-	case FW_KSTATE_DOWN:
-		break;
-	case FW_KSTATE__COUNT:
-		return;
 	}
-	if (f->drain != FW_DRAIN_RUNNING || prober_failed || fw__inflight(f) > 0 ||
-	    now < f->next_probe_ms || !f->kafka)
-		return;
-	/* Send one canary: the oldest thing waiting. */
-	uint64_t opaque = 0;
-	if (f->rt_len > 0) {
-		opaque = fw__retry_first(f);
-		if (fw__send_retries(f, 1) != 1)
-			return;
-	} else if (spool_unread(f->spool) > 0) {
-		if (fw__send_spool(f, 1, &opaque) != 1)
-			return;
-	} else {
-		fw__kafka_transition(f, FW_KEV_NOTHING_TO_PROBE, NULL);  /* try directly */
-		return;
-	}
-	f->canary_opaque = opaque;
-	f->canary_sent_ms = now;
-	fw__kafka_transition(f, FW_KEV_PROBE_SENT, NULL);
 }
 
 /* Feeds ev to the drain machine and performs the entry action. */
@@ -361,8 +379,8 @@ static void fw_pump(struct fw *f)
 			        "spooled; retrying)", err);
 	} else if (!f->kafka) {
 		char err[512];
-		if (now >= f->next_probe_ms && kafka_open(f, err, sizeof(err)) != 0) {
-			f->next_probe_ms = now + f->conf->probe.recovery_max_ms;
+		if (now >= f->next_open_ms && kafka_open(f, err, sizeof(err)) != 0) {
+			f->next_open_ms = now + f->conf->probe.recovery_max_ms;
 			log_err("forwarder: cannot create the Kafka producer: %s", err);
 		}
 	}
@@ -373,17 +391,22 @@ static void fw_pump(struct fw *f)
 	if (f->drain == FW_DRAIN_RUNNING)
 		fw__requeue_check(f, now);
 
-	if (f->drain == FW_DRAIN_FLUSHING && (now >= f->drain_purge_ms || f->kstate != FW_KSTATE_UP))
+	if (f->drain == FW_DRAIN_FLUSHING && (now >= f->drain_purge_ms || !fw__all_up(f)))
 		drain_transition(f, FW_DEV_PURGE);
 
 	bool draining = f->drain != FW_DRAIN_RUNNING;
-	if (f->kstate == FW_KSTATE_UP && !draining) {
-		work += fw__send_retries(f, FW_TAKE_BATCH);
-		if (f->rt_len == 0)
-			work += fw__send_spool(f, FW_TAKE_BATCH, NULL);
-	} else if (f->rt_len > 0) {
-		fw__spool_ring_retries(f);
+	if (spool_unread(f->spool) == 0) {
+		/* Nothing unread: the per-topic counts are exact again. */
+		f->spool_unclassified = 0;
+		for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+			f->th[t].unread = 0;
 	}
+	if (!draining && f->rt_len > 0)
+		work += fw__send_retries(f, FW_TAKE_BATCH);
+	if (f->rt_len > 0)
+		fw__park(f, false);
+	if (fw__replay_useful(f, now))
+		work += fw__send_spool(f, FW_TAKE_BATCH, now);
 	work += fw__take_ring(f, FW_TAKE_BATCH);
 	fw__dead_sync(f);                    /* before the ring's tail passes them */
 	fw__ring_advance(f);
@@ -442,9 +465,10 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 	f->conf = conf;
 	f->shm = shm;
 	f->loop = loop;
-	f->kstate = FW_KSTATE_UP;
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		f->th[t] = (struct fw_topic){ .st = FW_KSTATE_UP,
+		                              .backoff_ms = conf->probe.recovery_base_ms };
 	f->drain = FW_DRAIN_RUNNING;
-	f->backoff_ms = conf->probe.recovery_base_ms;
 	f->batch_buf = malloc((size_t)FW_TAKE_BATCH * FW_REC_MAX);
 	f->batch_items = calloc(FW_TAKE_BATCH, sizeof(*f->batch_items));
 	f->batch_rq = calloc(FW_TAKE_BATCH, sizeof(*f->batch_rq));
@@ -494,6 +518,8 @@ int fw_create(struct fw **out, const struct conf *conf, struct shm *shm, uv_loop
 
 	struct spool_stats st;
 	spool_stats(f->spool, &st);
+	f->spool_seq_base = st.next_seq;
+	f->spool_unclassified = st.unread;
 	if (st.records)
 		log_notice("forwarder: %" PRIu64 " events wait in the spool %s (%" PRIu64 " bytes "
 		           "in %" PRIu64 " segments); replaying them first", st.records,
@@ -559,8 +585,8 @@ void fw_reload(struct fw *f, const struct conf *old)
 		if (kafka_open(f, err, sizeof(err)) != 0) {
 			log_err("forwarder: the new [kafka] settings do not work: %s; events are "
 			        "spooled until a valid config is loaded", err);
-			fw__kafka_transition(f, FW_KEV_FAIL, "producer could not be created");
-			f->next_probe_ms = UINT64_MAX;   /* wait for the next reload */
+			fw__kafka_fail_all(f, "producer could not be created");
+			f->next_open_ms = UINT64_MAX;    /* wait for the next reload */
 		}
 	}
 }
@@ -620,7 +646,7 @@ void fw_free(struct fw **fp)
 	if (f->spool && f->cons_open) {
 		/* Ring-origin retries go to the spool if it has room. */
 		if (f->rt_len)
-			fw__spool_ring_retries(f);
+			fw__park(f, true);
 		fw__dead_sync(f);
 		fw__ring_advance(f);
 	}
@@ -650,8 +676,14 @@ void fw_get_status(struct fw *f, struct fw_status *st)
 
 	memset(st, 0, sizeof(*st));
 	spool_stats(f->spool, &ss);
-	st->kafka_up = f->kstate == FW_KSTATE_UP;
-	st->kstate = f->kstate;
+	st->kafka_up = fw__all_up(f);
+	st->kstate = FW_KSTATE_UP;           /* the worst topic's */
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++) {
+		st->topic[t] = f->th[t].st;
+		if (f->th[t].st == FW_KSTATE_DOWN ||
+		    (f->th[t].st == FW_KSTATE_PROBING && st->kstate == FW_KSTATE_UP))
+			st->kstate = f->th[t].st;
+	}
 	st->draining = f->drain != FW_DRAIN_RUNNING;
 	st->drain = f->drain;
 	st->ring_inflight = f->ring_inflight;

@@ -16,18 +16,22 @@
  * room, the record stays where it is (ring or spool) and is retried.
  *
  * States (fw_state.h: one enum each, one pure transition table, applied by
- * one function in fw.c).  Kafka is UP, DOWN or PROBING.  DOWN on a failed
- * report, a stall (messages in flight and no report for
- * probe.kafka_timeout_ms), or the prober's kafka component FAILED in shm;
- * entering DOWN purges librdkafka's queue so every queued message comes
- * back (as a failure) and is spooled: the ring never waits on librdkafka.
- * While DOWN, ring records go straight to the spool; every
- * recovery_base_ms..recovery_max_ms one record (the oldest) is sent as a
- * canary (PROBING); its successful report brings Kafka UP.  While UP, the
- * spool is replayed oldest first, and while it still holds unread records
- * new ring records are appended behind them (so per-key order is kept
- * while Kafka is healthy); with the spool drained, ring records go to Kafka
- * directly (fw_route.c decides).  The drain phase is RUNNING, FLUSHING,
+ * one function in fw.c).  Kafka health is per topic (a topic whose
+ * leaders' broker hangs, or that is unauthorised, holds back only itself):
+ * each topic is UP, DOWN or PROBING.  A topic goes DOWN on a failed report
+ * of its own (not a purge), a stall of its own (its messages in flight and
+ * none of its reports for probe.kafka_timeout_ms); every topic does when
+ * the prober's kafka component is FAILED or the producer hits a fatal
+ * error.  Entering DOWN purges librdkafka's queue: the topic's messages come
+ * back (as failures) and are spooled, the other topics' are sent again, so
+ * the ring never waits on librdkafka.  While a topic is DOWN its ring
+ * records go to the spool; every recovery_base_ms..recovery_max_ms one of
+ * its own records goes as its canary (PROBING); its successful report
+ * brings it UP.  A topic's ring records go to Kafka directly only while it
+ * is UP and nothing of it waits in the spool or in memory (so per-key order
+ * is kept while it is healthy); the replay hands out spool records oldest
+ * first, sends those of UP topics, and moves those of DOWN topics to the
+ * spool's end (fw_route.c decides).  The drain phase is RUNNING, FLUSHING,
  * PURGED or DONE (fw_drain below).
  *
  * Files: fw.c (states, reports, pump, lifecycle), fw_route.c (where each
@@ -45,6 +49,7 @@
 
 #include "conf/conf.h"
 #include "shm/shm.h"
+#include "workers/forwarder/fw_kafka.h"
 #include "workers/forwarder/fw_state.h"
 
 struct fw;
@@ -55,8 +60,9 @@ typedef void (*fw_drained_cb)(struct fw *f, int status, void *arg);
 
 /* A snapshot for tests and logs. */
 struct fw_status {
-	bool kafka_up;                       /* kstate == FW_KSTATE_UP */
-	enum fw_kstate kstate;
+	bool kafka_up;                       /* every topic UP */
+	enum fw_kstate kstate;               /* the worst topic's state */
+	enum fw_kstate topic[FW_KAFKA_TOPICS];  /* each topic's (enum proto_topic order) */
 	bool draining;                       /* drain != FW_DRAIN_RUNNING */
 	enum fw_drain drain;
 	uint64_t ring_inflight;              /* ring records handed to librdkafka */

@@ -69,6 +69,22 @@ struct fw_retry {
 	uint8_t data[SHM_RING_DATA_MAX];     /* key then value */
 };
 
+/* One topic's health: fw_state.h's Kafka machine (changed only by
+ * fw__kafka_transition) and what the routing needs to keep its order. */
+struct fw_topic {
+	enum fw_kstate st;
+	uint32_t backoff_ms;
+	uint64_t next_probe_ms;              /* mono: next canary while DOWN */
+	uint64_t canary_opaque;              /* PROBING: the canary's opaque */
+	uint64_t canary_sent_ms;             /* PROBING: when it went */
+	uint64_t last_progress_ms;           /* mono: last report, or first send after idle */
+	uint64_t inflight;                   /* inside librdkafka */
+	uint64_t ring_inflight;              /* ... of which ring-origin */
+	uint64_t retries;                    /* waiting in memory (rt) */
+	uint64_t unread;                     /* spooled by this process, not handed out yet */
+	uint64_t outages;                    /* UP -> DOWN transitions */
+};
+
 struct fw {
 	const struct conf *conf;             /* current config (owned by the caller) */
 	struct shm *shm;
@@ -94,6 +110,7 @@ struct fw {
 	struct fw_kafka *kafka;
 	uv_poll_t *kpoll;                    /* watches the producer's event pipe */
 	bool kafka_recreate;                 /* fatal producer error: rebuild at next tick */
+	uint64_t next_open_ms;               /* mono: next try to build a missing producer */
 
 	uv_timer_t tick;
 	uv_timer_t fsync_timer;
@@ -110,14 +127,14 @@ struct fw {
 	size_t rt_cap, rt_head, rt_len;
 	size_t rt_ring;                      /* of which ring-origin (they hold the ring's tail) */
 
-	/* Kafka health: one state (fw_state.h), changed by kafka_transition only. */
-	enum fw_kstate kstate;
+	/* Kafka health, per topic (a bad topic holds back only itself). */
+	struct fw_topic th[FW_KAFKA_TOPICS];
 	uint64_t ring_inflight, spool_inflight;
-	uint64_t last_progress_ms;           /* mono: last report, or first send after idle */
-	uint64_t next_probe_ms;              /* mono: next canary while DOWN */
-	uint32_t backoff_ms;
-	uint64_t canary_opaque;              /* PROBING: the canary's opaque */
-	uint64_t canary_sent_ms;             /* PROBING: when it went */
+	/* Spool records unread since before this process opened the spool (or
+	 * put back by a requeue): their topics are unknown until replayed, so
+	 * while any remain no topic goes straight to Kafka (its order). */
+	uint64_t spool_unclassified;
+	uint64_t spool_seq_base;             /* first seq this process appended (next_seq at open) */
 	bool spool_blocked;                  /* last spool append failed: keep records in the ring */
 	bool ring_idle;                      /* last pump found nothing more in the ring */
 
@@ -146,9 +163,17 @@ struct fw {
 
 /* ---- fw_route.c: where records go, and custody ---- */
 
-/* Whether new ring records may go straight to Kafka (up, not draining,
- * nothing older waiting in the spool or in memory). */
-bool fw__route_direct(const struct fw *f);
+/* Whether ring records of topic t may go straight to Kafka: t UP, not
+ * draining, nothing of t (or unclassified) waiting in the spool or in
+ * memory, so t's order is kept. */
+bool fw__topic_direct(const struct fw *f, unsigned t);
+
+/* Whether topic t may send its canary now (DOWN, backoff over, nothing of
+ * it in flight, the prober not saying failed, not draining). */
+bool fw__topic_due(const struct fw *f, unsigned t, uint64_t now);
+
+/* Whether every topic is UP. */
+bool fw__all_up(const struct fw *f);
 
 /* Messages handed to librdkafka whose report has not been served. */
 uint64_t fw__inflight(const struct fw *f);
@@ -194,18 +219,26 @@ void fw__requeue_check(struct fw *f, uint64_t now);
 /* Applies a reloaded spool.dead_max_bytes. */
 void fw__dead_reload(struct fw *f);
 
-/* The oldest retry's opaque (rt_len > 0). */
-uint64_t fw__retry_first(struct fw *f);
-
-/* Sends retries, oldest first; returns how many went. */
+/* Sends the retries of UP topics, oldest first; returns how many went. */
 size_t fw__send_retries(struct fw *f, size_t max);
 
-/* Replays up to max spool records; returns how many went, *first (may be
- * NULL) the opaque of the first. */
-size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first);
+/* Replays up to max spool records: those of UP topics go to Kafka, one of
+ * a due DOWN topic goes as its canary, those of other DOWN topics move to
+ * the spool's end.  Stops when nothing left is worth reading (only DOWN
+ * topics' records).  Returns how many were sent. */
+size_t fw__send_spool(struct fw *f, size_t max, uint64_t now);
 
-/* Writes ring-origin retries to the spool, oldest first. */
-void fw__spool_ring_retries(struct fw *f);
+/* Whether fw__send_spool has anything to do. */
+bool fw__replay_useful(const struct fw *f, uint64_t now);
+
+/* Moves ring-origin retries whose topic is not UP (all of them while
+ * draining, or with all_ring: the forwarder is going away) into the spool,
+ * in ring order; their ring entries are done. */
+void fw__park(struct fw *f, bool all_ring);
+
+/* Sends the oldest retry of DOWN topic t as its canary (PROBING).  true
+ * if one went. */
+bool fw__send_canary_retry(struct fw *f, unsigned t, uint64_t now);
 
 /* Takes up to max records from the ring, to Kafka or into the spool. */
 size_t fw__take_ring(struct fw *f, size_t max);
@@ -218,7 +251,10 @@ bool fw__ring_retries_left(struct fw *f);
 
 /* ---- fw.c ---- */
 
-/* Feeds ev to the Kafka state machine and performs the entry action. */
-void fw__kafka_transition(struct fw *f, enum fw_kevent ev, const char *why);
+/* Feeds ev to topic t's Kafka state machine and performs the entry action. */
+void fw__kafka_transition(struct fw *f, unsigned t, enum fw_kevent ev, const char *why);
+
+/* FAIL for every topic (the prober, a fatal producer error, no producer). */
+void fw__kafka_fail_all(struct fw *f, const char *why);
 
 #endif

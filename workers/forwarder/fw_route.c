@@ -80,18 +80,13 @@ static struct fw_retry *rt_push(struct fw *f)
 	return rt_at(f, f->rt_len++);
 }
 
-static void rt_pop(struct fw *f)
+/* Forgets a retry's counts (it leaves rt). */
+static void rt_forget(struct fw *f, const struct fw_retry *r)
 {
-	if (!(rt_at(f, 0)->opaque & FW_TAG_SPOOL))
+	if (!(r->opaque & FW_TAG_SPOOL))
 		f->rt_ring--;
-	f->rt_head = (f->rt_head + 1) % f->rt_cap;
-	f->rt_len--;
-}
-
-uint64_t fw__retry_first(struct fw *f)
-{
-	assert(f->rt_len > 0);
-	return rt_at(f, 0)->opaque;
+	if (r->topic < FW_KAFKA_TOPICS && f->th[r->topic].retries)
+		f->th[r->topic].retries--;
 }
 
 bool fw__ring_retries_left(struct fw *f)
@@ -116,6 +111,8 @@ void fw__retry_keep(struct fw *f, uint64_t opaque, uint64_t ts_ms, unsigned topi
 	r->opaque = opaque;
 	if (!(opaque & FW_TAG_SPOOL))
 		f->rt_ring++;
+	if (topic < FW_KAFKA_TOPICS)
+		f->th[topic].retries++;
 	r->ts_ms = ts_ms;
 	r->topic = (uint8_t)topic;
 	r->key_len = (uint8_t)key_len;
@@ -225,6 +222,7 @@ void fw__requeue_check(struct fw *f, uint64_t now)
 	if (rc == 0) {
 		fw__dead_sync(f);
 		rc = spool_move_all(f->dead, f->spool, &moved);
+		f->spool_unclassified += moved;  /* their topics: known once replayed */
 	}
 	if (rc) {
 		f->requeue_check_ms = now + f->conf->probe.recovery_max_ms;
@@ -395,8 +393,14 @@ static size_t spool_batch(struct fw *f, size_t n)
 		size_t c = UTIL_MIN(chunk, n - start);
 		rc = spool_appendv(f->spool, f->batch_items + start, c, NULL);
 		if (rc == 0) {
-			for (size_t i = start; i < start + c; i++)
-				ring_done(f, f->batch_rq[i]);
+			for (size_t i = start; i < start + c; i++) {
+				if (f->batch_rq[i] & FW_TAG_SPOOL)   /* moved to the end: the copy is safe */
+					spool_ack(f->spool, f->batch_rq[i] & ~FW_TAG_SPOOL);
+				else
+					ring_done(f, f->batch_rq[i]);
+				if (f->batch_topic[i] < FW_KAFKA_TOPICS)
+					f->th[f->batch_topic[i]].unread++;
+			}
 			f->n_spooled += c;
 			shm_count_event(f->shm, EQ_EVC_SPOOLED, c);
 			start += c;
@@ -418,16 +422,56 @@ static size_t spool_batch(struct fw *f, size_t n)
 	return start;
 }
 
+/* Spools the batch's records [0, n); what does not fit waits in memory as
+ * a retry, its custody where it was (the ring entry not done, the spool
+ * record not acked). */
+static void spool_or_keep(struct fw *f, size_t n)
+{
+	for (size_t i = spool_batch(f, n); i < n; i++) {
+		struct spool_msg r;
+		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
+		fw__retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, f->batch_topic[i], r.key,
+		               r.key_len, r.val, r.val_len);
+	}
+}
+
 /* ---- sending ---- */
 
-static void note_sent(struct fw *f, uint64_t opaque)
+bool fw__all_up(const struct fw *f)
 {
-	if (fw__inflight(f) == 0)
-		f->last_progress_ms = util_mono_ms();
-	if (opaque & FW_TAG_SPOOL)
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		if (f->th[t].st != FW_KSTATE_UP)
+			return false;
+	return true;
+}
+
+bool fw__topic_direct(const struct fw *f, unsigned t)
+{
+	const struct fw_topic *h = &f->th[t];
+	return h->st == FW_KSTATE_UP && f->drain == FW_DRAIN_RUNNING && h->unread == 0 &&
+	       h->retries == 0 && f->spool_unclassified == 0;
+}
+
+bool fw__topic_due(const struct fw *f, unsigned t, uint64_t now)
+{
+	const struct fw_topic *h = &f->th[t];
+	return h->st == FW_KSTATE_DOWN && f->drain == FW_DRAIN_RUNNING && f->kafka &&
+	       now >= h->next_probe_ms && h->inflight == 0 &&
+	       shm_component_state(f->shm, EQ_COMP_KAFKA) != EQ_CSTATE_FAILED;
+}
+
+static void note_sent(struct fw *f, uint64_t opaque, unsigned t)
+{
+	struct fw_topic *h = &f->th[t];
+	if (h->inflight == 0)
+		h->last_progress_ms = util_mono_ms();
+	h->inflight++;
+	if (opaque & FW_TAG_SPOOL) {
 		f->spool_inflight++;
-	else
+	} else {
 		f->ring_inflight++;
+		h->ring_inflight++;
+	}
 }
 
 /* Hands f->kmsg[0..n) to librdkafka, one produce_batch call per run of the
@@ -449,44 +493,92 @@ static void send_batch(struct fw *f, size_t n, bool copy)
 		}
 		for (size_t k = i; k < j; k++)
 			if (f->kmsg[k].err == 0)
-				note_sent(f, f->kmsg[k].opaque);
+				note_sent(f, f->kmsg[k].opaque, f->ktopic[k]);
 		i = j;
 	}
 }
 
+/* Produces one message on its own (copied).  0 or its produce error. */
+static int send_one(struct fw *f, unsigned t, const void *key, size_t key_len, const void *val,
+                    size_t val_len, uint64_t opaque)
+{
+	if (!f->kafka)
+		return -ENOBUFS;
+	int rc = fw_kafka_produce(f->kafka, t, key, key_len, val, val_len, opaque, true);
+	if (rc == 0)
+		note_sent(f, opaque, t);
+	return rc;
+}
+
 size_t fw__send_retries(struct fw *f, size_t max)
 {
-	size_t n = 0;
-	while (f->rt_len > 0 && n < max && fw__inflight(f) < FW_MAX_INFLIGHT) {
-		struct fw_retry *r = rt_at(f, 0);
-		struct fw_kafka_msg m = { .key = r->data, .key_len = r->key_len,
-		                          .val = r->data + r->key_len, .val_len = r->val_len,
-		                          .opaque = r->opaque, .err = -ENOBUFS };
-		if (f->kafka)
-			m.err = fw_kafka_produce(f->kafka, r->topic, m.key, m.key_len, m.val, m.val_len,
-			                         m.opaque, true);
-		if (m.err == 0)
-			note_sent(f, m.opaque);
-		else if (refused_for_good(f, &m, r->topic, r->ts_ms)) {
-			rt_pop(f);
-			continue;
-		} else
-			break;
-		rt_pop(f);
-		n++;
+	size_t n = 0, w = 0, r;
+	bool full = false, any = false;
+
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		any |= f->th[t].st == FW_KSTATE_UP && f->th[t].retries > 0;
+	if (!any)
+		return 0;
+	/* One pass: UP topics' retries go (oldest first), the others stay in
+	 * order (fw__park moves the ring's out of memory). */
+	for (r = 0; r < f->rt_len; r++) {
+		struct fw_retry *e = rt_at(f, r);
+		bool go = !full && n < max && fw__inflight(f) < FW_MAX_INFLIGHT &&
+		          e->topic < FW_KAFKA_TOPICS && f->th[e->topic].st == FW_KSTATE_UP;
+		if (go) {
+			struct fw_kafka_msg m = { .key = e->data, .key_len = e->key_len,
+			                          .val = e->data + e->key_len, .val_len = e->val_len,
+			                          .opaque = e->opaque };
+			m.err = send_one(f, e->topic, m.key, m.key_len, m.val, m.val_len, m.opaque);
+			if (m.err == 0 || refused_for_good(f, &m, e->topic, e->ts_ms)) {
+				n += m.err == 0;
+				rt_forget(f, e);
+				continue;
+			}
+			full = true;             /* librdkafka's queue: the rest waits */
+		}
+		if (w != r)
+			*rt_at(f, w) = *e;
+		w++;
 	}
+	f->rt_len = w;
 	return n;
 }
 
-size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
+bool fw__replay_useful(const struct fw *f, uint64_t now)
 {
-	size_t n = 0, sent = 0;
+	if (f->drain != FW_DRAIN_RUNNING || spool_unread(f->spool) == 0)
+		return false;
+	/* An UP topic's older records still waiting in memory go first (its
+	 * order): fw__send_retries sends them, then the replay goes on. */
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++)
+		if (f->th[t].st == FW_KSTATE_UP && f->th[t].retries > 0)
+			return false;
+	bool any_up = false, any_due = false;
+	for (unsigned t = 0; t < FW_KAFKA_TOPICS; t++) {
+		if (f->th[t].st == FW_KSTATE_UP) {
+			any_up = true;
+			if (f->th[t].unread)
+				return true;
+		} else if (fw__topic_due(f, t, now)) {
+			any_due = true;
+			if (f->th[t].unread)
+				return true;
+		}
+	}
+	return f->spool_unclassified > 0 && (any_up || any_due);
+}
+
+size_t fw__send_spool(struct fw *f, size_t max, uint64_t now)
+{
+	size_t n = 0, sent = 0, nb = 0;
 	struct spool_rec rec;
 
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
-	while (n < max && f->spool_inflight + n < FW_REPLAY_WINDOW &&
-	       fw__inflight(f) + n < FW_MAX_INFLIGHT && f->dq_len < FW_DEAD_PENDING_MAX) {
+	while (n < max && nb < FW_TAKE_BATCH && f->spool_inflight + n < FW_REPLAY_WINDOW &&
+	       fw__inflight(f) + n < FW_MAX_INFLIGHT && f->dq_len < FW_DEAD_PENDING_MAX &&
+	       fw__replay_useful(f, now)) {
 		int rc = spool_next(f->spool, &rec);
 		if (rc == -ENOENT)
 			break;
@@ -495,8 +587,16 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 			break;
 		}
 		struct spool_msg r;
-		if (spool_msg_decode(rec.data, rec.len, &r) != 0 || r.topic >= FW_KAFKA_TOPICS ||
-		    r.key_len > SHM_RING_KEY_MAX || r.key_len + r.val_len > SHM_RING_DATA_MAX) {
+		bool ok = spool_msg_decode(rec.data, rec.len, &r) == 0 && r.topic < FW_KAFKA_TOPICS &&
+		          r.key_len <= SHM_RING_KEY_MAX && r.key_len + r.val_len <= SHM_RING_DATA_MAX;
+		/* Its count: classified (spooled by us, topic known) or not. */
+		if (rec.seq < f->spool_seq_base || !ok) {
+			if (f->spool_unclassified)
+				f->spool_unclassified--;
+		} else if (f->th[r.topic].unread) {
+			f->th[r.topic].unread--;
+		}
+		if (!ok) {
 			/* CRC-valid but not ours: keep it aside, never lose it silently. */
 			if (fw__dead_letter_raw(f, FW_TAG_SPOOL | rec.seq, rec.data, rec.len, rec.ts_ms,
 			                        "unreadable spool record") != 0)
@@ -505,16 +605,41 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 				        rec.seq);
 			continue;
 		}
+		uint64_t opaque = FW_TAG_SPOOL | rec.seq;
+		struct fw_topic *h = &f->th[r.topic];
+		if (h->st != FW_KSTATE_UP) {
+			if (fw__topic_due(f, r.topic, now)) {
+				/* The canary of a DOWN topic: one of its own records. */
+				struct fw_kafka_msg m = { .key = r.key, .key_len = r.key_len, .val = r.val,
+				                          .val_len = r.val_len, .opaque = opaque };
+				m.err = send_one(f, r.topic, r.key, r.key_len, r.val, r.val_len, opaque);
+				if (m.err == 0) {
+					h->canary_opaque = opaque;
+					h->canary_sent_ms = now;
+					fw__kafka_transition(f, r.topic, FW_KEV_PROBE_SENT, NULL);
+					sent++;
+				} else if (!refused_for_good(f, &m, r.topic, rec.ts_ms)) {
+					fw__retry_keep(f, opaque, rec.ts_ms, r.topic, r.key, r.key_len, r.val,
+					               r.val_len);
+				}
+				continue;
+			}
+			/* Not now: to the spool's end (acked here once the copy is in). */
+			batch_put(f, nb++, r.topic, r.key, r.key_len, r.val, r.val_len, rec.ts_ms, opaque);
+			continue;
+		}
 		/* The spool's read buffer moves on: copy key and value aside. */
-		uint8_t *buf = f->batch_buf + n * FW_REC_MAX;
+		uint8_t *buf = f->batch_buf + (FW_TAKE_BATCH - 1 - n) * FW_REC_MAX;
 		memcpy(buf, r.key, r.key_len);
 		memcpy(buf + r.key_len, r.val, r.val_len);
 		f->kmsg[n] = (struct fw_kafka_msg){ .key = buf, .key_len = r.key_len,
 		                                    .val = buf + r.key_len, .val_len = r.val_len,
-		                                    .opaque = FW_TAG_SPOOL | rec.seq };
+		                                    .opaque = opaque };
 		f->ktopic[n] = r.topic;
 		f->kts[n] = rec.ts_ms;
 		n++;
+		if (nb + n >= FW_TAKE_BATCH)
+			break;                   /* batch_buf is shared by both ends */
 	}
 	send_batch(f, n, true);
 	for (size_t i = 0; i < n; i++) {
@@ -527,10 +652,9 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t *first)
 			               m->val, m->val_len);
 			continue;
 		}
-		if (sent == 0 && first)
-			*first = m->opaque;
 		sent++;
 	}
+	spool_or_keep(f, nb);
 	return sent;
 }
 
@@ -540,17 +664,60 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-void fw__spool_ring_retries(struct fw *f)
+/* Whether retry e leaves memory for the spool now. */
+/* Ring-origin retries leave memory when their topic is not UP or we stop
+ * (they hold the ring's tail); spool-origin ones are safe in the spool and
+ * stay, at most a replay window of them, for their topic's canary and
+ * its recovery. */
+static bool parkable(const struct fw *f, const struct fw_retry *e, bool all_ring)
+{
+	if (e->opaque & FW_TAG_SPOOL)
+		return false;
+	return all_ring || f->drain != FW_DRAIN_RUNNING || e->topic >= FW_KAFKA_TOPICS ||
+	       f->th[e->topic].st != FW_KSTATE_UP;
+}
+
+bool fw__send_canary_retry(struct fw *f, unsigned t, uint64_t now)
+{
+	for (size_t i = 0; i < f->rt_len; i++) {
+		struct fw_retry *e = rt_at(f, i);
+		if (e->topic != t)
+			continue;
+		struct fw_kafka_msg m = { .key = e->data, .key_len = e->key_len,
+		                          .val = e->data + e->key_len, .val_len = e->val_len,
+		                          .opaque = e->opaque };
+		m.err = send_one(f, t, m.key, m.key_len, m.val, m.val_len, m.opaque);
+		if (m.err && !refused_for_good(f, &m, t, e->ts_ms))
+			return false;
+		bool sent = m.err == 0;
+		rt_forget(f, e);
+		for (size_t j = i; j + 1 < f->rt_len; j++)
+			*rt_at(f, j) = *rt_at(f, j + 1);
+		f->rt_len--;
+		if (!sent)
+			return false;            /* a dead letter: the next check tries again */
+		f->th[t].canary_opaque = m.opaque;
+		f->th[t].canary_sent_ms = now;
+		fw__kafka_transition(f, t, FW_KEV_PROBE_SENT, NULL);
+		return true;
+	}
+	return false;
+}
+
+void fw__park(struct fw *f, bool all_ring)
 {
 	size_t n = 0;
 
+	if (f->rt_ring == 0)
+		return;
+
 	/* Their reports came back in any order (a purge answers partition by
-	 * partition): spool them in ring order, so the spool's first record is
-	 * its oldest (what eqctl spool and the lag show) and per-key order
-	 * survives the outage.  Take numbers follow ring order. */
+	 * partition): spool them in ring order (take numbers follow it), so
+	 * the spool's first record is its oldest (what eqctl spool and the lag
+	 * show) and per-key order survives the outage. */
 	for (size_t i = 0; i < f->rt_len && n < FW_TAKE_BATCH; i++) {
 		struct fw_retry *r = rt_at(f, i);
-		if (!(r->opaque & FW_TAG_SPOOL))
+		if (parkable(f, r, all_ring))
 			f->sort_takes[n++] = r->opaque;
 	}
 	if (n == 0)
@@ -559,7 +726,7 @@ void fw__spool_ring_retries(struct fw *f)
 	size_t k = 0;
 	for (size_t i = 0; i < f->rt_len && k < n; i++) {
 		struct fw_retry *r = rt_at(f, i);
-		if (r->opaque & FW_TAG_SPOOL)
+		if (!parkable(f, r, all_ring))
 			continue;
 		uint64_t *slot = bsearch(&r->opaque, f->sort_takes, n, sizeof(*f->sort_takes), cmp_u64);
 		if (!slot)
@@ -576,27 +743,24 @@ void fw__spool_ring_retries(struct fw *f)
 	size_t done = spool_batch(f, n);
 	if (done == 0)
 		return;
-	/* Drop the entries spooled (the `done` oldest of the batch: their take
-	 * numbers are sort_takes[0, done)), keeping the others in order. */
+	/* Drop what was spooled (the `done` oldest of the batch: their take
+	 * numbers are sort_takes[0, done)), keeping the rest in order. */
 	size_t w = 0;
 	for (size_t r = 0; r < f->rt_len; r++) {
 		struct fw_retry *e = rt_at(f, r);
-		if (!(e->opaque & FW_TAG_SPOOL) &&
-		    bsearch(&e->opaque, f->sort_takes, done, sizeof(*f->sort_takes), cmp_u64))
+		bool gone = !(e->opaque & FW_TAG_SPOOL) &&
+		            bsearch(&e->opaque, f->sort_takes, done, sizeof(*f->sort_takes),
+		                    cmp_u64) != NULL;
+		if (gone) {
+			rt_forget(f, e);
 			continue;
+		}
 		if (w != r)
 			*rt_at(f, w) = *e;
 		w++;
 	}
 	assert(f->rt_len - w == done);
 	f->rt_len = w;
-	f->rt_ring -= done;
-}
-
-bool fw__route_direct(const struct fw *f)
-{
-	return f->kstate == FW_KSTATE_UP && f->drain == FW_DRAIN_RUNNING &&
-	       spool_unread(f->spool) == 0 && f->rt_len == 0;
 }
 
 /* Figures the ring's consumer counts itself. */
@@ -617,18 +781,16 @@ static void ring_note_skips(struct fw *f)
 size_t fw__take_ring(struct fw *f, size_t max)
 {
 	size_t n = 0, nb = 0, nd = 0;
-	bool direct = fw__route_direct(f);
 	f->ring_idle = false;
 	if (max > FW_TAKE_BATCH)
 		max = FW_TAKE_BATCH;
 	while (n < max) {
-		if (direct && fw__inflight(f) + nd >= FW_MAX_INFLIGHT)
+		/* With no room in the spool, what cannot go to Kafka stays in the
+		 * ring (one record waits in memory at most): the ring fills and
+		 * producers get 503. */
+		if (f->spool_blocked && f->rt_ring > 0)
 			break;
-		/* Spooling: older ring records still inside librdkafka or waiting
-		 * as retries go first (they come back as failures after a purge),
-		 * so the spool keeps ring order.  And with no room, records stay
-		 * in the ring. */
-		if (!direct && (f->spool_blocked || f->rt_ring > 0 || f->ring_inflight > 0))
+		if (fw__inflight(f) + nd >= FW_MAX_INFLIGHT)
 			break;
 		struct shm_ring_view v;
 		int rc = shm_ring_peek(&f->cons, &v);
@@ -651,10 +813,12 @@ size_t fw__take_ring(struct fw *f, size_t max)
 		if (v.topic >= FW_KAFKA_TOPICS) {
 			if (fw__dead_letter(f, take, v.topic, v.key, v.key_len, v.value, v.value_len,
 			                    v.enq_ms, "unknown topic id") != 0)
-				fw__retry_keep(f, take, v.enq_ms, 0, v.key, v.key_len, v.value, v.value_len);
+				fw__retry_keep(f, take, v.enq_ms, v.topic, v.key, v.key_len, v.value,
+				               v.value_len);
 			continue;
 		}
-		if (direct) {
+		struct fw_topic *h = &f->th[v.topic];
+		if (fw__topic_direct(f, v.topic)) {
 			f->kmsg[nd] = (struct fw_kafka_msg){ .key = v.key, .key_len = v.key_len,
 			                                     .val = v.value, .val_len = v.value_len,
 			                                     .opaque = take };
@@ -663,12 +827,20 @@ size_t fw__take_ring(struct fw *f, size_t max)
 			nd++;
 			continue;
 		}
+		/* Spooling: older ring records of this topic still inside
+		 * librdkafka or waiting as retries go first, so it waits in
+		 * memory behind them (fw__park spools them all in ring order). */
+		if (f->spool_blocked || h->ring_inflight > 0 || h->retries > 0) {
+			fw__retry_keep(f, take, v.enq_ms, v.topic, v.key, v.key_len, v.value,
+			               v.value_len);
+			continue;
+		}
 		batch_put(f, nb++, v.topic, v.key, v.key_len, v.value, v.value_len, v.enq_ms, take);
 	}
 	/* Direct: ring slots stay valid until the tail passes them, after their
 	 * report, so librdkafka takes the values without a copy.  What its
-	 * queue refuses goes to the spool (later ring records follow it there,
-	 * since the spool then has unread records). */
+	 * queue refuses goes to the spool (later ring records of its topic
+	 * follow it there, since the spool then has unread records of it). */
 	send_batch(f, nd, false);
 	for (size_t i = 0; i < nd; i++) {
 		struct fw_kafka_msg *m = &f->kmsg[i];
@@ -677,14 +849,7 @@ size_t fw__take_ring(struct fw *f, size_t max)
 		batch_put(f, nb++, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
 		          m->opaque);
 	}
-	size_t done = spool_batch(f, nb);
-	for (size_t i = done; i < nb; i++) {
-		/* No room: keep them (custody stays in the ring). */
-		struct spool_msg r;
-		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
-		fw__retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, f->batch_topic[i], r.key,
-		               r.key_len, r.val, r.val_len);
-	}
+	spool_or_keep(f, nb);
 	ring_note_skips(f);
 	return n;
 }

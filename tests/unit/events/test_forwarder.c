@@ -65,6 +65,8 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
 	return remove(p);
 }
 
+static int mock_brokers = 1;
+
 static void mock_start(void)
 {
 	char err[256];
@@ -72,7 +74,7 @@ static void mock_start(void)
 	rd_kafka_conf_set(c, "log_level", "0", err, sizeof(err));
 	mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
 	ck_assert_msg(mock_rk != NULL, "%s", err);
-	mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+	mc = rd_kafka_mock_cluster_new(mock_rk, mock_brokers);
 	ck_assert_ptr_nonnull(mc);
 	bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
 	const char *topics[] = { "pricing.quotes", "pricing.events", "system.events" };
@@ -120,7 +122,20 @@ static void setup_common(const char *kafka_extra, const char *spool_extra, uint6
 
 static void setup(void)
 {
+	mock_brokers = 1;
 	setup_common(NULL, NULL, 4 << 20);
+}
+
+/* Two brokers: pricing.quotes led by broker 2, the other topics by 1. */
+static void setup_two_brokers(void)
+{
+	mock_brokers = 2;
+	setup_common(NULL, NULL, 4 << 20);
+	for (int p = 0; p < PARTITIONS; p++) {
+		ck_assert_int_eq(rd_kafka_mock_partition_set_leader(mc, "pricing.quotes", p, 2), 0);
+		ck_assert_int_eq(rd_kafka_mock_partition_set_leader(mc, "pricing.events", p, 1), 0);
+		ck_assert_int_eq(rd_kafka_mock_partition_set_leader(mc, "system.events", p, 1), 0);
+	}
 }
 
 static void teardown(void)
@@ -469,6 +484,7 @@ END_TEST
 
 static void setup_timeout(void)
 {
+	mock_brokers = 1;
 	setup_common("rdkafka.message.timeout.ms = 400\n", NULL, 4 << 20);
 }
 
@@ -940,6 +956,98 @@ START_TEST(test_requeue_sends_dead_letters_back)
 }
 END_TEST
 
+/* n quote records (topic 0) in the ring; the forwarder does not look
+ * inside values. */
+static void append_quotes(unsigned n)
+{
+	char val[32];
+	for (unsigned i = 0; i < n; i++) {
+		int len = snprintf(val, sizeof(val), "quote-%u", i);
+		struct shm_ring_rec rr = { .topic = 0, .key_len = 1, .value_len = (uint32_t)len,
+		                           .key = "q", .value = val };
+		ck_assert_int_eq(shm_ring_append(seg, &rr, 1), 0);
+	}
+}
+
+/* Messages in a topic (sum of the partitions' high watermarks). */
+static int64_t topic_count(const char *topic)
+{
+	char err[256];
+	rd_kafka_conf_t *c = rd_kafka_conf_new();
+	rd_kafka_conf_set(c, "bootstrap.servers", bootstraps, err, sizeof(err));
+	rd_kafka_conf_set(c, "log_level", "0", err, sizeof(err));
+	rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+	ck_assert_ptr_nonnull(rk);
+	int64_t sum = 0;
+	for (int p = 0; p < PARTITIONS; p++) {
+		int64_t lo, hi;
+		ck_assert_int_eq(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 5000), 0);
+		sum += hi;
+	}
+	rd_kafka_destroy(rk);
+	return sum;
+}
+
+/* Every event delivered (arg: the quotes delivered before, which the
+ * delivered count includes) while the quotes' topic is not UP. */
+static bool events_delivered_quotes_down(struct fw *f, void *arg)
+{
+	struct fw_status st;
+	fw_get_status(f, &st);
+	return st.topic[0] != FW_KSTATE_UP && st.topic[1] == FW_KSTATE_UP &&
+	       st.delivered >= sent.n + *(uint64_t *)arg && st.spool_records >= 1;
+}
+
+START_TEST(test_one_topic_down_holds_back_only_itself)
+{
+	/* pricing.quotes' leaders are on broker 2, which goes down; the
+	 * events' leader (broker 1) stays.  Quotes stall and are spooled;
+	 * events keep flowing straight to Kafka, within seconds, and Kafka as
+	 * a whole is never taken down for them.  Broker 2 back: the quotes
+	 * are replayed, nothing lost. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct fw *f = fw_new(&loop);
+	sent.n = 0;
+	ck_assert_uint_eq(append_events(100, 4, 20), 100);
+	append_quotes(100);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 20000));
+	ck_assert_int_ge(topic_count("pricing.quotes"), 100);
+
+	rd_kafka_mock_broker_set_down(mc, 2);
+	append_quotes(500);
+	ck_assert_uint_eq(append_events(500, 4, 20), 500);
+	uint64_t t0 = util_mono_ms();
+	/* the first events may be purged once when the quotes stall: they
+	 * are sent again at once */
+	uint64_t quotes_before = 100;
+	ck_assert(run_until(&loop, f, events_delivered_quotes_down, &quotes_before, 15000));
+	uint64_t took = util_mono_ms() - t0;
+	struct fw_status st;
+	fw_get_status(f, &st);
+	ck_assert_msg(took < 8000, "events took %" PRIu64 " ms with only the quotes' broker down",
+	              took);
+	/* more events while the quotes' broker is still down: straight through */
+	ck_assert_uint_eq(append_events(300, 4, 20), 300);
+	t0 = util_mono_ms();
+	ck_assert(run_until(&loop, f, events_delivered_quotes_down, &quotes_before, 5000));
+	ck_assert_msg(util_mono_ms() - t0 < 2000, "events delayed %" PRIu64 " ms by a down topic",
+	              util_mono_ms() - t0);
+	fw_get_status(f, &st);
+	ck_assert_int_eq(st.topic[1], FW_KSTATE_UP);
+	ck_assert_int_ne(st.topic[0], FW_KSTATE_UP);
+
+	rd_kafka_mock_broker_set_up(mc, 2);
+	ck_assert(run_until(&loop, f, all_delivered, NULL, 30000));
+	fw_get_status(f, &st);
+	ck_assert(st.kafka_up);
+	fw_end(&loop, &f);
+	check_all_delivered(false);
+	ck_assert_int_ge(topic_count("pricing.quotes"), 600);
+	uv_loop_close(&loop);
+}
+END_TEST
+
 START_TEST(test_authorization_error_is_an_outage)
 {
 	/* A wrong ACL: produce requests fail with TOPIC_AUTHORIZATION_FAILED.
@@ -1090,6 +1198,12 @@ static Suite *fw_suite(void)
 	tcase_add_test(tc, test_dead_letters_bounded_by_dead_max_bytes);
 	tcase_add_test(tc, test_dead_letter_fsyncs_are_batched);
 	tcase_add_test(tc, test_requeue_sends_dead_letters_back);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("topics");
+	tcase_add_checked_fixture(tc, setup_two_brokers, teardown);
+	tcase_set_timeout(tc, 90);
+	tcase_add_test(tc, test_one_topic_down_holds_back_only_itself);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("timeout");
