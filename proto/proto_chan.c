@@ -72,10 +72,9 @@ int proto_chan_recv(int chan, struct eq_chan_msg *m, int *fd)
 	while (n == -1 && errno == EINTR);
 	if (n == -1)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	if (n == 0)
-		return -EPIPE;
 
-	/* Collect passed fds first: whatever the verdict, none may leak. */
+	/* Collect passed fds first: whatever the verdict, none may leak (a
+	 * zero-length datagram can carry one too: fuzz_chan found it leaked). */
 	int fds[PROTO_CHAN_MAX_FDS], nfds = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
@@ -83,6 +82,13 @@ int proto_chan_recv(int chan, struct eq_chan_msg *m, int *fd)
 		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		for (size_t i = 0; i < k && nfds < PROTO_CHAN_MAX_FDS; i++)
 			memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+	}
+	if (n == 0) {
+		/* EOF, or an empty datagram (SEQPACKET cannot tell them apart);
+		 * one with an fd is no EOF: malformed. */
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return nfds ? -EBADMSG : -EPIPE;
 	}
 	int trunc = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
 	if (proto_chan_decode(buf, (size_t)n, trunc, nfds, m) != 0) {

@@ -297,8 +297,11 @@ struct shm_counters_view {
 	uint64_t events[EQ_EVC__COUNT];
 	uint64_t worker_restarts[EQ_ROLE__COUNT];
 	struct shm_event_gauges gauges;
+	uint64_t config_reloads[2];          /* [0] ok, [1] rejected */
 };
 void shm_counters_read(const struct shm *s, struct shm_counters_view *out);
+/* Counts one config reload (equilibriumd, on SIGHUP): ok or rejected. */
+void shm_count_reload(struct shm *s, bool ok);
 /* Per-request accounting by the worker in `slot`. */
 void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int http_code,
                        enum eq_mode mode, uint64_t duration_us);

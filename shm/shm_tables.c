@@ -309,4 +309,11 @@ void shm_counters_read(const struct shm *s, struct shm_counters_view *out)
 	for (unsigned r = 0; r < EQ_ROLE__COUNT; r++)
 		out->worker_restarts[r] = ld(&c->worker_restarts[r]);
 	shm_event_gauges_read(s, &out->gauges);
+	for (unsigned r = 0; r < 2; r++)
+		out->config_reloads[r] = ld(&c->config_reloads[r]);
+}
+
+void shm_count_reload(struct shm *s, bool ok)
+{
+	atomic_fetch_add_explicit(&s->counters->config_reloads[ok ? 0 : 1], 1, memory_order_relaxed);
 }

@@ -42,7 +42,8 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
                                              * component record;
                                              * 4: the dead event counter, the spool dir;
                                              * 5: source redis_replica sizes answers) */
-#define SHM_VERSION_MINOR    0              /* incr. on appends into reserved */
+#define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
+                                             * (5.1: config reload counters) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -296,7 +297,10 @@ struct shm_counters {
 	 * seqlock, gen odd while the forwarder writes, NUL-terminated. */
 	_Atomic uint64_t spool_dir_gen;
 	char spool_dir[SHM_SPOOL_DIR_MAX];
-	uint8_t reserved[704];
+	/* eq_config_reloads_total{result}: [0] ok, [1] rejected; written by
+	 * equilibriumd on each SIGHUP (layout 5.1). */
+	_Atomic uint64_t config_reloads[2];
+	uint8_t reserved[688];
 	struct shm_worker_counters workers[SHM_MAX_WORKERS];
 };
 _Static_assert(offsetof(struct shm_counters, workers) == 1088, "counters header size: bump SHM_VERSION_MAJOR");

@@ -86,6 +86,7 @@ struct sup {
 	uint64_t watchdog_usec;              /* 0 = no watchdog */
 	uint64_t next_watchdog;              /* mono ms */
 	char status_sent[256];               /* last STATUS= text */
+	char reload_note[96];                /* outcome of the last reload, in STATUS= */
 	uint16_t mode_seq;                   /* mode word sequence last logged */
 	bool mode_seen;
 };
@@ -96,8 +97,9 @@ struct sup {
  * 0; -EINVAL with errs filled if invalid; -errno (errs holds "FILE:
  * reason") if unreadable. */
 int sup_config_load(const char *path, struct conf *c, int *memfd, struct conf_errors *errs);
-/* SIGHUP: re-read, validate, keep restart-only keys, hand over. */
-void sup_config_reload(struct sup *s);
+/* SIGHUP: re-read, validate, keep restart-only keys, hand over.  0 if
+ * accepted, -errno if rejected (the running config stays; reason logged). */
+int sup_config_reload(struct sup *s);
 /* The config text workers get after a reload that changed restart-only
  * keys ([shm] *, http.listen, spool.dir): text with those keys set to
  * run's values (written right after their section headers, the file's own
@@ -143,6 +145,11 @@ void sup_children_kill_all(struct sup *s);   /* SIGKILL every live worker */
 void sup_notify_init(struct sup *s);
 void sup_notify_tick(struct sup *s, uint64_t now);
 void sup_notify_stopping(struct sup *s);
+/* Around a reload (rc from sup_config_reload): RELOADING=1 was sent by
+ * sup_notify_reloading(); this counts the outcome in the segment, keeps it
+ * in STATUS= and sends READY=1 (once the service was ready at all). */
+void sup_notify_reloading(struct sup *s);
+void sup_notify_reload(struct sup *s, int rc);
 uint64_t sup_notify_next_deadline(const struct sup *s);
 /* The listening socket passed by socket activation: 0 and *fd (made
  * non-blocking), -ENOENT if none was passed, other -errno with err. */

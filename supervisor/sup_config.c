@@ -291,7 +291,7 @@ static int sup__pin_reload(struct sup *s, const char *text, size_t len, struct c
 	return 0;
 }
 
-void sup_config_reload(struct sup *s)
+int sup_config_reload(struct sup *s)
 {
 	struct conf_errors *errs = calloc(1, sizeof(*errs));
 	struct conf fresh;
@@ -302,7 +302,7 @@ void sup_config_reload(struct sup *s)
 	conf_defaults(&fresh);
 	if (errs == NULL) {
 		log_err("reload: out of memory; keeping the running config");
-		return;
+		return -ENOMEM;
 	}
 	rc = conf_read_file(s->conf_path, &text, &len, errs);
 	if (rc == 0)
@@ -322,6 +322,7 @@ void sup_config_reload(struct sup *s)
 	s->conf = fresh;
 	conf_defaults(&fresh);
 	conf_free(&old);
+	util_log_set_level(conf_log_priority(s->conf.log.level));
 	close(s->conf_memfd);
 	s->conf_memfd = memfd;
 	memfd = -1;
@@ -331,6 +332,7 @@ void sup_config_reload(struct sup *s)
 		log_err("reload: workers still start from %s", s->libexec);
 	sup_children_layout(s);
 	log_notice("reload: %s accepted and handed to the workers", s->conf_path);
+	rc = 0;
 
 out:
 	if (memfd >= 0)
@@ -338,6 +340,7 @@ out:
 	conf_free(&fresh);
 	free(text);
 	free(errs);
+	return rc < 0 ? rc : 0;
 }
 
 /* Build-tree detection: the build root is the parent of

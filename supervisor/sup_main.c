@@ -209,7 +209,8 @@ static void sup__on_signal(struct sup *s, const struct signalfd_siginfo *si)
 			log_notice("SIGHUP from pid %d ignored: stopping", (int)sender);
 		else {
 			log_notice("SIGHUP from pid %d: reloading %s", (int)sender, s->conf_path);
-			sup_config_reload(s);
+			sup_notify_reloading(s);
+			sup_notify_reload(s, sup_config_reload(s));
 		}
 		break;
 	case SIGUSR1:
@@ -353,6 +354,7 @@ int main(int argc, char **argv)
 		code = SUP_EXIT_CONFIG;
 		goto out;
 	}
+	util_log_set_level(conf_log_priority(s.conf.log.level));
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
 	           util_version(), s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
 	if (s.conf.auth.tokens.n == 0)

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -60,9 +61,10 @@ void sup_notify_tick(struct sup *s, uint64_t now)
 
 	unsigned wanted, ready = sup_children_ready(s, &wanted);
 	char status[sizeof(s->status_sent)];
-	snprintf(status, sizeof(status), "mode %s (automatic %s, override %s); %u/%u workers ready%s",
+	snprintf(status, sizeof(status), "mode %s (automatic %s, override %s); %u/%u workers ready%s%s%s",
 	         shm_mode_name(mv.effective), shm_mode_name(mv.auto_mode),
-	         shm_override_name(mv.override), ready, wanted, s->stopping ? "; stopping" : "");
+	         shm_override_name(mv.override), ready, wanted, s->stopping ? "; stopping" : "",
+	         s->reload_note[0] ? "; " : "", s->reload_note);
 	if (strcmp(status, s->status_sent) != 0) {
 		sd_notifyf(0, "STATUS=%s", status);
 		util_strlcpy(s->status_sent, status, sizeof(s->status_sent));
@@ -72,6 +74,29 @@ void sup_notify_tick(struct sup *s, uint64_t now)
 		s->ready_sent = true;
 		log_notice("all %u workers ready", wanted);
 	}
+}
+
+void sup_notify_reloading(struct sup *s)
+{
+	(void)s;
+	/* MONOTONIC_USEC lets systemd >= 253 (Type=notify-reload) match the
+	 * READY=1 that ends this reload; older ones ignore it. */
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, util_mono_us());
+}
+
+void sup_notify_reload(struct sup *s, int rc)
+{
+	char when[32];
+	util_fmt_iso8601(util_now_ms(), when, sizeof(when));
+	if (s->shm != NULL)
+		shm_count_reload(s->shm, rc == 0);
+	snprintf(s->reload_note, sizeof(s->reload_note), "reload %s at %s",
+	         rc == 0 ? "ok" : "rejected (old config kept)", when);
+	/* STATUS= with the outcome first, then READY=1 ends the reload. */
+	s->status_sent[0] = '\0';
+	sup_notify_tick(s, util_mono_ms());
+	if (s->ready_sent)
+		sd_notify(0, "READY=1");
 }
 
 void sup_notify_stopping(struct sup *s)

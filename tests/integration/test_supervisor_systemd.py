@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -95,3 +96,57 @@ def test_service_exposure_score():
     assert m, r.stdout + r.stderr
     # docs/operations.md reports 1.2; anything above 2.0 means hardening was lost.
     assert float(m.group(1)) <= 2.0, r.stdout
+
+
+# --------------------------------------------------------------------------
+# An honest reload, through the daemon's notify protocol (systemd is not
+# PID 1 here: the fixture's NOTIFY_SOCKET listener stands in for it).
+
+def _reloads(d):
+    status, _h, body = d.http("GET", "/metrics", token=None)
+    assert status == 200
+    text = body.decode()
+    return {r: int(re.search(rf'^eq_config_reloads_total{{result="{r}"}} (\d+)$', text, re.M).group(1))
+            for r in ("ok", "rejected")}
+
+
+def _after(lines, start):
+    return lines[start:]
+
+
+def test_reload_speaks_reloading_ready_and_status_and_counts(daemon):
+    d = daemon()
+    assert _reloads(d) == {"ok": 0, "rejected": 0}     # exported at 0 from the start
+
+    # A valid file: RELOADING=1, then STATUS= saying ok, then READY=1.
+    n = len(d.notify.assignments())
+    d.reload({"log.level": "info", "pricing.default_base_fare": "13.00"})
+    got = d.notify.wait(lambda ls: "READY=1" in _after(ls, n) and _after(ls, n), timeout=15)
+    assert got, (d.notify_messages(), d.log_tail())
+    seq = _after(d.notify.assignments(), n)
+    assert seq[0] == "RELOADING=1", seq
+    i_ready = seq.index("READY=1")
+    status = [x for x in seq[:i_ready] if x.startswith("STATUS=")]
+    assert status and "reload ok" in status[-1], seq
+    util.wait_for(lambda: _reloads(d) == {"ok": 1, "rejected": 0}, timeout=5,
+                  desc="eq_config_reloads_total{result=ok} 1")
+    assert "reload: " in d.log_text() and "accepted" in d.log_text()
+
+    # An invalid file: rejected, the old config kept, and said so in all
+    # three places; the daemon still answers READY=1 (it is serving).
+    n = len(d.notify.assignments())
+    with open(d.conf_path, "a") as f:
+        f.write("\n[nosuchsection]\nx = 1\n")
+    d.send_signal(signal.SIGHUP)
+    got = d.notify.wait(lambda ls: "READY=1" in _after(ls, n), timeout=15)
+    assert got, (d.notify_messages(), d.log_tail())
+    seq = _after(d.notify.assignments(), n)
+    assert seq[0] == "RELOADING=1", seq
+    status = [x for x in seq[:seq.index("READY=1")] if x.startswith("STATUS=")]
+    assert status and "reload rejected" in status[-1], seq
+    util.wait_for(lambda: _reloads(d) == {"ok": 1, "rejected": 1}, timeout=5,
+                  desc="eq_config_reloads_total{result=rejected} 1")
+    assert "reload rejected" in d.log_text()
+    assert d.running()
+    status_code, _h, body = d.http("GET", "/v1/pricing/zz")
+    assert status_code == 200 and json.loads(body)["base_fare"] == 13.0, body   # the accepted one

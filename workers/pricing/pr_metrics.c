@@ -59,9 +59,9 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	for (unsigned ep = 0; ep < EQ_EP__COUNT; ep++)
 		for (unsigned code = 0; code < EQ_HTTP__COUNT; code++)
 			for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
+				/* Every series from the start, at 0: rate() sees the first
+				 * increment (DESIGN.md, "Metrics"). */
 				uint64_t n = c->requests[ep][code][m];
-				if (n == 0)
-					continue;
 				pr_buf_printf(b, "eq_requests_total{endpoint=\"%s\",code=\"%d\",mode=\"%s\"} ",
 				              shm_endpoint_name(ep), shm_http_code_value(code), shm_mode_name(m));
 				pr_buf_put_u64(b, n);
@@ -177,6 +177,13 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 	help(b, "eq_prices_capacity", "gauge", "Zones the stale-price table holds (shm.zones_capacity).");
 	pr_buf_puts(b, "eq_prices_capacity ");
 	pr_buf_put_u64(b, ps.capacity);
+	pr_buf_putc(b, '\n');
+
+	help(b, "eq_config_reloads_total", "counter", "Config reloads (SIGHUP) by result.");
+	pr_buf_puts(b, "eq_config_reloads_total{result=\"ok\"} ");
+	pr_buf_put_u64(b, c->config_reloads[0]);
+	pr_buf_puts(b, "\neq_config_reloads_total{result=\"rejected\"} ");
+	pr_buf_put_u64(b, c->config_reloads[1]);
 	pr_buf_putc(b, '\n');
 
 	/* util_version() is [0-9A-Za-z.+-]: nothing to escape in the label. */

@@ -113,6 +113,41 @@ START_TEST(test_malformed_messages_are_ebadmsg_and_close_fds)
 }
 END_TEST
 
+START_TEST(test_empty_datagram_with_an_fd_closes_it)
+{
+	/* Found by fuzz_chan (tests/fuzz/corpus/chan/empty_with_fd): a
+	 * zero-length datagram carrying a memfd was taken for EOF and the fd
+	 * leaked. */
+	int memfd = memfd_create("cfg", MFD_CLOEXEC);
+	unsigned before = open_fds();
+	char none = 0;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct iovec iov = { .iov_base = &none, .iov_len = 0 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+	                     .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &memfd, sizeof(int));
+	ck_assert_int_eq(sendmsg(sv[0], &mh, 0), 0);
+	struct eq_chan_msg m;
+	int fd;
+	ck_assert_int_eq(proto_chan_recv(sv[1], &m, &fd), -EBADMSG);
+	ck_assert_int_eq(fd, -1);
+	ck_assert_uint_eq(open_fds(), before);
+	close(memfd);
+	/* The channel still works. */
+	struct eq_chan_msg drain = { .type = EQ_CHAN_DRAIN };
+	ck_assert_int_eq(proto_chan_send(sv[0], &drain, -1), 0);
+	ck_assert_int_eq(proto_chan_recv(sv[1], &m, &fd), 0);
+}
+END_TEST
+
 START_TEST(test_two_fds_are_refused)
 {
 	int a = memfd_create("a", MFD_CLOEXEC), b = memfd_create("b", MFD_CLOEXEC);
@@ -211,6 +246,7 @@ int main(void)
 	tcase_add_test(tc, test_drain_round_trip);
 	tcase_add_test(tc, test_reload_passes_the_fd);
 	tcase_add_test(tc, test_malformed_messages_are_ebadmsg_and_close_fds);
+	tcase_add_test(tc, test_empty_datagram_with_an_fd_closes_it);
 	tcase_add_test(tc, test_two_fds_are_refused);
 	tcase_add_test(tc, test_decode_table);
 	tcase_add_test(tc, test_eof_is_epipe);
