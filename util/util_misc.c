@@ -180,7 +180,9 @@ size_t util_text_sanitize(char *s)
 
 int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	if (s == NULL || *s == '\0' || *s == '-' || *s == '+')
+	/* A digit first: strtoull would skip leading white space (\t \v \f
+	 * \r) and take a sign. */
+	if (s == NULL || *s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	char *end;
@@ -195,7 +197,8 @@ int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 int util_parse_double(const char *s, double min, double max, double *out)
 {
-	if (s == NULL || *s == '\0')
+	/* No leading white space (strtod would skip it). */
+	if (s == NULL || *s == '\0' || strchr(" \t\n\v\f\r", *s) != NULL)
 		return -EINVAL;
 	errno = 0;
 	char *end;

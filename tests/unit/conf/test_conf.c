@@ -606,6 +606,17 @@ START_TEST(test_listen_address)
 		expect_error(text, msg);
 		conf_free(&C);
 	}
+	/* A control byte before the port (strtoull skips \t \v \f \r):
+	 * found by test_conf_fuzz, seed 1019703662032. */
+	static const char *const ctl[] = { "127.0.0.1:\v8080", "127.0.0.1:\f80", "[::1]:\r443",
+	                                   "127.0.0.1:\t80" };
+	for (size_t i = 0; i < sizeof(ctl) / sizeof(ctl[0]); i++) {
+		snprintf(text, sizeof(text), "[http]\nlisten = %s\n", ctl[i]);
+		ck_assert_int_eq(load(text), -EINVAL);
+		ck_assert_uint_eq(E.count, 1);
+		ck_assert_msg(strstr(E.msg[0], "must be IPv4:PORT") != NULL, "%s", E.msg[0]);
+		conf_free(&C);
+	}
 
 	struct sockaddr_storage ss;
 	socklen_t len;
