@@ -304,6 +304,9 @@ int conf_listen_parse(const char *text, struct sockaddr_storage *ss, socklen_t *
 const char *conf_fsync_name(enum conf_fsync v);
 const char *conf_emergency_pricing_name(enum conf_emergency_pricing v);
 const char *conf_log_level_name(enum conf_log_level v);
+/* [log] level as a syslog priority (LOG_DEBUG .. LOG_ERR), for
+ * util_log_set_level. */
+int conf_log_priority(enum conf_log_level v);
 
 /* The key schema, for docs, tests and tools.  Keys are in file order;
  * [zone:ID] keys and [kafka] rdkafka.* are not listed (see conf.c). */

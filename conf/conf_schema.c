@@ -666,6 +666,16 @@ const char *conf_log_level_name(enum conf_log_level v)
 	return (unsigned)v < UTIL_ARRAY_LEN(log_level_names) - 1 ? log_level_names[v] : "?";
 }
 
+int conf_log_priority(enum conf_log_level v)
+{
+	static const int prio[] = {
+		[CONF_LOG_DEBUG] = LOG_DEBUG, [CONF_LOG_INFO] = LOG_INFO,
+		[CONF_LOG_NOTICE] = LOG_NOTICE, [CONF_LOG_WARNING] = LOG_WARNING,
+		[CONF_LOG_ERR] = LOG_ERR,
+	};
+	return (unsigned)v < UTIL_ARRAY_LEN(prio) ? prio[v] : LOG_INFO;
+}
+
 size_t conf_schema_count(void)
 {
 	return conf__n_keys;

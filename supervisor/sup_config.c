@@ -322,6 +322,7 @@ int sup_config_reload(struct sup *s)
 	s->conf = fresh;
 	conf_defaults(&fresh);
 	conf_free(&old);
+	util_log_set_level(conf_log_priority(s->conf.log.level));
 	close(s->conf_memfd);
 	s->conf_memfd = memfd;
 	memfd = -1;

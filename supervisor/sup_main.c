@@ -354,6 +354,7 @@ int main(int argc, char **argv)
 		code = SUP_EXIT_CONFIG;
 		goto out;
 	}
+	util_log_set_level(conf_log_priority(s.conf.log.level));
 	log_notice("equilibriumd %s starting: config %s, segment %s, %u pricing workers",
 	           util_version(), s.conf_path, s.conf.shm.name, s.conf.pricing.workers);
 	if (s.conf.auth.tokens.n == 0)

@@ -20,6 +20,10 @@
  * LOG_INFO.  EQ_LOG_LEVEL=debug|info|notice|warning|err in the environment
  * overrides the threshold (read once here). */
 void util_log_init(const char *ident, int level);
+/* Sets the threshold from the config ([log] level, as a syslog priority:
+ * lines less severe are dropped).  EQ_LOG_LEVEL, when set to a level name,
+ * still wins: it is the operator's override for one run. */
+void util_log_set_level(int level);
 
 /* Writes "<prio>ident[pid]: message\n" with a single write(2) so lines from
  * several processes sharing stderr never interleave. */

@@ -33,6 +33,15 @@ void util_log_init(const char *ident, int level)
 		log_level = level_from_name(env);
 }
 
+void util_log_set_level(int level)
+{
+	const char *env = getenv("EQ_LOG_LEVEL");
+	if (env != NULL && level_from_name(env) >= 0)
+		return;
+	if (level >= LOG_EMERG && level <= LOG_DEBUG)
+		log_level = level;
+}
+
 void util_logv(int prio, const char *fmt, va_list ap)
 {
 	if (prio > log_level)

@@ -7,7 +7,7 @@
 # prober, forwarder, Kafka = eq-kafka-dev when built), sharing one
 # redis-server that holds the zone:
 #   Q  one pricing worker, quote events on;
-#   N  one pricing worker, quote events off (EQ_PRICING_QUOTES=0);
+#   N  one pricing worker, quote events off ([pricing] quotes = off);
 #   T  two pricing workers.
 # Every round runs, each for $DURATION seconds after a warm-up, with
 # wrk -t1 -c$CONNS, one after the other (interleaved, so a busy moment of
@@ -126,8 +126,8 @@ fi
 
 # ---- the daemons ----
 declare -A DPORT DSHM DPID DWORKERS
-start_daemon() {   # name workers [env assignments...]
-  local name=$1 workers=$2; shift 2
+start_daemon() {   # name workers [quotes: on|off]
+  local name=$1 workers=$2 quotes=${3:-on}
   local port shm dir=$TMP/$name
   port=$(free_port)
   shm=/eqbench-$$-$name
@@ -143,6 +143,7 @@ max_connections = $((IDLE_CONNS + 500))
 token_sha256 = $(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
 [pricing]
 workers = $workers
+quotes = $quotes
 [redis]
 port = $RPORT
 [kafka]
@@ -154,7 +155,7 @@ emergency_pricing = stale
 [supervisor]
 libexec_dir = $BUILD/workers
 EOF
-  env "$@" "$BUILD/supervisor/equilibriumd" -c "$dir/eq.conf" >>"$dir/eq.log" 2>&1 &
+  "$BUILD/supervisor/equilibriumd" -c "$dir/eq.conf" >>"$dir/eq.log" 2>&1 &
   DPID[$name]=$!
   PIDS+=($!)
   DPORT[$name]=$port
@@ -175,7 +176,7 @@ mode() {   # name mode
 url() { echo "http://127.0.0.1:${DPORT[$1]}/v1/pricing/z1"; }
 
 start_daemon Q 1
-start_daemon N 1 EQ_PRICING_QUOTES=0
+start_daemon N 1 off
 start_daemon T 2
 BODY_BYTES=$(curl -s -H "Authorization: Bearer $TOKEN" "$(url Q)" | wc -c)
 # T's stale table holds z1 once T read it live (normal mode): prime it.

@@ -82,3 +82,25 @@ def test_every_answer_has_its_quote_in_kafka_across_a_worker_kill(daemon, redis,
     st = d.status()
     assert st["events"]["dropped"] == 0, st["events"]
     assert d.stop() == 0
+
+
+def test_quotes_off_sends_none_and_a_reload_turns_them_on(daemon, redis, kafka):
+    """[pricing] quotes = off: answers as usual, no quote event; a reload to
+    on brings them back without a restart."""
+    redis.set_zone("z1", 12.5, 1.7)
+    d = daemon(dict(QUIET_PROBER, **{"pricing.quotes": "off"}), redis=redis, kafka=kafka)
+    wait_for(lambda: pricing_pid(d), timeout=10, desc="eq-pricing ready")
+    for _ in range(20):
+        code, _, a = d.http_json("GET", "/v1/pricing/z1")
+        assert code == 200 and a["source"] == "redis"
+    # A marker event proves the path to Kafka works while quotes are off.
+    code, _, body = d.http_json("POST", "/v1/events", {"type": "demand", "zone_id": "m", "count": 1})
+    assert code == 202, body
+    kafka.wait_messages("pricing.events", 1, timeout=30)
+    assert kafka.records("pricing.quotes", timeout=2) == []
+    d.reload({"pricing.quotes": "on"})
+    wait_for(lambda: "reload: new config" in d.log_text(), timeout=10, desc="workers reloaded")
+    for _ in range(5):
+        assert d.http("GET", "/v1/pricing/z1")[0] == 200
+    recs = kafka.wait_messages("pricing.quotes", 5, timeout=30)
+    assert all(decode(r.value)["type"] == "quote" for r in recs)

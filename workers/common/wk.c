@@ -199,6 +199,7 @@ int wk__init(struct wk *w, enum eq_role role, int argc, char **argv,
 			return rc == -EINVAL ? -EBADMSG : rc;
 		}
 		free(errs);
+		util_log_set_level(conf_log_priority(w->conf.log.level));
 	} else {
 		if (!wk__fd_open(fds->config) || !wk__fd_open(fds->status)) {
 			log_err("no config on fd %d or status channel on fd %d: "
@@ -210,6 +211,7 @@ int wk__init(struct wk *w, enum eq_role role, int argc, char **argv,
 		close(fds->config);
 		if (rc < 0)
 			return rc;
+		util_log_set_level(conf_log_priority(w->conf.log.level));
 		w->chan_fd = fds->status;
 		if (fcntl(w->chan_fd, F_SETFD, FD_CLOEXEC) == -1 ||
 		    fcntl(w->chan_fd, F_SETFL, O_NONBLOCK) == -1) {
@@ -277,6 +279,7 @@ static void wk__apply_reload(struct wk *w, int memfd)
 	}
 	struct conf old = w->conf;
 	w->conf = fresh;
+	util_log_set_level(conf_log_priority(w->conf.log.level));
 	log_info("reload: new config from %s", w->conf.path);
 	if (w->started && !w->draining) {
 		uint64_t period = UTIL_MAX(w->conf.supervisor.heartbeat_timeout_ms / 5u, 10u);

@@ -422,6 +422,19 @@ static size_t spool_batch(struct fw *f, size_t n)
 	return start;
 }
 
+/* Spools the batch's records [0, n); what does not fit waits in memory as
+ * a retry, its custody where it was (the ring entry not done, the spool
+ * record not acked). */
+static void spool_or_keep(struct fw *f, size_t n)
+{
+	for (size_t i = spool_batch(f, n); i < n; i++) {
+		struct spool_msg r;
+		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
+		fw__retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, f->batch_topic[i], r.key,
+		               r.key_len, r.val, r.val_len);
+	}
+}
+
 /* ---- sending ---- */
 
 bool fw__all_up(const struct fw *f)
@@ -641,14 +654,7 @@ size_t fw__send_spool(struct fw *f, size_t max, uint64_t now)
 		}
 		sent++;
 	}
-	size_t moved = spool_batch(f, nb);
-	for (size_t i = moved; i < nb; i++) {
-		/* The spool is full: keep it in memory (custody stays in the spool). */
-		struct spool_msg r;
-		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
-		fw__retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, f->batch_topic[i], r.key,
-		               r.key_len, r.val, r.val_len);
-	}
+	spool_or_keep(f, nb);
 	return sent;
 }
 
@@ -843,14 +849,7 @@ size_t fw__take_ring(struct fw *f, size_t max)
 		batch_put(f, nb++, f->ktopic[i], m->key, m->key_len, m->val, m->val_len, f->kts[i],
 		          m->opaque);
 	}
-	size_t done = spool_batch(f, nb);
-	for (size_t i = done; i < nb; i++) {
-		/* No room: keep them (custody stays in the ring). */
-		struct spool_msg r;
-		spool_msg_decode(f->batch_items[i].data, f->batch_items[i].len, &r);
-		fw__retry_keep(f, f->batch_rq[i], f->batch_items[i].ts_ms, f->batch_topic[i], r.key,
-		               r.key_len, r.val, r.val_len);
-	}
+	spool_or_keep(f, nb);
 	ring_note_skips(f);
 	return n;
 }

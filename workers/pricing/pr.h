@@ -36,7 +36,6 @@ struct pr {
 	struct pr_price *price;
 	bool ready;                          /* attached and serving (/readyz) */
 	bool events_enabled;                 /* the segment has a valid event ring */
-	bool quotes;                         /* offer quote events (EQ_PRICING_QUOTES=0: off) */
 	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
 	struct pr_auth_cache auth_cache;     /* last token accepted (pr_auth.h) */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */

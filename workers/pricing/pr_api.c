@@ -135,7 +135,7 @@ static double rand01(struct pr *p)
  * because of it. */
 static void offer_quote(struct pr *p, const struct pr_answer *a)
 {
-	if (!p->quotes || p->quoteq == NULL || a->mode == EQ_MODE_EMERGENCY)
+	if (p->conf->pricing.quotes != CONF_ON || p->quoteq == NULL || a->mode == EQ_MODE_EMERGENCY)
 		return;
 	if (a->mode == EQ_MODE_DEGRADED && rand01(p) >= p->conf->modes.degraded_quote_sample)
 		return;
@@ -724,7 +724,6 @@ void pr_api_on_answered(const struct pr_req *r, int status, void *arg)
 void pr_api_init(struct pr *p)
 {
 	struct shm_ring_h ring;
-	const char *q = getenv("EQ_PRICING_QUOTES");
 
 	p->events_enabled = shm_ring_of(p->shm, &ring) == 0;
 	for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
@@ -732,7 +731,6 @@ void pr_api_init(struct pr *p)
 			snprintf(p->src_mode_hdr[src][m], sizeof(p->src_mode_hdr[src][m]),
 			         "X-Equilibrium-Source: %s\r\nX-Equilibrium-Mode: %s\r\n",
 			         shm_source_name(src), shm_mode_name(m));
-	p->quotes = !(q && strcmp(q, "0") == 0);
 	if (p->events_enabled && p->quoteq == NULL && pr_quotes_create(p->shm, &p->quoteq) != 0)
 		log_warn("no memory for the quote event queue: quote events are off");
 	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)

@@ -162,15 +162,26 @@ static void finish_stale(struct pr_lookup *l, const struct shm_price *p, double 
 	finish(l, &a);
 }
 
-/* Last known price if there is one (very_stale), else the default. */
+/* Bounded staleness (DESIGN.md): a last known price whose age is over
+ * modes.stale_max_age_ms (0 = no limit) is never served. */
+static bool stale_expired(const struct pr_price *e, const struct shm_price *p, uint64_t now)
+{
+	uint64_t max = e->conf->modes.stale_max_age_ms;
+	return max != 0 && age_of(now, p->updated_ms, p->read_ms) > max;
+}
+
+/* Last known price if there is one (very_stale) and it is not too old,
+ * else the default (stale_expired when only a too old one is known). */
 static void finish_stale_or_default(struct pr_lookup *l, enum pr_reason why)
 {
 	struct shm_price p;
 
-	if (shm_prices_lookup(l->e->shm, l->zone, l->len, &p) == 0)
-		finish_stale(l, &p, CONF_VERY_STALE, "very_stale", why);
-	else
+	if (shm_prices_lookup(l->e->shm, l->zone, l->len, &p) != 0)
 		finish_default(l, why);
+	else if (stale_expired(l->e, &p, util_now_ms()))
+		finish_default(l, PR_REASON_STALE_EXPIRED);
+	else
+		finish_stale(l, &p, CONF_VERY_STALE, "very_stale", why);
 }
 
 /* A live read: refresh the stale entry, then answer. */
@@ -399,7 +410,8 @@ int pr_price_lookup(struct pr_price *e, const char *zone, size_t len, pr_price_c
 		return 0;
 	case EQ_MODE_DEGRADED:
 		if (shm_prices_lookup(e->shm, zone, len, &p) == 0 &&
-		    age_of(util_now_ms(), 0, p.read_ms) < e->conf->modes.degraded_stale_ttl_ms) {
+		    age_of(util_now_ms(), 0, p.read_ms) < e->conf->modes.degraded_stale_ttl_ms &&
+		    !stale_expired(e, &p, util_now_ms())) {
 			finish_stale(l, &p, CONF_STALE_TTL, "stale", PR_REASON_DEGRADED_CACHE);
 			return 0;
 		}

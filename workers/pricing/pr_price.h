@@ -43,7 +43,8 @@ struct conf;
 	X(ALL_SYSTEMS_UNAVAILABLE, "all_systems_unavailable")   \
 	X(DATABASE_UNAVAILABLE,    "database_unavailable")      \
 	X(EMERGENCY_MODE,          "emergency_mode")            \
-	X(ZONE_NOT_FOUND,          "zone_not_found")
+	X(ZONE_NOT_FOUND,          "zone_not_found")            \
+	X(STALE_EXPIRED,           "stale_expired")
 
 #define PR__REASON(n, s) PR_REASON_##n,
 enum pr_reason { PR_REASON_TBL(PR__REASON) PR_REASON__COUNT };

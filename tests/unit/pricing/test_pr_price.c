@@ -645,8 +645,8 @@ START_TEST(reason_names_match_design)
 {
 	const char *want[] = { NULL, "redis_unavailable", "redis_timeout", "redis_miss",
 	                       "degraded_cache", "all_systems_unavailable", "database_unavailable",
-	                       "emergency_mode", "zone_not_found" };
-	ck_assert_int_eq(PR_REASON__COUNT, 9);
+	                       "emergency_mode", "zone_not_found", "stale_expired" };
+	ck_assert_int_eq(PR_REASON__COUNT, 10);
 	ck_assert_ptr_null(pr_reason_name(PR_REASON_NONE));
 	for (int i = 1; i < PR_REASON__COUNT; i++)
 		ck_assert_str_eq(pr_reason_name((enum pr_reason)i), want[i]);
