@@ -294,6 +294,7 @@ struct shm_counters_view {
 	uint64_t latency_bucket[EQ_MODE__COUNT][EQ_LATENCY_BUCKETS + 1];  /* last = +Inf */
 	uint64_t latency_sum_us[EQ_MODE__COUNT];
 	uint64_t answers[EQ_SOURCE__COUNT];
+	uint64_t streams_open;               /* eq_streams_open, all workers */
 	uint64_t events[EQ_EVC__COUNT];
 	uint64_t worker_restarts[EQ_ROLE__COUNT];
 	struct shm_event_gauges gauges;
@@ -306,6 +307,9 @@ void shm_count_reload(struct shm *s, bool ok);
 void shm_count_request(struct shm *s, unsigned slot, enum eq_endpoint ep, int http_code,
                        enum eq_mode mode, uint64_t duration_us);
 void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src);
+/* The worker in `slot` publishes how many live streams it has open
+ * (eq-pricing; a new process in the slot starts by setting 0). */
+void shm_worker_streams_set(struct shm *s, unsigned slot, uint64_t n);
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n);
 
 

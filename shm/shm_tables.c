@@ -192,6 +192,12 @@ void shm_count_answer(struct shm *s, unsigned slot, enum eq_source src)
 	bump(&s->counters->workers[slot].answers[src], 1);
 }
 
+void shm_worker_streams_set(struct shm *s, unsigned slot, uint64_t n)
+{
+	assert(slot < SHM_MAX_WORKERS);
+	atomic_store_explicit(&s->counters->workers[slot].streams_open, n, memory_order_relaxed);
+}
+
 void shm_count_event(struct shm *s, enum eq_event_counter c, uint64_t n)
 {
 	assert((unsigned)c < EQ_EVC__COUNT);
@@ -303,6 +309,7 @@ void shm_counters_read(const struct shm *s, struct shm_counters_view *out)
 		}
 		for (unsigned src = 0; src < EQ_SOURCE__COUNT; src++)
 			out->answers[src] += ld(&wc->answers[src]);
+		out->streams_open += ld(&wc->streams_open);
 	}
 	for (unsigned e = 0; e < EQ_EVC__COUNT; e++)
 		out->events[e] = ld(&c->events[e]);

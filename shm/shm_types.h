@@ -42,8 +42,9 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
                                              * component record;
                                              * 4: the dead event counter, the spool dir;
                                              * 5: source redis_replica sizes answers) */
-#define SHM_VERSION_MINOR    1              /* incr. on appends into reserved
-                                             * (5.1: config reload counters) */
+#define SHM_VERSION_MINOR    2              /* incr. on appends into reserved
+                                             * (5.1: config reload counters;
+                                             * 5.2: the workers' streams_open gauge) */
 #define SHM_READY_MARKER     0x52454144u    /* "READ": initialisation complete */
 
 #define SHM_MAX_WORKERS      64
@@ -277,7 +278,8 @@ struct shm_worker_counters {
 	_Atomic uint64_t latency_bucket[EQ_MODE__COUNT][EQ_LATENCY_BUCKETS + 1]; /* last = +Inf */
 	_Atomic uint64_t latency_sum_us[EQ_MODE__COUNT];
 	_Atomic uint64_t answers[EQ_SOURCE__COUNT];
-	uint8_t reserved[128];
+	_Atomic uint64_t streams_open;       /* eq-pricing: live streams open now (gauge) */
+	uint8_t reserved[120];
 };
 _Static_assert(sizeof(struct shm_worker_counters) == 2616, "worker counters size: bump SHM_VERSION_MAJOR");
 _Static_assert(sizeof(struct shm_worker_counters) % 8 == 0, "worker counters stay 8-byte aligned");

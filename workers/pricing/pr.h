@@ -25,6 +25,7 @@
 
 struct pr_batch;
 struct pr_ev_scratch;
+struct pr_streams;
 struct pr_quotes;
 
 struct pr {
@@ -37,6 +38,7 @@ struct pr {
 	bool ready;                          /* attached and serving (/readyz) */
 	bool events_enabled;                 /* the segment has a valid event ring */
 	struct pr_quotes *quoteq;            /* this iteration's quotes (pr_quotes.h); NULL = none */
+	struct pr_streams *streams;          /* live price streams (pr_stream.h) */
 	struct pr_auth_cache auth_cache;     /* last token accepted (pr_auth.h) */
 	struct pr_ev_scratch *ev;            /* POST /v1/events buffers, made on first use */
 	struct pr_buf body;                  /* scratch: one answer body at a time */

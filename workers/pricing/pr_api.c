@@ -25,6 +25,7 @@
 #include "workers/pricing/pr_json.h"
 #include "workers/pricing/pr_quotes.h"
 #include "workers/pricing/pr_route.h"
+#include "workers/pricing/pr_stream.h"
 
 #define JSON_CT  "application/json"
 #define RETRY_AFTER_S "5"
@@ -703,7 +704,12 @@ void pr_api_on_request(struct pr_req *r, void *arg)
 		do_admin_mode(p, r);
 		return;
 	case PR_ROUTE_STREAM:
-		pr_http_error(r, 404, "not_found", "no such endpoint", NULL);
+		if (!proto_zone_id_ok(m.zone, m.zone_len)) {
+			pr_http_error(r, 400, "invalid_zone_id", "zone_id must be 1 to 64 characters "
+			              "of [A-Za-z0-9_.:-]", NULL);
+			return;
+		}
+		pr_stream_open(p, r, m.zone, m.zone_len);
 		return;
 	case PR_ROUTE_NONE:
 		break;
@@ -736,6 +742,8 @@ void pr_api_init(struct pr *p)
 	if (p->rng == 0 && util_random(&p->rng, sizeof(p->rng)) != 0)
 		p->rng = util_mono_us();
 	p->rng |= 1;
+	if (p->streams == NULL && pr_stream_init(p) != 0)
+		log_err("out of memory: live price streams are off in this worker");
 }
 
 void pr_api_fini(struct pr *p)
@@ -747,6 +755,7 @@ void pr_api_fini(struct pr *p)
 		free(b);
 	}
 	p->n_free_batches = 0;
+	pr_stream_fini(p);
 	pr_buf_free(&p->body);
 	free(p->ev);
 	p->ev = NULL;

@@ -875,6 +875,45 @@ static void drain_head(struct pr_conn *c)
 			return;
 		}
 	}
+	/* A stream that reached the head writes straight to the output. */
+	if (r && r->streaming && r->resp.len) {
+		pr_buf_append(&c->out, r->resp.data, r->resp.len);
+		pr_buf_reset(&r->resp, 0);
+	}
+}
+
+/* Status line and headers of an answer into o (body_len < 0: streamed,
+ * no Content-Length). */
+static void render_head(struct pr_http *h, struct pr_req *r, struct pr_buf *o, int status,
+                        const char *ctype, const char *extra, long long body_len)
+{
+	refresh_date(h);
+	pr_buf_reserve(o, 192 + h->date_len + (extra ? strlen(extra) : 0));
+	PR_JSON_LIT(o, "HTTP/1.1 ");
+	pr_buf_put_u64(o, (uint64_t)status);
+	pr_buf_putc(o, ' ');
+	pr_buf_puts(o, pr_http_reason(status));
+	PR_JSON_LIT(o, "\r\n");
+	pr_buf_append(o, h->date, h->date_len);
+	if (ctype) {
+		PR_JSON_LIT(o, "Content-Type: ");
+		pr_buf_puts(o, ctype);
+		PR_JSON_LIT(o, "\r\n");
+	}
+	if (body_len >= 0) {
+		PR_JSON_LIT(o, "Content-Length: ");
+		pr_buf_put_u64(o, (uint64_t)body_len);
+		PR_JSON_LIT(o, "\r\n");
+	}
+	if (extra)
+		pr_buf_puts(o, extra);
+	if (r->close_after || !r->keepalive) {
+		r->close_after = true;
+		PR_JSON_LIT(o, "Connection: close\r\n");
+	} else if (r->http10) {
+		PR_JSON_LIT(o, "Connection: keep-alive\r\n");
+	}
+	PR_JSON_LIT(o, "\r\n");
 }
 
 void pr_http_respond(struct pr_req *r, int status, const char *ctype,
@@ -896,37 +935,75 @@ void pr_http_respond(struct pr_req *r, int status, const char *ctype,
 		return;
 	}
 	o = (r == c->head) ? &c->out : &r->resp;
-	refresh_date(h);
-	pr_buf_reserve(o, 192 + h->date_len + (extra ? strlen(extra) : 0) + len);
-	PR_JSON_LIT(o, "HTTP/1.1 ");
-	pr_buf_put_u64(o, (uint64_t)status);
-	pr_buf_putc(o, ' ');
-	pr_buf_puts(o, pr_http_reason(status));
-	PR_JSON_LIT(o, "\r\n");
-	pr_buf_append(o, h->date, h->date_len);
-	if (ctype) {
-		PR_JSON_LIT(o, "Content-Type: ");
-		pr_buf_puts(o, ctype);
-		PR_JSON_LIT(o, "\r\n");
-	}
-	PR_JSON_LIT(o, "Content-Length: ");
-	pr_buf_put_u64(o, len);
-	PR_JSON_LIT(o, "\r\n");
-	if (extra)
-		pr_buf_puts(o, extra);
-	if (r->close_after || !r->keepalive) {
-		r->close_after = true;
-		PR_JSON_LIT(o, "Connection: close\r\n");
-	} else if (r->http10) {
-		PR_JSON_LIT(o, "Connection: keep-alive\r\n");
-	}
-	PR_JSON_LIT(o, "\r\n");
+	pr_buf_reserve(o, len);
+	render_head(h, r, o, status, ctype, extra, (long long)len);
 	if (r->method != HTTP_HEAD && len)
 		pr_buf_append(o, body, len);
 	if (o->oom) {
 		/* Out of memory mid-answer: the stream can no longer be framed. */
 		pr_buf_reset(o, 0);
 		r->close_after = true;
+	}
+	r->done = true;
+	if (r == c->head)
+		drain_head(c);
+	mark_dirty(c);
+}
+
+void pr_http_stream_begin(struct pr_req *r, int status, const char *ctype, const char *extra)
+{
+	struct pr_conn *c = r->conn;
+	struct pr_http *h = c->srv;
+
+	assert(r->dispatched && !r->done && !r->streaming);
+	if (h->ops.on_answered)
+		h->ops.on_answered(r, status, h->ops.arg);
+	r->streaming = true;
+	/* Close-delimited: nothing after the stream is part of the exchange. */
+	r->close_after = true;
+	if (c->phase == PR_CONN_CLOSED || r->orphan)
+		return;
+	if (parsing(c))
+		pr__conn_to(c, PR_CONN_EV_LAST_REQUEST);
+	render_head(h, r, r == c->head ? &c->out : &r->resp, status, ctype, extra, -1);
+	mark_dirty(c);
+}
+
+bool pr_http_stream_alive(const struct pr_req *r)
+{
+	const struct pr_conn *c = r->conn;
+
+	return !r->orphan && (c->phase == PR_CONN_READING || c->phase == PR_CONN_PAUSED ||
+	                      c->phase == PR_CONN_FLUSHING);
+}
+
+int pr_http_stream_send(struct pr_req *r, const void *p, size_t n)
+{
+	struct pr_conn *c = r->conn;
+	struct pr_buf *o;
+
+	assert(r->streaming && !r->done);
+	if (!pr_http_stream_alive(r))
+		return -EPIPE;
+	o = r == c->head ? &c->out : &r->resp;
+	if (c->out.len + c->wbuf.len + r->resp.len > c->srv->lim.out_high_water)
+		return -ENOBUFS;
+	if (pr_buf_append(o, p, n) != 0)
+		return -ENOBUFS;
+	mark_dirty(c);
+	return 0;
+}
+
+void pr_http_stream_end(struct pr_req *r)
+{
+	struct pr_conn *c = r->conn;
+
+	assert(r->streaming && !r->done);
+	if (c->phase == PR_CONN_CLOSED || r->orphan) {
+		c->orphans--;
+		pr__req_put(c->srv, r);
+		conn_free_maybe(c);
+		return;
 	}
 	r->done = true;
 	if (r == c->head)

@@ -75,7 +75,7 @@ struct pr_req *pr__req_get(struct pr_http *h, struct pr_conn *c)
 	r->hkind = 0;                        /* HK_NONE */
 	r->in_value = r->headers_done = r->expect_continue = false;
 	r->keepalive = r->http10 = r->close_after = false;
-	r->done = r->dispatched = r->orphan = false;
+	r->done = r->dispatched = r->orphan = r->streaming = false;
 	r->auth = NULL;
 	h->live_reqs++;
 	return r;

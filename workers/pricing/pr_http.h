@@ -98,6 +98,7 @@ struct pr_req {
 	bool done;                           /* answered */
 	bool dispatched;                     /* handed to on_request */
 	bool orphan;                         /* its answer will never be written */
+	bool streaming;                      /* pr_http_stream_begin was called */
 };
 
 struct pr_http_ops {
@@ -150,6 +151,27 @@ unsigned pr_http_port(const struct pr_http *h);
  * afterwards. */
 void pr_http_respond(struct pr_req *r, int status, const char *ctype,
                      const char *extra, const void *body, size_t len);
+
+/* Streamed answers (Server-Sent Events).  pr_http_stream_begin queues the
+ * status line and headers (ctype, extra as for pr_http_respond) without a
+ * Content-Length, with Connection: close: the body is what
+ * pr_http_stream_send appends, until pr_http_stream_end, and nothing after
+ * r is read on its connection.  on_answered is called at the beginning (a
+ * stream's length says nothing about the server's latency). */
+void pr_http_stream_begin(struct pr_req *r, int status, const char *ctype, const char *extra);
+
+/* Appends n bytes to the stream.  0, or -EPIPE when the client is gone
+ * (or half-closed), -ENOBUFS when it has not read out_high_water bytes:
+ * either way the caller ends the stream. */
+int pr_http_stream_send(struct pr_req *r, const void *p, size_t n);
+
+/* Whether the stream's client is still there (checked by the application
+ * on every tick, so a vanished client does not hold a stream slot). */
+bool pr_http_stream_alive(const struct pr_req *r);
+
+/* Ends the stream: what was sent is written, then the connection closes.
+ * r must not be used afterwards. */
+void pr_http_stream_end(struct pr_req *r);
 
 /* Answers {"error": code, "message": message} as application/json. */
 void pr_http_error(struct pr_req *r, int status, const char *code,

@@ -22,6 +22,7 @@
 #include "workers/pricing/pr.h"
 #include "workers/pricing/pr_auth.h"
 #include "workers/pricing/pr_backend.h"
+#include "workers/pricing/pr_stream.h"
 
 struct pr_main {
 	struct wk wk;
@@ -52,6 +53,7 @@ static void on_drain(struct wk *w, const char *reason, void *arg)
 	         reason, (unsigned long)pr_price_pending(m->pr.price));
 	m->pr.ready = false;
 	wk_set_ready(&m->wk, false);
+	pr_stream_close_all(&m->pr, "draining", 1);
 	pr_http_drain(m->pr.http);
 }
 

@@ -82,6 +82,11 @@ int pr_metrics_render(const struct shm *shm, const struct conf *conf, struct pr_
 		pr_buf_putc(b, '\n');
 	}
 
+	help(b, "eq_streams_open", "gauge", "Live price streams open, all workers.");
+	PR_JSON_LIT(b, "eq_streams_open ");
+	pr_buf_put_u64(b, c->streams_open);
+	pr_buf_putc(b, '\n');
+
 	help(b, "eq_request_duration_seconds", "histogram", "HTTP request duration by mode.");
 	for (unsigned m = 0; m < EQ_MODE__COUNT; m++) {
 		uint64_t cum = 0, sum_us = c->latency_sum_us[m];
