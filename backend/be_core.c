@@ -428,6 +428,16 @@ static void on_reconnect(uv_timer_t *t)
 		be__client_start(cl);
 }
 
+void be__client_retry_now(struct be__client *cl)
+{
+	if (cl->phase != BE__PH_IDLE)
+		return;
+	log_info("%s: reported healthy again: reconnecting now", cl->h.name);
+	cl->h.attempt = 0;
+	uv_timer_stop(&cl->reconnect_timer);
+	be__client_start(cl);
+}
+
 static bool is_ip_literal(const char *s)
 {
 	unsigned char buf[sizeof(struct in6_addr)];

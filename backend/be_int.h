@@ -304,6 +304,14 @@ void be__req_unlink(struct be__client *cl, struct be__req *req);
 void be__req_defer(struct be__client *cl, struct be__req *req, enum be_err err,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Someone who knows (eq-prober, through the segment) says the server
+ * answers again: a client waiting out its reconnect backoff (IDLE) starts
+ * a connection now, with the backoff from its first step; in any other
+ * phase nothing happens.  Requests still fail fast until the connection is
+ * up (the circuit closes then), so a wrong hint costs one background
+ * connect, never a request's wait. */
+void be__client_retry_now(struct be__client *cl);
+
 /* be.h's view of the phase (OPEN while the circuit is open) and status. */
 enum be_state be__client_state(const struct be__client *cl);
 void be__client_status(const struct be__client *cl, struct be_status *out);
@@ -322,7 +330,8 @@ void be__client_status(const struct be__client *cl, struct be_status *out);
 #define BE__USER_TIMEOUT_MS ((BE__KEEPIDLE_S + BE__KEEPINTVL_S * BE__KEEPCNT) * 1000)
 int be__sock_tune(int fd);
 
-/* Defines be_<proto>_state, be_<proto>_status and be_<proto>_last_error
+/* Defines be_<proto>_state, be_<proto>_status, be_<proto>_last_error and
+ * be_<proto>_retry_now
  * (be_redis.h, be_pg.h) for a protocol type T that embeds the skeleton as
  * its member `cl`: the three are the skeleton's, written once here. */
 #define BE__CLIENT_ACCESSORS(proto, T)                                       \
@@ -331,6 +340,8 @@ int be__sock_tune(int fd);
 	void be_##proto##_status(const T *c, struct be_status *out)          \
 	{ be__client_status(&c->cl, out); }                                  \
 	const char *be_##proto##_last_error(const T *c)                      \
-	{ return c->cl.h.last_error; }
+	{ return c->cl.h.last_error; }                                       \
+	void be_##proto##_retry_now(T *c)                                    \
+	{ be__client_retry_now(&c->cl); }
 
 #endif

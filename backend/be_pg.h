@@ -130,6 +130,9 @@ int be_pg_zone_chain(struct be_pg *const *clients, size_t n, const char *zone_id
 
 /* State and a status snapshot (be.h). */
 enum be_state be_pg_state(const struct be_pg *c);
+/* The server is reported healthy again (eq-prober): reconnect now if
+ * waiting out a backoff (be_int.h, be__client_retry_now). */
+void be_pg_retry_now(struct be_pg *c);
 void be_pg_status(const struct be_pg *c, struct be_status *out);
 const char *be_pg_last_error(const struct be_pg *c);
 /* The server's backend pid of the current connection, 0 when none (tests

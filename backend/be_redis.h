@@ -116,6 +116,9 @@ const char *be_redis_result_field(const struct be_redis_result *res,
 
 /* State and a status snapshot (be.h).  last_error is "" until a failure. */
 enum be_state be_redis_state(const struct be_redis *c);
+/* The server is reported healthy again (eq-prober): reconnect now if
+ * waiting out a backoff (be_int.h, be__client_retry_now). */
+void be_redis_retry_now(struct be_redis *c);
 void be_redis_status(const struct be_redis *c, struct be_status *out);
 const char *be_redis_last_error(const struct be_redis *c);
 

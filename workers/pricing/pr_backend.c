@@ -270,10 +270,21 @@ static void op_get(void *impl, enum pr_src_id id, const char *zone, size_t len,
 		call_done(c, PR_SRC_DOWN, NULL);  /* no callback will come */
 }
 
+static void op_retry_now(void *impl, enum pr_src_id id)
+{
+	struct pr_backend *b = impl;
+
+	if (id == PR_SRC_REDIS && b->redis)
+		be_redis_retry_now(b->redis);
+	else if ((id == PR_SRC_PG_PRIMARY || id == PR_SRC_PG_BACKUP) && b->pg[id - PR_SRC_PG_PRIMARY])
+		be_pg_retry_now(b->pg[id - PR_SRC_PG_PRIMARY]);
+}
+
 void pr_backend_ops(struct pr_backend *b, struct pr_src_ops *ops)
 {
 	ops->configured = op_configured;
 	ops->usable = op_usable;
+	ops->retry_now = op_retry_now;
 	ops->get = op_get;
 	ops->impl = b;
 }

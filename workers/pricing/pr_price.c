@@ -10,6 +10,7 @@
 #include "workers/pricing/pr_json.h"
 
 #define PR_PRICE_FREE_MAX 1024               /* idle lookup structs kept */
+#define PR_RETRY_NOW_MS   100                /* retry_now at most this often per source */
 
 /* Confidence per row of DESIGN.md's source table (default: from conf). */
 #define CONF_REDIS       1.0
@@ -30,6 +31,7 @@ struct pr_price {
 	struct shm *shm;
 	const struct conf *conf;
 	struct pr_src_ops ops;
+	uint64_t kicked_mono_ms[PR_SRC__COUNT]; /* last retry_now per source */
 	struct pr_lookup *free;
 	unsigned nfree;
 	uint64_t pending;
@@ -254,15 +256,28 @@ static int src_component(enum pr_src_id id)
 
 /* Whether id may be called now: configured, not marked failed by the
  * prober, and its local circuit closed. */
-static bool src_callable(const struct pr_price *e, enum pr_src_id id)
+static bool src_callable(struct pr_price *e, enum pr_src_id id)
 {
 	int comp = src_component(id);
 
 	if (!e->ops.configured(e->ops.impl, id))
 		return false;
-	if (comp >= 0 && shm_component_state(e->shm, (enum eq_component)comp) == EQ_CSTATE_FAILED)
+	enum eq_cstate st = comp >= 0 ? shm_component_state(e->shm, (enum eq_component)comp)
+	                              : EQ_CSTATE_UNKNOWN;
+	if (st == EQ_CSTATE_FAILED)
 		return false;
-	return e->ops.usable(e->ops.impl, id);
+	if (e->ops.usable(e->ops.impl, id))
+		return true;
+	/* The prober sees it answer while our circuit is open: reconnect now,
+	 * at most every PR_RETRY_NOW_MS per source. */
+	if (st == EQ_CSTATE_HEALTHY && e->ops.retry_now != NULL) {
+		uint64_t now = util_mono_ms();
+		if (now - e->kicked_mono_ms[id] >= PR_RETRY_NOW_MS) {
+			e->kicked_mono_ms[id] = now;
+			e->ops.retry_now(e->ops.impl, id);
+		}
+	}
+	return false;
 }
 
 /* Every live source has had its say without a price. */

@@ -49,6 +49,10 @@ struct pr_src_ops {
 	bool (*configured)(void *impl, enum pr_src_id id);
 	/* Whether a call may go out now (its local circuit is not open). */
 	bool (*usable)(void *impl, enum pr_src_id id);
+	/* The prober reports the source healthy while it is not usable here:
+	 * reconnect now rather than at the end of the local backoff (DESIGN.md:
+	 * pricing follows the prober's recovery within 250 ms).  May be NULL. */
+	void (*retry_now)(void *impl, enum pr_src_id id);
 	/* Looks zone (len bytes, already validated) up; see the contract above. */
 	void (*get)(void *impl, enum pr_src_id id, const char *zone, size_t len,
 	            pr_src_cb cb, void *ctx);

@@ -70,7 +70,9 @@ static void fire(enum pr_src_id id)
 	cb(s->held_ctx, s->st, s->st == PR_SRC_OK ? &s->price : NULL);
 }
 
-static const struct pr_src_ops fake_ops = { f_configured, f_usable, f_get, &F };
+static const struct pr_src_ops fake_ops = {
+	.configured = f_configured, .usable = f_usable, .get = f_get, .impl = &F,
+};
 
 /* ---- fixture ---- */
 
