@@ -143,7 +143,6 @@ max_connections = $((IDLE_CONNS + 500))
 token_sha256 = $(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
 [pricing]
 workers = $workers
-quotes = $([ "$name" = N ] && echo off || echo on)
 quotes = $quotes
 [redis]
 port = $RPORT
