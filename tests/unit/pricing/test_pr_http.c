@@ -45,6 +45,18 @@ static int path_is(const struct pr_req *r, const char *p)
 	return r->path_len >= strlen(p) && memcmp(r->path, p, strlen(p)) == 0;
 }
 
+/* The number after prefix in r's path.  r->path is not NUL-terminated
+ * (pr_http.h: path and path_len), so it is copied first: strtoul on it read
+ * on into the buffer (a fresh malloc's bytes: MALLOC_PERTURB_, which meson
+ * test sets, made "/big/1000" a huge size and the test crash). */
+static unsigned long path_number(const struct pr_req *r, size_t prefix)
+{
+	char z[64];
+	size_t n = r->path_len > prefix ? r->path_len - prefix : 0;
+	snprintf(z, sizeof(z), "%.*s", (int)(n < sizeof(z) ? n : sizeof(z) - 1), r->path + prefix);
+	return strtoul(z, NULL, 10);
+}
+
 static void on_request(struct pr_req *r, void *arg)
 {
 	struct tsrv *s = arg;
@@ -53,7 +65,7 @@ static void on_request(struct pr_req *r, void *arg)
 	if (path_is(r, "/delay/")) {
 		/* /delay/MS/tag: answers "tag" after MS milliseconds. */
 		struct delayed *d = calloc(1, sizeof(*d));
-		unsigned ms = (unsigned)strtoul(r->path + 7, NULL, 10);
+		unsigned ms = (unsigned)path_number(r, 7);
 		const char *tag = memchr(r->path + 7, '/', r->path_len - 7);
 		d->r = r;
 		snprintf(d->body, sizeof(d->body), "%.*s", tag ? (int)(r->path + r->path_len - tag - 1) : 0,
@@ -64,7 +76,7 @@ static void on_request(struct pr_req *r, void *arg)
 		return;
 	}
 	if (path_is(r, "/big/")) {
-		size_t n = strtoul(r->path + 5, NULL, 10);
+		size_t n = path_number(r, 5);
 		char *b = malloc(n);
 		for (size_t i = 0; i < n; i++)
 			b[i] = (char)('a' + i % 26);
@@ -73,7 +85,7 @@ static void on_request(struct pr_req *r, void *arg)
 		return;
 	}
 	if (path_is(r, "/reject/")) {
-		int st = atoi(r->path + 8);
+		int st = (int)path_number(r, 8);
 		snprintf(body, sizeof(body), "early=%d body=%s len=%zu", r->early,
 		         r->body ? "yes" : "no", r->body_len);
 		pr_http_respond(r, st, "text/plain", NULL, body, strlen(body));
