@@ -423,15 +423,17 @@ int pr_price_lookup(struct pr_price *e, const char *zone, size_t len, pr_price_c
 		else
 			finish_default(l, PR_REASON_EMERGENCY_MODE);
 		return 0;
-	case EQ_MODE_DEGRADED:
+	case EQ_MODE_DEGRADED: {
+		uint64_t now = util_now_ms();
 		if (shm_prices_lookup(e->shm, zone, len, &p) == 0 &&
-		    age_of(util_now_ms(), 0, p.read_ms) < e->conf->modes.degraded_stale_ttl_ms &&
-		    !stale_expired(e, &p, util_now_ms())) {
+		    age_of(now, 0, p.read_ms) < e->conf->modes.degraded_stale_ttl_ms &&
+		    !stale_expired(e, &p, now)) {
 			finish_stale(l, &p, CONF_STALE_TTL, "stale", PR_REASON_DEGRADED_CACHE);
 			return 0;
 		}
 		start_live(l);
 		return 0;
+	}
 	default:
 		start_live(l);
 		return 0;
